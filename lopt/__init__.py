@@ -1,0 +1,15 @@
+"""lopt: learning optimization algorithms in JAX.
+
+Public API (see README.md):
+  lopt.objectives  families of objective functions (logistic regression, robust linear
+                   regression, a small MLP classifier, Rosenbrock, quadratics)
+  lopt.baselines   gradient descent, momentum, conjugate gradient, L-BFGS, grid tuning
+  lopt.evaluation  run optimizers over batches of problems; margin of victory
+  lopt.plotting    matplotlib figures (imported on demand, not here)
+"""
+
+from lopt import baselines, evaluation, objectives
+
+__version__ = "0.1.0"
+
+__all__ = ["baselines", "evaluation", "objectives"]
