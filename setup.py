@@ -5,7 +5,7 @@ import setuptools
 setuptools.setup(
     name="lopt",
     version="0.1.0",
-    description="Learning optimization algorithms in JAX: Guided Policy Search and Neural Optimizer Search.",
+    description="Learning optimization algorithms in JAX: GPS and Neural Optimizer Search.",
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     license="Apache-2.0",

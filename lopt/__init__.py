@@ -8,8 +8,7 @@ Public API (see README.md):
   lopt.plotting    matplotlib figures (imported on demand, not here)
 """
 
-from lopt import baselines, evaluation, objectives
+from lopt import objectives
 
 __version__ = "0.1.0"
 
-__all__ = ["baselines", "evaluation", "objectives"]
