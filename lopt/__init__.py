@@ -8,7 +8,7 @@ Public API (see README.md):
   lopt.plotting    matplotlib figures (imported on demand, not here)
 """
 
-from lopt import objectives
+from lopt import baselines, evaluation, objectives
 
 __version__ = "0.1.0"
 

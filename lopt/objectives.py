@@ -398,6 +398,13 @@ FAMILIES = {
     "quadratic": quadratic,
 }
 
+# Training-set sizes of the paper's experiments (sections 6.1-6.3); test sets have 100.
+PAPER_NUM_TRAIN = {
+    "logistic_regression": 90,
+    "robust_linear_regression": 120,
+    "mlp_classifier": 80,
+}
+
 
 def get(name: str, **settings):
     """Returns the family called `name` (a key of FAMILIES) built with `settings`."""

@@ -1,0 +1,109 @@
+r"""Tunes the hand-engineered baselines on training objectives and compares them on unseen ones.
+
+  python -m experiments.compare_baselines --family=logistic_regression \
+      --num_problems=100 --num_steps=100 --out=runs/compare_baselines
+
+Each baseline's hyperparameters are grid-searched on `--num_train` training problems (by the
+mean objective over all iterations), then all baselines run from the same initial iterates
+on `--num_problems` test problems drawn with a different key. Writes into --out:
+  margin_of_victory.png   mean margin of victory per iteration (paper Figures 1a-3a)
+  example_problem_K.png   objective curves on two test problems (paper Figures 1b-c)
+  curves.npz              objective values per algorithm, [num_problems, num_steps + 1]
+  summary.md              tuned hyperparameters, mean final objective and margins
+"""
+
+import os
+import time
+
+import jax
+import numpy as np
+from absl import app, flags, logging
+
+from lopt import baselines, evaluation, objectives, plotting
+
+FAMILY = flags.DEFINE_enum("family", "logistic_regression", sorted(objectives.FAMILIES),
+                           "Objective family.")
+NUM_PROBLEMS = flags.DEFINE_integer("num_problems", 100, "Test problems.", lower_bound=1)
+NUM_TRAIN = flags.DEFINE_integer(
+    "num_train", None, "Training problems for tuning (default: the paper's size for the "
+    "family, else 90).", lower_bound=1)
+NUM_STEPS = flags.DEFINE_integer("num_steps", 100, "Optimizer steps.", lower_bound=1)
+BASELINES = flags.DEFINE_list("baselines", list(baselines.BASELINES),
+                              f"Baselines to compare, from {list(baselines.BASELINES)}.")
+SEED = flags.DEFINE_integer("seed", 0, "Seed for problems and initial iterates.")
+OUT = flags.DEFINE_string("out", None, "Output directory (created if missing).", required=True)
+
+
+def prepare_output_dir(path: str) -> str:
+    """Creates `path` and checks it is writable, or raises app.UsageError naming the problem."""
+    try:
+        os.makedirs(path, exist_ok=True)
+        probe = os.path.join(path, ".write_test")
+        with open(probe, "w"):
+            pass
+        os.remove(probe)
+    except OSError as error:
+        raise app.UsageError(f"--out={path} is not a writable directory: {error}") from error
+    return path
+
+
+def summary_table(curves, tuned, margins) -> str:
+    lines = ["| algorithm | tuned hyperparameters | mean final objective | mean objective "
+             "(all iterations) | mean margin at last iteration | iterations best |",
+             "|---|---|---|---|---|---|"]
+    for name, values in curves.items():
+        values = np.asarray(values)
+        settings = ", ".join(f"{k}={v:.4g}" for k, v in tuned[name].items()) or "-"
+        best = int(np.sum(margins[name][1:] > 0))
+        lines.append(f"| {name} | {settings} | {values[:, -1].mean():.6f} | "
+                     f"{values.mean():.6f} | {margins[name][-1]:+.2e} | {best} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv):
+    del argv
+    unknown = [name for name in BASELINES.value if name not in baselines.BASELINES]
+    if unknown:
+        raise app.UsageError(f"--baselines: unknown {unknown}; valid: {list(baselines.BASELINES)}")
+    out = prepare_output_dir(OUT.value)
+    family = objectives.get(FAMILY.value)
+    num_train = NUM_TRAIN.value or objectives.PAPER_NUM_TRAIN.get(FAMILY.value, 90)
+    key_train, key_test, key_tune, key_init = jax.random.split(jax.random.key(SEED.value), 4)
+    train = family.sample(key_train, num_train)
+    test = family.sample(key_test, NUM_PROBLEMS.value)
+    x0 = family.init(key_init, NUM_PROBLEMS.value)
+
+    curves, tuned = {}, {}
+    for index, name in enumerate(BASELINES.value, start=1):
+        start = time.time()
+        grid = baselines.DEFAULT_GRIDS[name]
+        result = baselines.tune(baselines.get(name), grid, family, train, NUM_STEPS.value,
+                                key=key_tune)
+        tuned[name] = result.best
+        curves[name] = np.asarray(evaluation.run(
+            baselines.get(name)(**result.best), family, test, NUM_STEPS.value, x0=x0))
+        logging.info("[%d/%d] %s: %d grid points tuned on %d problems, best %s, test mean final "
+                     "objective %.6f (%.1fs)", index, len(BASELINES.value), name,
+                     len(result.scores), num_train, result.best, curves[name][:, -1].mean(),
+                     time.time() - start)
+
+    per_problem = evaluation.margin_of_victory(curves, per_problem=True)
+    margins = {name: values.mean(axis=0) for name, values in per_problem.items()}
+    title = f"{FAMILY.value}: {NUM_PROBLEMS.value} test problems"
+    plotting.plot_margin_of_victory(per_problem, os.path.join(out, "margin_of_victory.png"),
+                                    title)
+    for problem in range(min(2, NUM_PROBLEMS.value)):
+        plotting.plot_objective_curves(
+            {name: values[problem] for name, values in curves.items()},
+            os.path.join(out, f"example_problem_{problem}.png"),
+            f"{FAMILY.value}: test problem {problem}")
+    np.savez(os.path.join(out, "curves.npz"), **curves)
+    with open(os.path.join(out, "summary.md"), "w") as file:
+        file.write(f"# Baselines on {FAMILY.value}\n\n{NUM_PROBLEMS.value} test problems, "
+                   f"{num_train} training problems for tuning, {NUM_STEPS.value} steps, "
+                   f"seed {SEED.value}.\n\n" + summary_table(curves, tuned, margins))
+    print(f"Wrote {os.path.join(out, 'margin_of_victory.png')}, curves.npz and summary.md")
+
+
+if __name__ == "__main__":
+    app.run(main)

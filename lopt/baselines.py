@@ -1,0 +1,265 @@
+"""Hand-engineered baselines of Li & Malik (2017) as optax transformations, and their tuning.
+
+All four optimizers run in the same harness (`lopt.evaluation.run`). Sign convention: the
+returned updates are *added* to the parameters (`optax.apply_updates`). Conjugate gradient and
+L-BFGS use line searches and are `GradientTransformationExtraArgs`: their `update` takes
+`value`, `grad` and `value_fn` keyword arguments (as `optax.lbfgs`).
+
+`tune` grid-searches hyperparameters on training problems: the whole grid x problems x steps
+is one compiled program (vmap over grid points and problems, scan over steps). The criterion
+is the mean objective over all iterations (area under the curve, the default, because the
+margin of victory compares algorithms at every iteration) or the mean final objective.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Mapping, Sequence
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from lopt import evaluation
+
+
+def gradient_descent(learning_rate: float) -> optax.GradientTransformation:
+    """x <- x - learning_rate * grad."""
+    return optax.sgd(learning_rate)
+
+
+def momentum(learning_rate: float, decay: float = 0.9) -> optax.GradientTransformation:
+    """Heavy-ball momentum: v <- decay * v + grad; x <- x - learning_rate * v."""
+    return optax.sgd(learning_rate, momentum=decay)
+
+
+class ConjugateGradientState(NamedTuple):
+    """State of `scale_by_conjugate_gradient`.
+
+    count: steps taken, int32 scalar; the direction restarts at -grad when
+      `count % restart_every == 0`.
+    previous_grad: the gradient at the previous step (params-shaped).
+    previous_direction: the previous search direction (params-shaped, a descent direction).
+    """
+
+    count: jax.Array
+    previous_grad: optax.Updates
+    previous_direction: optax.Updates
+
+
+def scale_by_conjugate_gradient(restart_every: int) -> optax.GradientTransformation:
+    """Nonlinear conjugate-gradient directions, Polak-Ribiere+ with restarts.
+
+    d_k = -g_k + beta_k d_{k-1},  beta_k = max(0, g_k.(g_k - g_{k-1}) / |g_{k-1}|^2),
+    restarted to d_k = -g_k every `restart_every` steps and whenever d_k is not a descent
+    direction (d_k . g_k >= 0). Chain with a line search to get a step.
+
+    Args:
+      restart_every: restart period in steps (commonly the dimension of the problem).
+
+    Returns:
+      A transformation mapping gradients to descent directions.
+    """
+    if restart_every < 1:
+        raise ValueError(f"restart_every must be >= 1, got {restart_every}")
+
+    def init(params):
+        zeros = optax.tree.zeros_like(params)
+        return ConjugateGradientState(jnp.zeros([], jnp.int32), zeros, zeros)
+
+    def update(grad, state, params=None):
+        del params
+        grad_change = optax.tree.sub(grad, state.previous_grad)
+        previous_norm = optax.tree.vdot(state.previous_grad, state.previous_grad)
+        beta = optax.tree.vdot(grad, grad_change) / jnp.where(previous_norm > 0, previous_norm, 1)
+        beta = jnp.maximum(beta, 0.0)
+        direction = optax.tree.add_scale(optax.tree.scale(-1.0, grad), beta,
+                                         state.previous_direction)
+        restart = (state.count % restart_every == 0) | (optax.tree.vdot(direction, grad) >= 0)
+        direction = optax.tree.where(restart, optax.tree.scale(-1.0, grad), direction)
+        return direction, ConjugateGradientState(state.count + 1, grad, direction)
+
+    return optax.GradientTransformation(init, update)
+
+
+def scale_by_exact_linesearch(num_newton_steps: int = 3) -> optax.GradientTransformationExtraArgs:
+    """Scales a direction d by the step alpha minimising phi(alpha) = f(x + alpha d).
+
+    Newton's method on phi from alpha = 0, with phi' and phi'' from forward-mode derivatives
+    of `value_fn`; exact in one step on quadratics. A Newton step is skipped where phi'' <= 0
+    or the result is not finite, and alpha falls back to 0 if it does not decrease f.
+
+    Args:
+      num_newton_steps: Newton iterations on alpha.
+
+    Returns:
+      A transformation whose `update(direction, state, params, *, value, grad, value_fn)`
+      returns alpha * direction.
+    """
+
+    def init(params):
+        del params
+        return optax.EmptyState()
+
+    def update(direction, state, params, *, value, grad=None, value_fn, **extra_args):
+        del grad, extra_args
+
+        def phi(alpha):
+            return value_fn(optax.tree.add_scale(params, alpha, direction))
+
+        def newton(alpha, _):
+            slope = lambda a: jax.jvp(phi, (a,), (jnp.ones_like(a),))[1]
+            first, second = jax.jvp(slope, (alpha,), (jnp.ones_like(alpha),))
+            candidate = alpha - first / second
+            ok = (second > 0) & jnp.isfinite(candidate)
+            return jnp.where(ok, candidate, alpha), None
+
+        zero = jnp.zeros([], jnp.result_type(value))
+        alpha, _ = jax.lax.scan(newton, zero, None, length=num_newton_steps)
+        alpha = jnp.where(phi(alpha) <= value, alpha, zero)
+        return optax.tree.scale(alpha, direction), state
+
+    return optax.GradientTransformationExtraArgs(init, update)
+
+
+def conjugate_gradient(
+    restart_every: int = 10,
+    line_search: str = "wolfe",
+    curvature: float = 0.1,
+    max_linesearch_steps: int = 20,
+) -> optax.GradientTransformationExtraArgs:
+    """Nonlinear conjugate gradient (Polak-Ribiere+, restarts) with a line search.
+
+    Args:
+      restart_every: restart the direction at -grad every this many steps.
+      line_search: "wolfe" (optax's zoom line search under the strong Wolfe conditions) or
+        "exact" (Newton on the step length; exact on quadratics).
+      curvature: the strong-Wolfe curvature constant c2 ("wolfe" only); CG wants it small.
+      max_linesearch_steps: cap on line-search evaluations ("wolfe" only).
+
+    Returns:
+      A GradientTransformationExtraArgs; `update` needs `value`, `grad`, `value_fn`.
+    """
+    if line_search == "wolfe":
+        search = optax.scale_by_zoom_linesearch(
+            max_linesearch_steps=max_linesearch_steps, curv_rtol=curvature
+        )
+    elif line_search == "exact":
+        search = scale_by_exact_linesearch()
+    else:
+        raise ValueError(f"line_search must be 'wolfe' or 'exact', got {line_search!r}")
+    return optax.chain(scale_by_conjugate_gradient(restart_every), search)
+
+
+def lbfgs(
+    memory_size: int = 10, curvature: float = 0.9, max_linesearch_steps: int = 20
+) -> optax.GradientTransformationExtraArgs:
+    """L-BFGS (`optax.lbfgs`) with the zoom line search under the strong Wolfe conditions.
+
+    Args:
+      memory_size: number of past (step, gradient change) pairs kept.
+      curvature: the strong-Wolfe curvature constant c2 (0.9 is the usual quasi-Newton value).
+      max_linesearch_steps: cap on line-search evaluations per step.
+    """
+    return optax.lbfgs(
+        memory_size=memory_size,
+        linesearch=optax.scale_by_zoom_linesearch(
+            max_linesearch_steps=max_linesearch_steps, curv_rtol=curvature
+        ),
+    )
+
+
+BASELINES: dict[str, Callable[..., optax.GradientTransformation]] = {
+    "gradient_descent": gradient_descent,
+    "momentum": momentum,
+    "conjugate_gradient": conjugate_gradient,
+    "lbfgs": lbfgs,
+}
+
+# Default tuning grids: learning rates one third of a decade apart, the usual momentum decays,
+# and the strong-Wolfe curvature constant for the line-search methods.
+DEFAULT_GRIDS: dict[str, dict[str, Sequence[float]]] = {
+    "gradient_descent": {"learning_rate": np.logspace(-3, 1, 13).tolist()},
+    "momentum": {
+        "learning_rate": np.logspace(-3, 1, 13).tolist(),
+        "decay": [0.5, 0.7, 0.8, 0.9, 0.95, 0.99],
+    },
+    "conjugate_gradient": {"curvature": [0.01, 0.1, 0.4]},
+    "lbfgs": {"curvature": [0.1, 0.5, 0.9]},
+}
+
+
+def get(name: str) -> Callable[..., optax.GradientTransformation]:
+    """Returns the baseline factory called `name` (a key of BASELINES)."""
+    if name not in BASELINES:
+        raise ValueError(f"unknown baseline {name!r}; valid: {', '.join(BASELINES)}")
+    return BASELINES[name]
+
+
+class TuneResult(NamedTuple):
+    """What `tune` found.
+
+    best: the best hyperparameters, {name: python float}.
+    grid: every grid point, {name: [num_points] array}.
+    scores: the criterion at every grid point, [num_points] (lower is better; +inf where
+      any training run ended non-finite).
+    """
+
+    best: dict[str, float]
+    grid: dict[str, np.ndarray]
+    scores: np.ndarray
+
+
+def tune(
+    factory: Callable[..., optax.GradientTransformation],
+    grid: Mapping[str, Sequence[float]],
+    family,
+    train_problems,
+    num_steps: int,
+    *,
+    key: jax.Array,
+    criterion: str = "auc",
+) -> TuneResult:
+    """Grid-searches `factory`'s hyperparameters on training problems.
+
+    Every point of the Cartesian product of `grid` is run on every training problem from the
+    same initial iterates, in one compiled program vmapped over grid points and problems.
+
+    Args:
+      factory: builds an optax transformation from keyword hyperparameters; it is called with
+        traced scalars, so hyperparameters must enter only the arithmetic.
+      grid: {hyperparameter name: candidate values}.
+      family: the objective family (see `lopt.objectives`).
+      train_problems: batched problem data, leading axis = number of problems.
+      num_steps: optimisation steps per run.
+      key: PRNG key for the initial iterates.
+      criterion: "auc" (mean objective over iterations 0..num_steps) or "final" (mean
+        objective at the last iteration), averaged over problems.
+
+    Returns:
+      A TuneResult.
+    """
+    if criterion not in ("auc", "final"):
+        raise ValueError(f"criterion must be 'auc' or 'final', got {criterion!r}")
+    if not grid:
+        raise ValueError("grid must name at least one hyperparameter")
+    names = list(grid)
+    points = np.array(list(itertools.product(*(grid[name] for name in names))), np.float64)
+    grid_arrays = {name: points[:, i] for i, name in enumerate(names)}
+    num_problems = evaluation.num_problems(train_problems)
+    x0 = family.init(key, num_problems)
+
+    def score(hyperparameters):
+        curves = evaluation.batch_curves(factory(**hyperparameters), family, train_problems, x0,
+                                         num_steps)
+        per_problem = curves.mean(axis=1) if criterion == "auc" else curves[:, -1]
+        finite = jnp.all(jnp.isfinite(curves))
+        return jnp.where(finite, per_problem.mean(), jnp.inf)
+
+    grid_values = {name: jnp.asarray(values, x0.dtype) for name, values in grid_arrays.items()}
+    scores = np.asarray(jax.jit(jax.vmap(score))(grid_values))
+    best_index = int(np.argmin(scores))
+    best = {name: float(grid_arrays[name][best_index]) for name in names}
+    return TuneResult(best, grid_arrays, scores)
