@@ -203,8 +203,8 @@ class TuneResult(NamedTuple):
 
     best: the best hyperparameters, {name: python float}.
     grid: every grid point, {name: [num_points] array}.
-    scores: the criterion at every grid point, [num_points] (lower is better; +inf where
-      any training run ended non-finite).
+    scores: the criterion at every grid point, [num_points] (lower is better). Diverging runs
+      score high because `lopt.evaluation` rejects non-finite steps.
     """
 
     best: dict[str, float]
@@ -255,8 +255,7 @@ def tune(
         curves = evaluation.batch_curves(factory(**hyperparameters), family, train_problems, x0,
                                          num_steps)
         per_problem = curves.mean(axis=1) if criterion == "auc" else curves[:, -1]
-        finite = jnp.all(jnp.isfinite(curves))
-        return jnp.where(finite, per_problem.mean(), jnp.inf)
+        return per_problem.mean()
 
     grid_values = {name: jnp.asarray(values, x0.dtype) for name, values in grid_arrays.items()}
     scores = np.asarray(jax.jit(jax.vmap(score))(grid_values))

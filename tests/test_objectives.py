@@ -72,7 +72,8 @@ def test_sampling_deterministic_shapes_and_keys(name):
     for leaf, same in zip(jax.tree.leaves(first), jax.tree.leaves(again), strict=True):
         assert leaf.shape[0] == 5
         np.testing.assert_array_equal(leaf, same)
-    differs = [not np.array_equal(a, b) for a, b in zip(*map(jax.tree.leaves, (first, other)))]
+    leaves = zip(jax.tree.leaves(first), jax.tree.leaves(other), strict=True)
+    differs = [not np.array_equal(a, b) for a, b in leaves]
     assert any(differs) != (name == "rosenbrock")  # the plain Rosenbrock family has one member
     x0 = family.init(jax.random.key(1), 5)
     assert x0.shape == (5, family.dim)
@@ -133,7 +134,7 @@ def test_bad_counts_raise(bad):
 
 
 def test_bad_settings_and_names_raise():
-    with pytest.raises(ValueError, match="unknown objective family 'logistic'.*logistic_regression"):
+    with pytest.raises(ValueError, match="family 'logistic'; valid: .*logistic_regression"):
         objectives.get("logistic")
     with pytest.raises(ValueError, match="num_points must be even"):
         objectives.logistic_regression(num_points=101)

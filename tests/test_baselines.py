@@ -1,0 +1,120 @@
+"""Baselines against independent references: scikit-learn, exact quadratic minimisers, NumPy."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from sklearn.linear_model import LogisticRegression
+
+from lopt import baselines, evaluation, objectives
+
+
+def _first(problems):
+    return jax.tree.map(lambda a: a[:1], problems)
+
+
+def test_lbfgs_reaches_sklearn_logistic_regression_minimiser():
+    family = objectives.logistic_regression()
+    with jax.enable_x64():
+        problems = _first(family.sample(jax.random.key(11), 1))
+        _, iterates = evaluation.run(baselines.lbfgs(), family, problems, 60, x0=jnp.zeros((1, 4)),
+                                     return_iterates=True)
+        solution = np.asarray(iterates[0, -1])
+    inputs, labels = np.asarray(problems["inputs"][0]), np.asarray(problems["labels"][0])
+    reference = LogisticRegression(C=1.0 / (len(labels) * family.l2), tol=1e-12, max_iter=10_000)
+    reference.fit(inputs, labels)
+    np.testing.assert_allclose(solution[:3], reference.coef_[0], atol=1e-4)
+    np.testing.assert_allclose(solution[3], reference.intercept_[0], atol=1e-4)
+
+
+@pytest.fixture(scope="module")
+def quadratic_problem():
+    family = objectives.quadratic(dim=8, condition_number=100.0)
+    with jax.enable_x64():
+        problems = _first(family.sample(jax.random.key(3), 1))
+        solution = np.linalg.solve(problems["matrix"][0], problems["vector"][0])
+        minimum = float(family.loss(jax.tree.map(lambda a: a[0], problems), solution))
+    return family, problems, minimum
+
+
+@pytest.mark.parametrize("opt, max_steps", [
+    (baselines.conjugate_gradient(restart_every=100, line_search="exact"), 8 + 5),
+    (baselines.lbfgs(), 8 + 5),
+    (baselines.conjugate_gradient(restart_every=8), 40),
+], ids=["cg_exact_linesearch", "lbfgs", "cg_wolfe"])
+def test_minimises_convex_quadratic(quadratic_problem, opt, max_steps):
+    family, problems, minimum = quadratic_problem
+    with jax.enable_x64():
+        curve = np.asarray(evaluation.run(opt, family, problems, max_steps, x0=jnp.ones((1, 8))))[0]
+    assert curve[-1] - minimum < 1e-6
+    assert np.all(np.diff(curve) <= 1e-12), "line-search methods never go uphill"
+
+
+def test_conjugate_gradient_direction_matches_polak_ribiere_by_hand():
+    transform = baselines.scale_by_conjugate_gradient(restart_every=10)
+    g0, g1 = jnp.array([1.0, 2.0]), jnp.array([-0.5, 1.0])
+    state = transform.init(g0)
+    d0, state = transform.update(g0, state)
+    d1, _ = transform.update(g1, state)
+    np.testing.assert_allclose(d0, -g0)
+    beta = max(0.0, float(g1 @ (g1 - g0)) / float(g0 @ g0))
+    np.testing.assert_allclose(d1, -g1 + beta * d0, rtol=1e-6)
+
+
+def test_momentum_matches_numpy_heavy_ball(quadratic_problem):
+    family, problems, _ = quadratic_problem
+    matrix, vector = (np.asarray(problems[k][0], np.float32) for k in ("matrix", "vector"))
+    x, velocity, values = np.ones(8, np.float32), np.zeros(8, np.float32), []
+    for _ in range(20):
+        velocity = 0.8 * velocity + (matrix @ x - vector)
+        x = x - 0.3 * velocity
+        values.append(0.5 * x @ matrix @ x - vector @ x)
+    curves = evaluation.run(baselines.momentum(0.3, 0.8), family,
+                            jax.tree.map(lambda a: a.astype(jnp.float32), problems), 20,
+                            x0=jnp.ones((1, 8)))
+    np.testing.assert_allclose(curves[0, 1:], values, rtol=1e-4, atol=1e-5)
+
+
+def test_tune_picks_the_brute_force_best_learning_rate():
+    family = objectives.quadratic(dim=4, condition_number=20.0)
+    problems = family.sample(jax.random.key(0), 6)
+    grid = [0.01, 0.1, 0.5, 1.0, 1.5, 2.5]
+    result = baselines.tune(baselines.gradient_descent, {"learning_rate": grid}, family, problems,
+                            15, key=jax.random.key(1))
+    x0 = np.asarray(family.init(jax.random.key(1), 6), np.float64)
+    matrices, vectors = np.asarray(problems["matrix"], np.float64), np.asarray(problems["vector"])
+    brute = []
+    for rate in grid:
+        x = x0.copy()
+        values = [np.einsum("pi,pij,pj->p", x, matrices, x) / 2 - np.sum(vectors * x, 1)]
+        for _ in range(15):
+            x = x - rate * (np.einsum("pij,pj->pi", matrices, x) - vectors)
+            values.append(np.einsum("pi,pij,pj->p", x, matrices, x) / 2 - np.sum(vectors * x, 1))
+        brute.append(np.mean(values))
+    assert result.best["learning_rate"] == grid[int(np.argmin(brute))]
+    np.testing.assert_allclose(result.scores, brute, rtol=1e-4)
+
+
+def test_tune_two_hyperparameters_grid_shape():
+    family = objectives.quadratic(dim=3)
+    problems = family.sample(jax.random.key(0), 2)
+    result = baselines.tune(baselines.momentum, {"learning_rate": [0.1, 0.5], "decay": [0.0, 0.5,
+                            0.9]}, family, problems, 5, key=jax.random.key(1), criterion="final")
+    assert result.scores.shape == (6,) and set(result.best) == {"learning_rate", "decay"}
+
+
+def test_bad_names_and_settings_raise():
+    with pytest.raises(ValueError, match="unknown baseline 'adam'; valid: gradient_descent"):
+        baselines.get("adam")
+    with pytest.raises(ValueError, match="line_search must be 'wolfe' or 'exact'"):
+        baselines.conjugate_gradient(line_search="armijo")
+    with pytest.raises(ValueError, match="criterion must be"):
+        baselines.tune(baselines.gradient_descent, {"learning_rate": [0.1]},
+                       objectives.quadratic(), None, 5, key=jax.random.key(0), criterion="best")
+
+
+def test_baselines_are_optax_transformations():
+    for name, factory in baselines.BASELINES.items():
+        settings = {"learning_rate": 0.1} if name in ("gradient_descent", "momentum") else {}
+        assert isinstance(factory(**settings), optax.GradientTransformation), name
