@@ -13,6 +13,9 @@ Two kinds, one protocol (`init`, `loss`, `accuracy`, `has_data`):
   (the paper's Rosenbrock transfer test). `loss(params)` is the objective; its "accuracy"
   is the negated objective, so higher is better for both kinds.
 
+The task constructors are memoised: the same arguments give the same task object, so jitted
+functions that take a task as a static argument compile once per task, not once per call.
+
 Task names: digits_mlp, digits_convnet (CPU defaults, scikit-learn's bundled digits),
 cifar10_convnet (the paper's child: two 3x3 conv layers of 32 filters, ReLU, batch norm;
 needs a local CIFAR-10 directory), rosenbrock, quadratic.
@@ -21,6 +24,7 @@ needs a local CIFAR-10 directory), rosenbrock, quadratic.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Sequence
 
 import flax.linen as nn
@@ -117,29 +121,34 @@ class FunctionTask:
         return -self.loss(params)
 
 
-def digits_mlp(hidden_sizes: Sequence[int] = (64,)) -> SupervisedTask:
+@functools.cache
+def digits_mlp(hidden_sizes: tuple[int, ...] = (64,)) -> SupervisedTask:
     """An MLP on scikit-learn's 8x8 digits (1,437 train / 360 validation images)."""
     return SupervisedTask("digits_mlp", MLP(tuple(hidden_sizes), 10), data.load_digits())
 
 
-def digits_convnet(filters: Sequence[int] = (16, 16)) -> SupervisedTask:
+@functools.cache
+def digits_convnet(filters: tuple[int, ...] = (16, 16)) -> SupervisedTask:
     """The paper's child scaled down: two 3x3 conv layers with batch norm on the digits."""
     return SupervisedTask("digits_convnet", ConvNet(tuple(filters), 10), data.load_digits())
 
 
-def cifar10_convnet(data_dir: str, filters: Sequence[int] = (32, 32)) -> SupervisedTask:
+@functools.cache
+def cifar10_convnet(data_dir: str, filters: tuple[int, ...] = (32, 32)) -> SupervisedTask:
     """The paper's child (two 3x3 conv layers, 32 filters, ReLU, batch norm) on CIFAR-10."""
     return SupervisedTask("cifar10_convnet", ConvNet(tuple(filters), 10),
                           data.load_cifar10(data_dir))
 
 
-def rosenbrock(start: Sequence[float] = (-1.5, 2.0)) -> FunctionTask:
+@functools.cache
+def rosenbrock(start: tuple[float, ...] = (-1.5, 2.0)) -> FunctionTask:
     """The 2-D Rosenbrock function (minimum 0 at (1, 1)) from `start`."""
     family = objectives.rosenbrock()
     problem = jax.tree.map(lambda a: a[0], family.sample(jax.random.key(0), 1))
     return FunctionTask("rosenbrock", family, problem, jnp.asarray(start, jnp.float32))
 
 
+@functools.cache
 def quadratic(dim: int = 10, seed: int = 0) -> FunctionTask:
     """One random convex quadratic of dimension `dim` (condition number 10), from the origin."""
     family = objectives.quadratic(dim)
