@@ -9,6 +9,8 @@ Public API (see README.md):
 """
 
 from lopt import baselines, evaluation, objectives
+from lopt import rules
+from lopt.rules import addsign, powersign
 
 __version__ = "0.1.0"
 

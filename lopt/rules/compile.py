@@ -1,0 +1,103 @@
+"""Compiling a rule to an optax `GradientTransformation`.
+
+`scale_by_rule(rule)` turns gradients into the rule's direction; `to_optax(rule, lr)` is
+`optax.chain(scale_by_rule(rule), optax.scale_by_learning_rate(lr))`, exactly as `optax.adam`
+is `chain(scale_by_adam(), scale_by_learning_rate(lr))`, so the update is Δw = −lr · rule and
+the learning rate may be a schedule or an `optax.inject_hyperparams` hyperparameter.
+
+The rule is lowered once, in Python, to its token program; tracing the update emits only the
+operations the rule uses, and the state (`RuleState`) holds only the moving averages it reads,
+a count if it reads any, and a PRNG key if it draws random numbers (`drop`, `noise`).
+Conventions for the operands are in `lopt.rules.semantics`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from lopt.rules.expression import WEIGHT_OPERANDS, Rule, is_random, operand_names
+from lopt.rules.semantics import advance, choose_static, evaluate, init_state, needed_moments
+from lopt.rules.text import parse
+from lopt.rules.tokens import to_tokens
+
+
+def scale_by_rule(
+    rule: Rule | str, *, key: jax.Array | None = None
+) -> optax.GradientTransformation:
+    """Scales gradients to the rule's direction d (the update is −lr · d after `to_optax`).
+
+    Args:
+      rule: a `Rule` or its text.
+      key: PRNG key for rules that use `drop` or `noise`; stored in the state and split on
+        every update. Ignored by rules that draw nothing.
+
+    Returns:
+      A `GradientTransformation` whose state is a `RuleState`.
+
+    Example:
+      >>> opt = scale_by_rule("g * exp(sign(g) * sign(m))")
+      >>> state = opt.init({"w": jnp.zeros(3)})
+    """
+    rule = parse(rule) if isinstance(rule, str) else rule
+    tokens = to_tokens(rule)
+    moments = needed_moments(rule)
+    random = is_random(rule)
+    reads_weights = bool(operand_names(rule) & set(WEIGHT_OPERANDS))
+
+    def init_fn(params):
+        if random and key is None:
+            raise ValueError(
+                f"rule '{rule}' draws random numbers (drop or noise): pass a PRNG key, e.g. "
+                "to_optax(rule, learning_rate, key=jax.random.key(0))"
+            )
+        return init_state(params, moments, key if random else None)
+
+    def update_fn(updates, state, params=None):
+        if reads_weights and params is None:
+            raise ValueError(f"rule '{rule}' reads the weights: call update(grads, state, params)")
+        state, step_moments, step_key = advance(state, updates)
+        return evaluate(tokens, step_moments, params, step_key, choose_static), state
+
+    return optax.GradientTransformation(init_fn, update_fn)
+
+
+def to_optax(
+    rule: Rule | str, learning_rate: optax.ScalarOrSchedule, *, key: jax.Array | None = None
+) -> optax.GradientTransformation:
+    """An optax optimizer applying Δw = −learning_rate · rule.
+
+    Works on any params pytree and float dtype, under `jax.jit`, inside `optax.chain`,
+    `optax.inject_hyperparams` and `optax.MultiSteps`.
+
+    Args:
+      rule: a `Rule` or its text.
+      learning_rate: a float or an optax schedule.
+      key: PRNG key, required (at `init`) by rules that use `drop` or `noise`.
+
+    Returns:
+      `optax.chain(scale_by_rule(rule, key=key), optax.scale_by_learning_rate(learning_rate))`.
+
+    Example:
+      >>> opt = to_optax(parse("adam"), learning_rate=1e-3)   # same as optax.adam(1e-3)
+      >>> params = {"w": jnp.ones(3)}
+      >>> updates, state = opt.update({"w": jnp.ones(3)}, opt.init(params), params)
+    """
+    return optax.chain(scale_by_rule(rule, key=key), optax.scale_by_learning_rate(learning_rate))
+
+
+def is_finite_update(updates: Any) -> jax.Array:
+    """Whether every element of an update pytree is finite (overflowing rules give inf/NaN).
+
+    Returns:
+      A bool scalar array; jittable.
+
+    Example:
+      >>> is_finite_update({"w": jnp.array([1.0, jnp.inf])})
+      Array(False, dtype=bool)
+    """
+    leaves = jax.tree.leaves(updates)
+    return jnp.all(jnp.array([jnp.all(jnp.isfinite(leaf)) for leaf in leaves], dtype=bool))

@@ -1,0 +1,160 @@
+"""PowerSign and AddSign as optax optimizers, with the sign-decay schedules of the paper.
+
+From Bello et al. (2017), in the extended version that introduces "internal decay" of the
+sign term (arXiv:1709.07417, section 5): with m the EMA of g (decay β; its sign is all that is
+used, so no bias correction is needed) and a decay d(t) ∈ [0, 1],
+
+    PowerSign: Δw = −lr · base^{d(t)·sign(g)·sign(m)} · g
+    AddSign:   Δw = −lr · (α + d(t)·sign(g)·sign(m)) · g
+
+Decays, with t the number of updates before this one (0 on the first) clipped to T steps:
+
+    linear:  d(t) = 1 − t/T
+    cosine:  d(t) = 0.5·(1 + cos(2π·n·t/T))          (n periods; n = 0.5 ends at 0)
+    restart: d(t) = 0.5·(1 + cos(π·((n·t) mod T)/T)) (n restarts, each going from 1 to 0)
+
+Without a decay d(t) = 1, and PowerSign with base e is `LIBRARY["powersign"]`, AddSign with
+α = 1 is `LIBRARY["addsign"]`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+
+class SignAgreementState(NamedTuple):
+    """count: int32 number of updates so far; momentum: EMA of g (pytree like params)."""
+
+    count: jax.Array
+    momentum: Any
+
+
+def linear_sign_decay(decay_steps: int) -> optax.Schedule:
+    """d(t) = 1 − min(t, T)/T.
+
+    Example:
+      >>> linear_sign_decay(100)(50)
+      Array(0.5, dtype=float32)
+    """
+    _check_steps(decay_steps)
+    return lambda count: 1.0 - _fraction(count, decay_steps)
+
+
+def cosine_sign_decay(decay_steps: int, num_periods: float = 0.5) -> optax.Schedule:
+    """d(t) = 0.5·(1 + cos(2π·n·min(t, T)/T)), n = `num_periods` (the paper's cyclical decay)."""
+    _check_steps(decay_steps)
+    return lambda count: (
+        0.5 * (1 + jnp.cos(2 * jnp.pi * num_periods * _fraction(count, decay_steps)))
+    )
+
+
+def restart_sign_decay(decay_steps: int, num_periods: float = 1) -> optax.Schedule:
+    """d(t) = 0.5·(1 + cos(π·((n·min(t, T)) mod T)/T)), n = `num_periods` restarts."""
+    _check_steps(decay_steps)
+    return lambda count: (
+        0.5 * (1 + jnp.cos(jnp.pi * jnp.mod(num_periods * _fraction(count, decay_steps), 1.0)))
+    )
+
+
+def _check_steps(decay_steps: int) -> None:
+    if not decay_steps >= 1:
+        raise ValueError(f"decay_steps must be a positive number of steps, got {decay_steps}")
+
+
+def _fraction(count, decay_steps: int) -> jax.Array:
+    return jnp.minimum(jnp.asarray(count, jnp.float32), decay_steps) / decay_steps
+
+
+def scale_by_sign_agreement(
+    scale: Callable[[jax.Array], jax.Array],
+    beta: float = 0.9,
+    sign_decay: optax.Schedule | None = None,
+) -> optax.GradientTransformation:
+    """Scales g by scale(d(t)·sign(g)·sign(m)), m the EMA of g with decay `beta`.
+
+    Args:
+      scale: elementwise map of the decayed sign agreement a ∈ [−1, 1] to a factor.
+      beta: decay of the gradient EMA.
+      sign_decay: schedule d(t) of the update count, or None for d = 1.
+
+    Returns:
+      A `GradientTransformation` with state `SignAgreementState`.
+    """
+
+    def init_fn(params):
+        return SignAgreementState(jnp.zeros([], jnp.int32), optax.tree.zeros_like(params))
+
+    def update_fn(updates, state, params=None):
+        del params
+        momentum = jax.tree.map(
+            lambda m, g: (beta * m + (1 - beta) * g).astype(m.dtype), state.momentum, updates
+        )
+        decay = 1.0 if sign_decay is None else sign_decay(state.count)
+
+        def direction(g, m):
+            agreement = jnp.sign(g) * jnp.sign(m).astype(g.dtype)
+            return scale(jnp.asarray(decay, g.dtype) * agreement) * g
+
+        directions = jax.tree.map(direction, updates, momentum)
+        return directions, SignAgreementState(optax.safe_increment(state.count), momentum)
+
+    return optax.GradientTransformation(init_fn, update_fn)
+
+
+def powersign(
+    learning_rate: optax.ScalarOrSchedule,
+    base: float = math.e,
+    beta: float = 0.9,
+    sign_decay: optax.Schedule | None = None,
+) -> optax.GradientTransformation:
+    """PowerSign: Δw = −lr · base^{d(t)·sign(g)·sign(m)} · g (see the module docstring).
+
+    Args:
+      learning_rate: a float or an optax schedule.
+      base: α > 0 (the paper uses e or 2).
+      beta: decay of the gradient EMA m.
+      sign_decay: None or a schedule such as `linear_sign_decay(num_steps)`.
+
+    Returns:
+      An optax `GradientTransformation`.
+
+    Example:
+      >>> opt = powersign(1e-3, sign_decay=cosine_sign_decay(10_000))
+    """
+    log_base = math.log(base)
+    return optax.chain(
+        scale_by_sign_agreement(lambda agreement: jnp.exp(log_base * agreement), beta, sign_decay),
+        optax.scale_by_learning_rate(learning_rate),
+    )
+
+
+def addsign(
+    learning_rate: optax.ScalarOrSchedule,
+    alpha: float = 1.0,
+    beta: float = 0.9,
+    sign_decay: optax.Schedule | None = None,
+) -> optax.GradientTransformation:
+    """AddSign: Δw = −lr · (α + d(t)·sign(g)·sign(m)) · g (see the module docstring).
+
+    Args:
+      learning_rate: a float or an optax schedule.
+      alpha: the constant α (the paper uses 1 or 2).
+      beta: decay of the gradient EMA m.
+      sign_decay: None or a schedule such as `restart_sign_decay(num_steps, 4)`.
+
+    Returns:
+      An optax `GradientTransformation`.
+
+    Example:
+      >>> opt = addsign(1e-3, alpha=2.0)
+    """
+    return optax.chain(
+        scale_by_sign_agreement(lambda agreement: alpha + agreement, beta, sign_decay),
+        optax.scale_by_learning_rate(learning_rate),
+    )

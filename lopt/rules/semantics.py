@@ -1,0 +1,226 @@
+"""What rules compute: moment estimates, operands, unary and binary functions, randomness.
+
+Conventions (Bello et al., 2017, section 4.2), written once here:
+- m̂, v̂, γ̂ are bias-corrected exponential moving averages of g, g², g³ with β1 = 0.9,
+  β2 = β3 = 0.999: after t updates m = β1·m + (1 − β1)·g and m̂ = m / (1 − β1^t); the EMAs live
+  in the parameters' dtype and the arithmetic happens in the gradients' dtype, as in optax.
+- `adam` = m̂ / (√v̂ + ε), `rmsprop` = g / (√v̂ + ε) with the same v̂; ε = 1e-8;
+  `x / y` = x / (y + ε); `log(x)` = log|x|; `clip(x, l)` clips to [−l, l].
+- `noise` is N(0, 0.01²) per element, drawn afresh each step.
+- `drop(x, p)` keeps each element with probability 1 − p and zeroes it otherwise, without
+  rescaling (the paper's definition, unlike dropout).
+- The parameter update is Δw = −lr · rule: rules give a descent direction.
+
+Evaluation runs a rule's token program (`lopt.rules.tokens`) level by level on each leaf of
+the parameter pytree. One function, `evaluate`, serves `to_optax` (token ids are Python ints
+and `choose_static` traces one branch) and the population interpreter (token ids are traced;
+`choose_selected` computes every branch and selects, `choose_switched` runs one with
+`lax.switch`), so they agree by construction. Random draws are tied to the program, not to the
+text: each step's key is folded with the leaf's index, then with 0 for `noise` and with
+1 + 2·level + slot for a `drop` in unary slot `slot` (0 for u1, 1 for u2) of level `level`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Sequence
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from lopt.rules.expression import OPERANDS, WEIGHT_OPERANDS, WEIGHT_SCALES, Rule, operand_names
+from lopt.rules.tokens import BINARY_TOKENS, TOKENS_PER_LEVEL, UNARY_TOKENS
+
+BETA1 = 0.9
+BETA2 = 0.999
+BETA3 = 0.999
+EPSILON = 1e-8
+NOISE_SCALE = 0.01
+MOMENT_NAMES = ("m", "v", "gamma")
+_DECAYS = {"m": BETA1, "v": BETA2, "gamma": BETA3}
+_POWERS = {"m": 1, "v": 2, "gamma": 3}
+_MOMENTS_OF_OPERAND = {"m": {"m"}, "v": {"v"}, "gamma": {"gamma"}, "adam": {"m", "v"},
+                       "rmsprop": {"v"}}  # fmt: skip
+
+Choose = Callable[[Any, Sequence[Callable[[], jax.Array]]], jax.Array]
+
+
+class Moments(NamedTuple):
+    """A rule's inputs at one step; each field is a pytree like the params (None if unused).
+
+    `m`, `v`, `gamma` are the bias-corrected m̂, v̂, γ̂.
+    """
+
+    grad: Any
+    m: Any = None
+    v: Any = None
+    gamma: Any = None
+
+
+class RuleState(NamedTuple):
+    """Optimizer state of a rule: only what the rule reads is stored, the rest is None.
+
+    Attributes:
+      count: int32 number of updates so far (None when the rule uses no moving average).
+      m, v, gamma: raw (not bias-corrected) EMAs of g, g², g³, pytrees like the params.
+      key: PRNG key, split on every update (None when the rule draws no random numbers).
+    """
+
+    count: jax.Array | None
+    m: Any
+    v: Any
+    gamma: Any
+    key: jax.Array | None
+
+
+def needed_moments(rule: Rule) -> frozenset[str]:
+    """The moving averages ⊆ {"m", "v", "gamma"} that `rule` reads (adam needs m and v)."""
+    names = operand_names(rule)
+    return frozenset().union(*(_MOMENTS_OF_OPERAND.get(name, set()) for name in names))
+
+
+def init_state(params: Any, moments: Collection[str], key: jax.Array | None) -> RuleState:
+    """Zero moving averages for the names in `moments`, a zero count, and `key`."""
+    zeros = lambda name: optax.tree.zeros_like(params) if name in moments else None
+    count = jnp.zeros([], jnp.int32) if moments else None
+    return RuleState(count, zeros("m"), zeros("v"), zeros("gamma"), key)
+
+
+def advance(state: RuleState, grads: Any) -> tuple[RuleState, Moments, jax.Array | None]:
+    """Folds `grads` into the moving averages and splits the key.
+
+    Returns:
+      (new state, bias-corrected moments for this step, this step's key or None).
+    """
+    count = None if state.count is None else optax.safe_increment(state.count)
+    emas, corrected = {}, {}
+    for name in MOMENT_NAMES:
+        emas[name], corrected[name] = _moving_average(getattr(state, name), grads, name, count)
+    key, step_key = (None, None) if state.key is None else jax.random.split(state.key)
+    new_state = RuleState(count, emas["m"], emas["v"], emas["gamma"], key)
+    return new_state, Moments(grads, **corrected), step_key
+
+
+def _moving_average(ema: Any, grads: Any, name: str, count: jax.Array) -> tuple[Any, Any]:
+    """(updated EMA, bias-corrected EMA) of g**power for moment `name`; (None, None) if unused."""
+    if ema is None:
+        return None, None
+    decay, power = _DECAYS[name], _POWERS[name]
+    ema = jax.tree.map(
+        lambda e, g: (decay * e + (1 - decay) * g**power).astype(e.dtype), ema, grads
+    )
+    correction = 1 - decay**count
+    return ema, jax.tree.map(lambda e: e / correction.astype(e.dtype), ema)
+
+
+def choose_static(index: int, branches: Sequence[Callable[[], jax.Array]]) -> jax.Array:
+    """Runs only branch `index` (a Python int): compiles just what the rule uses."""
+    return branches[index]()
+
+
+def choose_selected(index: jax.Array, branches: Sequence[Callable[[], jax.Array]]) -> jax.Array:
+    """Runs every branch and selects branch `index` (traced): one program for all rules."""
+    return jax.lax.select_n(index, *(branch() for branch in branches))
+
+
+def choose_switched(index: jax.Array, branches: Sequence[Callable[[], jax.Array]]) -> jax.Array:
+    """Runs branch `index` (traced) with `lax.switch`; becomes a select under `jax.vmap`."""
+    return jax.lax.switch(index, list(branches))
+
+
+def evaluate(
+    tokens: Sequence[int] | jax.Array,
+    moments: Moments,
+    params: Any,
+    key: jax.Array | None,
+    choose: Choose,
+) -> Any:
+    """The rule's value (a descent direction) for every leaf of the gradient pytree.
+
+    Args:
+      tokens: the rule's token program, 5·depth ids in the full vocabulary.
+      moments: this step's inputs (fields the program does not read may be None).
+      params: the parameters (may be None when the program reads no scaled weight).
+      key: this step's key (may be None when the program draws nothing).
+      choose: `choose_static` for Python-int tokens, `choose_selected` for traced ones.
+
+    Returns:
+      A pytree like `moments.grad`.
+    """
+    leaves, treedef = jax.tree.flatten(moments.grad)
+    per_leaf = lambda tree: [None] * len(leaves) if tree is None else treedef.flatten_up_to(tree)
+    columns = zip(
+        leaves,
+        *(per_leaf(tree) for tree in (moments.m, moments.v, moments.gamma, params)),
+        strict=True,
+    )
+    directions = [
+        _evaluate_leaf(tokens, grad, m, v, gamma, weight, _fold(key, index), choose)
+        for index, (grad, m, v, gamma, weight) in enumerate(columns)
+    ]
+    return treedef.unflatten(directions)
+
+
+def _fold(key: jax.Array | None, data: int) -> jax.Array | None:
+    return None if key is None else jax.random.fold_in(key, data)
+
+
+def _evaluate_leaf(tokens, grad, m, v, gamma, weight, key, choose: Choose) -> jax.Array:
+    adam_denominator = lambda: jnp.sqrt(v) + EPSILON
+    operands = {
+        "g": lambda: grad,
+        "g2": lambda: grad * grad,
+        "g3": lambda: grad * grad * grad,
+        "m": lambda: m,
+        "v": lambda: v,
+        "gamma": lambda: gamma,
+        "one": lambda: jnp.ones_like(grad),
+        "noise": lambda: NOISE_SCALE * jax.random.normal(_fold(key, 0), grad.shape, grad.dtype),
+        "adam": lambda: m / adam_denominator(),
+        "rmsprop": lambda: grad / adam_denominator(),
+    }
+    for name, scale in zip(WEIGHT_OPERANDS, WEIGHT_SCALES, strict=True):
+        operands[name] = lambda scale=scale: (scale * weight).astype(grad.dtype)
+    bank = [operands[name] for name in OPERANDS]
+    output = None
+    for level in range(len(tokens) // TOKENS_PER_LEVEL):
+        first, second, unary1, unary2, binary = tokens[TOKENS_PER_LEVEL * level :][:5]
+        x = _unary(unary1, choose(first, bank), _fold(key, 1 + 2 * level), choose)
+        y = _unary(unary2, choose(second, bank), _fold(key, 2 + 2 * level), choose)
+        output = _binary(binary, x, y, choose)
+        bank.append(lambda output=output: output)
+    return output
+
+
+def _unary(index, x: jax.Array, key: jax.Array | None, choose: Choose) -> jax.Array:
+    return choose(index, [lambda token=token: _UNARIES[token[0]](x, token[1], key)
+                          for token in UNARY_TOKENS])  # fmt: skip
+
+
+def _binary(index, x: jax.Array, y: jax.Array, choose: Choose) -> jax.Array:
+    return choose(index, [lambda fn=fn: fn(x, y) for fn in _BINARIES])
+
+
+def _drop(x: jax.Array, rate: float, key: jax.Array) -> jax.Array:
+    keep = jax.random.uniform(key, x.shape) >= rate
+    return jnp.where(keep, x, jnp.zeros_like(x))
+
+
+_UNARIES = {
+    "identity": lambda x, const, key: x,
+    "neg": lambda x, const, key: -x,
+    "exp": lambda x, const, key: jnp.exp(x),
+    "log": lambda x, const, key: jnp.log(jnp.abs(x)),
+    "clip": lambda x, bound, key: jnp.clip(x, -bound, bound),
+    "drop": _drop,
+    "sign": lambda x, const, key: jnp.sign(x),
+}
+_BINARY_FUNCTIONS = {
+    "+": lambda x, y: x + y,
+    "-": lambda x, y: x - y,
+    "*": lambda x, y: x * y,
+    "/": lambda x, y: x / (y + EPSILON),
+    "keep_left": lambda x, y: x,
+}
+_BINARIES = [_BINARY_FUNCTIONS[op] for op in BINARY_TOKENS]
