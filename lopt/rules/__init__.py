@@ -25,7 +25,7 @@ from lopt.rules.named import (
 )
 from lopt.rules.semantics import Moments, RuleState, advance, init_state
 from lopt.rules.text import RuleSyntaxError, parse
-from lopt.rules.tokens import VOCABULARY, Vocabulary, from_tokens, to_tokens
+from lopt.rules.tokens import VOCABULARY, Vocabulary, from_tokens, random_tokens, to_tokens
 
 __all__ = [
     "LIBRARY",
@@ -50,6 +50,7 @@ __all__ = [
     "linear_sign_decay",
     "parse",
     "powersign",
+    "random_tokens",
     "restart_sign_decay",
     "scale_by_rule",
     "to_optax",

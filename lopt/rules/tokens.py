@@ -156,6 +156,38 @@ def _index(kind: str, items: tuple, item) -> int:
 VOCABULARY = Vocabulary()
 
 
+def random_tokens(key: jax.Array, depth: int, vocabulary: Vocabulary = VOCABULARY) -> jax.Array:
+    """Samples a token sequence that satisfies the vocabulary's constraints; jittable.
+
+    Each position is drawn uniformly among the ids its mask allows (a random-search baseline,
+    and the source of random populations in tests and benchmarks).
+
+    Args:
+      key: PRNG key.
+      depth: number of levels.
+      vocabulary: token ids and constraints.
+
+    Returns:
+      int32 [5·depth]; `jax.vmap` over keys gives a population.
+
+    Example:
+      >>> rule = from_tokens(random_tokens(jax.random.key(0), depth=2), depth=2)
+    """
+    num_tokens = TOKENS_PER_LEVEL * depth
+
+    def choose_next(tokens, position_and_key):
+        position, position_key = position_and_key
+        allowed = vocabulary.mask(tokens, position, depth)
+        token = jax.random.categorical(position_key, jnp.where(allowed, 0.0, -jnp.inf))
+        return tokens.at[position].set(token.astype(jnp.int32)), None
+
+    keys = jax.random.split(key, num_tokens)
+    tokens, _ = jax.lax.scan(
+        choose_next, jnp.zeros(num_tokens, jnp.int32), (jnp.arange(num_tokens), keys)
+    )
+    return tokens
+
+
 def to_tokens(
     rule: Rule, depth: int | None = None, vocabulary: Vocabulary = VOCABULARY
 ) -> tuple[int, ...]:
