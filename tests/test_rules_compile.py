@@ -281,9 +281,15 @@ def test_drop_and_noise_statistics_and_keys():
     assert not bool(jnp.all((first["w"] == 0) == (second["w"] == 0)))  # fresh mask each step
     again, _ = drop.update(params, drop.init(params))
     np.testing.assert_array_equal(again["w"], first["w"])  # same key, same draws
+    both = to_optax(parse("drop(one, 0.5) * drop(one, 0.5)"), 1.0, key=jax.random.key(4))
+    kept, _ = both.update(params, both.init(params))
+    assert float(jnp.mean(kept["w"] != 0)) == pytest.approx(0.25, abs=0.015)  # independent
     noise = to_optax(parse("noise"), 1.0, key=jax.random.key(1))
-    updates, _ = noise.update(params, noise.init(params))
-    assert float(jnp.std(updates["w"])) == pytest.approx(0.01, rel=0.05)
+    draws = -np.asarray(noise.update(params, noise.init(params))[0]["w"], np.float64)
+    assert draws.mean() == pytest.approx(0.0, abs=3e-4)
+    assert draws.std() == pytest.approx(0.01, rel=0.03)
+    assert np.mean((draws - draws.mean()) ** 4) / draws.var() ** 2 == pytest.approx(3, abs=0.2)
+    assert abs(np.corrcoef(draws[:-1], draws[1:])[0, 1]) < 0.03  # neighbours uncorrelated
 
 
 def test_overflow_gives_non_finite_updates_without_crashing():

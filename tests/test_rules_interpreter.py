@@ -12,7 +12,6 @@ from lopt.rules import (
     from_tokens,
     init_state,
     interpret,
-    parse,
     random_tokens,
     to_optax,
 )
@@ -92,16 +91,6 @@ def test_interpreter_equals_to_optax_for_every_member(setting):
             )
 
 
-def test_switch_branching_equals_select(setting):
-    rules, params, grads, keys = setting
-    moments, step_keys = _interpreter_inputs(params, grads, keys)
-    codes = encode(rules, DEPTH)
-    selected = interpret(codes, moments, params, step_keys)
-    switched = interpret(codes, moments, params, step_keys, branching="switch")
-    for name in SHAPES:
-        np.testing.assert_allclose(switched[name], selected[name], rtol=1e-6, atol=1e-7)
-
-
 def test_new_population_of_the_same_shape_compiles_nothing(setting):
     _, params, grads, keys = setting
     moments, step_keys = _interpreter_inputs(params, grads, keys)
@@ -130,10 +119,3 @@ def test_encode_pads_and_validates():
     assert from_tokens(codes[0], 2) == LIBRARY["adam"]
     with pytest.raises(ValueError, match="more than depth=2"):
         encode([LIBRARY["addsign"]], depth=2)
-
-
-def test_unknown_branching_is_rejected(setting):
-    _, params, grads, keys = setting
-    moments, step_keys = _interpreter_inputs(params, grads, keys)
-    with pytest.raises(ValueError, match="branching must be one of"):
-        interpret(encode([parse("g")] * POPULATION), moments, params, step_keys, branching="loop")

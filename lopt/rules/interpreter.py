@@ -2,27 +2,26 @@
 
 A population is an int32 array `codes [P, 5·D]`: row p is member p's token program (the
 canonical token form of `lopt.rules.tokens` in the full vocabulary), shorter rules padded to
-the common depth D with keep-left levels. `interpret` evaluates every member in one program
-whose token ids are data: each token position picks among the small tables of operands, unary
-and binary functions, either with `lax.select_n` inside one `jax.vmap` (the default) or with
-`lax.switch` inside `lax.map`. The compiled program depends only on (P, D) and the shapes of
-the moments, so a new population of the same shape runs without compiling anything.
+the common depth D with keep-left levels. `interpret` evaluates every member inside one
+`jax.vmap`: each token position selects among the small tables of operands, unary and binary
+functions with `lax.select_n`, so the compiled program depends only on (P, D) and the shapes
+of the moments, and a new population of the same shape runs without compiling anything.
 
 It shares its evaluation code with `to_optax` (`lopt.rules.semantics.evaluate`), so member p's
 direction equals what `to_optax(rule_p, ...)` computes from the same moments, parameters and
 step key, random draws included.
 
-Cost: under "select" every member computes every table entry (all operands, all eleven unary
-functions including the random draws of `drop` and `noise`), so on a CPU, where elementwise
-work is compute-bound, a member costs several times a compiled cheap rule; on accelerators the
-step is memory-bound and the extra arithmetic is nearly free. "switch" computes only each
-member's own operations but pays a fixed overhead per member and loop iteration.
-`benchmarks/interpreter.py` prints both against compiled rules.
+Cost: every member computes every table entry (all fourteen operands, all eleven unary
+functions at each of the 2·D slots, the random draws of `noise` and `drop` included). On a
+CPU, where this elementwise work is compute-bound, a member therefore costs several times a
+compiled rule (`benchmarks/interpreter.py` prints the ratio); on accelerators the step is
+memory-bound and the extra arithmetic is nearly free. A `lax.map` over members with
+`lax.switch` was measured too and was slower at every member size tried on a CPU: its fixed
+cost per member and branch outweighs the arithmetic it saves.
 """
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Sequence
 from typing import Any
 
@@ -31,7 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from lopt.rules.expression import Rule
-from lopt.rules.semantics import Moments, choose_selected, choose_switched, evaluate
+from lopt.rules.semantics import Moments, choose_selected, evaluate
 from lopt.rules.tokens import to_tokens
 
 
@@ -57,10 +56,8 @@ def encode(rules: Sequence[Rule], depth: int | None = None) -> jax.Array:
     return jnp.asarray(np.array([to_tokens(rule, depth) for rule in rules], dtype=np.int32))
 
 
-@functools.partial(jax.jit, static_argnames="branching")
-def interpret(
-    codes: jax.Array, moments: Moments, params: Any, key: jax.Array, branching: str = "select"
-) -> Any:
+@jax.jit
+def interpret(codes: jax.Array, moments: Moments, params: Any, key: jax.Array) -> Any:
     """Every member's rule value d_p (a descent direction: Δw_p = −lr · d_p).
 
     Args:
@@ -69,11 +66,6 @@ def interpret(
         e.g. from `jax.vmap(lopt.rules.advance)` over the members' `RuleState`s.
       params: pytree of member parameters with a leading axis P.
       key: P keys, one per member (this step's keys, e.g. from `advance`).
-      branching: "select" (default) evaluates all members in one `jax.vmap`, every member
-        computing every table entry and `lax.select_n` picking its own: the right choice on
-        accelerators and for small members. "switch" loops over members with `lax.map` and
-        `lax.switch`, so each member computes only its own operations: cheaper on CPU when
-        members are large (see `benchmarks/interpreter.py`). Both give the same values.
 
     Returns:
       A pytree like `moments.grad` ([P, ...] leaves).
@@ -81,11 +73,5 @@ def interpret(
     Example:
       >>> directions = interpret(encode(rules), moments, params, jax.random.split(key, len(rules)))
     """
-    if branching not in _CHOOSERS:
-        raise ValueError(f"branching must be one of {tuple(_CHOOSERS)}, got {branching!r}")
-    member = lambda args: evaluate(*args, _CHOOSERS[branching])
-    members = (codes, moments, params, key)
-    return jax.vmap(member)(members) if branching == "select" else jax.lax.map(member, members)
-
-
-_CHOOSERS = {"select": choose_selected, "switch": choose_switched}
+    member = lambda *args: evaluate(*args, choose_selected)
+    return jax.vmap(member)(codes, moments, params, key)

@@ -29,9 +29,9 @@ import optax
 
 
 class SignAgreementState(NamedTuple):
-    """count: int32 number of updates so far; momentum: EMA of g (pytree like params)."""
+    """count: int32 number of updates so far (None without a sign decay); momentum: EMA of g."""
 
-    count: jax.Array
+    count: jax.Array | None
     momentum: Any
 
 
@@ -88,21 +88,24 @@ def scale_by_sign_agreement(
     """
 
     def init_fn(params):
-        return SignAgreementState(jnp.zeros([], jnp.int32), optax.tree.zeros_like(params))
+        count = None if sign_decay is None else jnp.zeros([], jnp.int32)
+        return SignAgreementState(count, optax.tree.zeros_like(params))
 
     def update_fn(updates, state, params=None):
         del params
         momentum = jax.tree.map(
             lambda m, g: (beta * m + (1 - beta) * g).astype(m.dtype), state.momentum, updates
         )
-        decay = 1.0 if sign_decay is None else sign_decay(state.count)
+        count, decay = None, 1.0
+        if sign_decay is not None:
+            count, decay = optax.safe_increment(state.count), sign_decay(state.count)
 
         def direction(g, m):
             agreement = jnp.sign(g) * jnp.sign(m).astype(g.dtype)
             return scale(jnp.asarray(decay, g.dtype) * agreement) * g
 
         directions = jax.tree.map(direction, updates, momentum)
-        return directions, SignAgreementState(optax.safe_increment(state.count), momentum)
+        return directions, SignAgreementState(count, momentum)
 
     return optax.GradientTransformation(init_fn, update_fn)
 

@@ -9,19 +9,25 @@ Conventions (Bello et al., 2017, section 4.2), written once here:
 - `noise` is N(0, 0.01²) per element, drawn afresh each step.
 - `drop(x, p)` keeps each element with probability 1 − p and zeroes it otherwise, without
   rescaling (the paper's definition, unlike dropout).
+- Random draws: each draw takes 64 bits from its key with `jax.random.bits` and expands them
+  over the elements with a counter-based integer hash (`random_bits`), because threefry per
+  element would cost more than everything else in a step; uniforms have 24-bit resolution,
+  normals invert the CDF of such a uniform.
 - The parameter update is Δw = −lr · rule: rules give a descent direction.
 
 Evaluation runs a rule's token program (`lopt.rules.tokens`) level by level on each leaf of
 the parameter pytree. One function, `evaluate`, serves `to_optax` (token ids are Python ints
-and `choose_static` traces one branch) and the population interpreter (token ids are traced;
-`choose_selected` computes every branch and selects, `choose_switched` runs one with
-`lax.switch`), so they agree by construction. Random draws are tied to the program, not to the
-text: each step's key is folded with the leaf's index, then with 0 for `noise` and with
-1 + 2·level + slot for a `drop` in unary slot `slot` (0 for u1, 1 for u2) of level `level`.
+and `choose_static` traces one branch) and the population interpreter (token ids are traced
+and `choose_selected` computes every branch and selects), so they agree by construction.
+Random draws are tied to the program, not to the text: each step's key is folded with the
+leaf's index, then with 0 for `noise` and with 1 + 2·level + slot for a `drop` in unary slot
+`slot` (0 for u1, 1 for u2) of level `level`; `noise` is drawn once per leaf and step.
 """
 
 from __future__ import annotations
 
+import functools
+import math
 from collections.abc import Callable, Collection, Sequence
 from typing import Any, NamedTuple
 
@@ -124,11 +130,6 @@ def choose_selected(index: jax.Array, branches: Sequence[Callable[[], jax.Array]
     return jax.lax.select_n(index, *(branch() for branch in branches))
 
 
-def choose_switched(index: jax.Array, branches: Sequence[Callable[[], jax.Array]]) -> jax.Array:
-    """Runs branch `index` (traced) with `lax.switch`; becomes a select under `jax.vmap`."""
-    return jax.lax.switch(index, list(branches))
-
-
 def evaluate(
     tokens: Sequence[int] | jax.Array,
     moments: Moments,
@@ -176,13 +177,13 @@ def _evaluate_leaf(tokens, grad, m, v, gamma, weight, key, choose: Choose) -> ja
         "v": lambda: v,
         "gamma": lambda: gamma,
         "one": lambda: jnp.ones_like(grad),
-        "noise": lambda: NOISE_SCALE * jax.random.normal(_fold(key, 0), grad.shape, grad.dtype),
+        "noise": lambda: (NOISE_SCALE * _normal(_fold(key, 0), grad.shape)).astype(grad.dtype),
         "adam": lambda: m / adam_denominator(),
         "rmsprop": lambda: grad / adam_denominator(),
     }
     for name, scale in zip(WEIGHT_OPERANDS, WEIGHT_SCALES, strict=True):
         operands[name] = lambda scale=scale: (scale * weight).astype(grad.dtype)
-    bank = [operands[name] for name in OPERANDS]
+    bank = [functools.cache(operands[name]) for name in OPERANDS]  # each computed at most once
     output = None
     for level in range(len(tokens) // TOKENS_PER_LEVEL):
         first, second, unary1, unary2, binary = tokens[TOKENS_PER_LEVEL * level :][:5]
@@ -203,8 +204,38 @@ def _binary(index, x: jax.Array, y: jax.Array, choose: Choose) -> jax.Array:
 
 
 def _drop(x: jax.Array, rate: float, key: jax.Array) -> jax.Array:
-    keep = jax.random.uniform(key, x.shape) >= rate
+    keep = _uniform(key, x.shape) >= rate
     return jnp.where(keep, x, jnp.zeros_like(x))
+
+
+def random_bits(key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
+    """32 random bits per element from `key`: uint32 array of `shape`.
+
+    bits[i] = h(h(i + s0) ^ s1), with (s0, s1) = `jax.random.bits(key, (2,), uint32)` and h
+    the "lowbias32" integer hash (x ^= x >> 16; x *= 0x7feb352d; x ^= x >> 15;
+    x *= 0x846ca68b; x ^= x >> 16; C. Wellons, hash-prospector). One threefry call per key
+    and about a dozen integer operations per element: threefry for every element costs
+    5–10 ns per element on a CPU, more than the rest of a compiled rule together.
+    """
+    seed = jax.random.bits(key, (2,), jnp.uint32)
+    counter = jax.lax.iota(jnp.uint32, math.prod(shape)).reshape(shape)
+    return _lowbias32(_lowbias32(counter + seed[0]) ^ seed[1])
+
+
+def _lowbias32(x: jax.Array) -> jax.Array:
+    x = (x ^ (x >> 16)) * jnp.uint32(0x7FEB352D)
+    x = (x ^ (x >> 15)) * jnp.uint32(0x846CA68B)
+    return x ^ (x >> 16)
+
+
+def _uniform(key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
+    """float32 uniform on (0, 1): the top 24 random bits, centred in their interval."""
+    return ((random_bits(key, shape) >> 8).astype(jnp.float32) + 0.5) * 2.0**-24
+
+
+def _normal(key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
+    """float32 standard normal by inverting the CDF: √2 · erf⁻¹(2u − 1)."""
+    return math.sqrt(2.0) * jax.lax.erf_inv(2.0 * _uniform(key, shape) - 1.0)
 
 
 _UNARIES = {

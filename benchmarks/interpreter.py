@@ -1,0 +1,136 @@
+"""Per-member cost of the population interpreter against compiled fixed rules.
+
+    python -m benchmarks.interpreter [--member-sizes 4096,65536]
+
+For a population of 256 random depth-2 rules (sampled under the paper's constraints), one
+optimizer step per member (moving averages, rule, parameter update) is timed, in one run,
+interleaved:
+  - `interpret`: one `jax.vmap`, every member computing every table entry (target: at most
+    2.0 times a fixed rule);
+  - fixed rules compiled with `to_optax` and vmapped over the 256 members: PowerSign, and each
+    of 8 members of the population (their mean is what compiling every member would cost).
+It also counts the XLA compilations caused by a second population of the same shape (must be 0).
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from benchmarks.timing import median_seconds
+from lopt import rules
+
+POPULATION = 256
+DEPTH = 2
+LEARNING_RATE = 1e-3
+NUM_FIXED_MEMBERS = 8
+COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
+
+
+def _population(seed: int) -> list[rules.Rule]:
+    keys = jax.random.split(jax.random.key(seed), POPULATION)
+    codes = jax.jit(jax.vmap(lambda key: rules.random_tokens(key, DEPTH)))(keys)
+    return [rules.from_tokens(row, DEPTH) for row in np.asarray(codes)]
+
+
+def _member_trees(member_size: int):
+    params = jax.random.normal(jax.random.key(0), (POPULATION, member_size))
+    grads = 0.1 * jax.random.normal(jax.random.key(1), (POPULATION, member_size))
+    keys = jax.random.split(jax.random.key(2), POPULATION)
+    return {"w": params}, {"w": grads}, keys
+
+
+def _interpreter_runner(codes, params, grads, keys):
+    """One population step: advance every member's moments, interpret, apply −lr·d."""
+
+    @jax.jit
+    def step(codes, params, state):
+        state, moments, step_keys = jax.vmap(rules.advance)(state, grads)
+        directions = rules.interpret(codes, moments, params, step_keys)
+        params = jax.tree.map(lambda p, d: p - LEARNING_RATE * d, params, directions)
+        return params, state
+
+    init = lambda p, k: rules.init_state(p, ("m", "v", "gamma"), k)
+    carry = [params, jax.vmap(init)(params, keys)]
+
+    def run(codes=codes):
+        carry[0], carry[1] = step(codes, carry[0], carry[1])
+        return carry[0]
+
+    return run
+
+
+def _fixed_runner(rule, params, grads, keys):
+    """The same step for one compiled rule, vmapped over the members."""
+    optimizer = lambda key=None: rules.to_optax(rule, LEARNING_RATE, key=key)
+
+    @jax.jit
+    def step(params, state):
+        update = lambda g, s, p: optimizer().update(g, s, p)
+        updates, state = jax.vmap(update)(grads, state, params)
+        return jax.tree.map(jnp.add, params, updates), state
+
+    carry = [params, jax.vmap(lambda p, k: optimizer(k).init(p))(params, keys)]
+
+    def run():
+        carry[0], carry[1] = step(carry[0], carry[1])
+        return carry[0]
+
+    return run
+
+
+def _count_compiles(run) -> int:
+    compiles = []
+    listener = lambda event, duration, **kwargs: compiles.append(event == COMPILE_EVENT)
+    jax.monitoring.register_event_duration_secs_listener(listener)
+    try:
+        jax.block_until_ready(run())
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listener)
+    return sum(compiles)
+
+
+def measure(member_size: int, first, second, repeats: int):
+    params, grads, keys = _member_trees(member_size)
+    first_codes, second_codes = rules.encode(first, DEPTH), rules.encode(second, DEPTH)
+    interpreter = _interpreter_runner(first_codes, params, grads, keys)
+    candidates = {
+        "interpret": interpreter,
+        "fixed PowerSign": _fixed_runner(rules.LIBRARY["powersign"], params, grads, keys),
+    }
+    for index in range(NUM_FIXED_MEMBERS):
+        candidates[f"fixed member {index}"] = _fixed_runner(first[index], params, grads, keys)
+    times = median_seconds(candidates, repeats=repeats, calls=3)
+    compiles = _count_compiles(lambda: interpreter(second_codes))
+
+    per_member = {name: seconds / POPULATION for name, seconds in times.items()}
+    members_mean = np.mean([per_member[f"fixed member {i}"] for i in range(NUM_FIXED_MEMBERS)])
+    print(f"\n{POPULATION} members x {member_size:,} parameters, depth {DEPTH}, float32, "
+          f"{jax.devices()[0].device_kind}")  # fmt: skip
+    for name, seconds in per_member.items():
+        rule = f"  {first[int(name.split()[-1])]}" if name.startswith("fixed member") else ""
+        print(f"  {name:18s} {seconds * 1e6:10.2f} us/member{rule}")
+    cost = per_member["interpret"]
+    print(
+        f"per-member ratio interpret / fixed PowerSign: {cost / per_member['fixed PowerSign']:.2f}"
+        f"   / mean of {NUM_FIXED_MEMBERS} fixed members: {cost / members_mean:.2f}"
+        "  (target <= 2.0)"
+    )
+    print(f"compilations for the second population: {compiles}  (must be 0)")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--member-sizes", default="4096,65536")
+    parser.add_argument("--repeats", type=int, default=7)
+    args = parser.parse_args()
+    first, second = _population(seed=0), _population(seed=1)
+    for member_size in map(int, args.member_sizes.split(",")):
+        measure(member_size, first, second, args.repeats)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,31 @@
+"""Side-by-side timing for the benchmarks: warm up, interleave candidates, take medians."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import jax
+import numpy as np
+
+
+def median_seconds(
+    candidates: dict[str, Callable[[], object]], repeats: int = 15, calls: int = 10
+) -> dict[str, float]:
+    """Median wall time of one call of each candidate, measured interleaved in one run.
+
+    Each candidate is a thunk returning JAX arrays; every measurement runs it `calls` times
+    and blocks on the last result. Candidates alternate within each repeat so that load from
+    other processes affects them alike.
+    """
+    for run in candidates.values():  # compile and warm up
+        jax.block_until_ready(run())
+    samples: dict[str, list[float]] = {name: [] for name in candidates}
+    for _ in range(repeats):
+        for name, run in candidates.items():
+            start = time.perf_counter()
+            for _ in range(calls):
+                result = run()
+            jax.block_until_ready(result)
+            samples[name].append((time.perf_counter() - start) / calls)
+    return {name: float(np.median(times)) for name, times in samples.items()}
