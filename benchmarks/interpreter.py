@@ -53,7 +53,7 @@ def _interpreter_runner(codes, params, grads, keys):
         params = jax.tree.map(lambda p, d: p - LEARNING_RATE * d, params, directions)
         return params, state
 
-    init = lambda p, k: rules.init_state(p, ("m", "v", "gamma"), k)
+    init = lambda p, k: rules.init_state(p, key=k)
     carry = [params, jax.vmap(init)(params, keys)]
 
     def run(codes=codes):

@@ -64,7 +64,7 @@ def _member(tree, index):
 
 def _interpreter_inputs(params, grads, keys):
     """This step's moments and keys for every member, all moving averages tracked."""
-    state = jax.vmap(lambda p, k: init_state(p, ("m", "v", "gamma"), k))(params, keys)
+    state = jax.vmap(lambda p, k: init_state(p, key=k))(params, keys)
     step = jax.jit(jax.vmap(advance))
     for grad in grads:
         state, moments, step_keys = step(state, grad)

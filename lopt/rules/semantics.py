@@ -86,18 +86,44 @@ def needed_moments(rule: Rule) -> frozenset[str]:
     return frozenset().union(*(_MOMENTS_OF_OPERAND.get(name, set()) for name in names))
 
 
-def init_state(params: Any, moments: Collection[str], key: jax.Array | None) -> RuleState:
-    """Zero moving averages for the names in `moments`, a zero count, and `key`."""
+def init_state(
+    params: Any, moments: Collection[str] = MOMENT_NAMES, key: jax.Array | None = None
+) -> RuleState:
+    """A fresh `RuleState`: zero moving averages for the names in `moments`, count 0, `key`.
+
+    Args:
+      params: pytree the averages take their shapes and dtypes from.
+      moments: subset of {"m", "v", "gamma"} to track; all of them (the default) for a
+        population whose members read different moments.
+      key: PRNG key for rules that draw random numbers, else None.
+
+    Returns:
+      A `RuleState`; `count` is None when `moments` is empty.
+
+    Example:
+      >>> states = jax.vmap(lambda p, k: init_state(p, key=k))(member_params, member_keys)
+    """
     zeros = lambda name: optax.tree.zeros_like(params) if name in moments else None
     count = jnp.zeros([], jnp.int32) if moments else None
     return RuleState(count, zeros("m"), zeros("v"), zeros("gamma"), key)
 
 
 def advance(state: RuleState, grads: Any) -> tuple[RuleState, Moments, jax.Array | None]:
-    """Folds `grads` into the moving averages and splits the key.
+    """Folds this step's gradients into the moving averages and splits the key.
+
+    With t = count + 1: m ← β1·m + (1 − β1)·g, m̂ = m / (1 − β1^t), and likewise v̂ from g²
+    (β2) and γ̂ from g³ (β3); (key, step_key) = split(key).
+
+    Args:
+      state: the `RuleState` before the step.
+      grads: gradient pytree.
 
     Returns:
-      (new state, bias-corrected moments for this step, this step's key or None).
+      (new state, this step's bias-corrected `Moments`, this step's key or None).
+
+    Example:
+      >>> state, moments, step_key = advance(state, grads)
+      >>> direction = interpret(codes, moments, params, step_key)  # under jax.vmap of advance
     """
     count = None if state.count is None else optax.safe_increment(state.count)
     emas, corrected = {}, {}
