@@ -8,8 +8,7 @@ Public API (see README.md):
   lopt.plotting    matplotlib figures (imported on demand, not here)
 """
 
-from lopt import baselines, evaluation, objectives
-from lopt import rules
+from lopt import baselines, evaluation, objectives, rules
 from lopt.rules import addsign, powersign
 
 __version__ = "0.1.0"
