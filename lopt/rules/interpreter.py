@@ -31,7 +31,7 @@ import numpy as np
 
 from lopt.rules.expression import Rule
 from lopt.rules.semantics import Moments, choose_selected, evaluate
-from lopt.rules.tokens import to_tokens
+from lopt.rules.tokens import TOKENS_PER_LEVEL, to_tokens
 
 
 def encode(rules: Sequence[Rule], depth: int | None = None) -> jax.Array:
@@ -52,7 +52,7 @@ def encode(rules: Sequence[Rule], depth: int | None = None) -> jax.Array:
       (2, 10)
     """
     if depth is None:
-        depth = max(len(to_tokens(rule)) for rule in rules) // 5
+        depth = max(len(to_tokens(rule)) for rule in rules) // TOKENS_PER_LEVEL
     return jnp.asarray(np.array([to_tokens(rule, depth) for rule in rules], dtype=np.int32))
 
 
