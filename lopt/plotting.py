@@ -85,3 +85,22 @@ def plot_objective_curves(
     axes.set(xlabel="Iteration", ylabel="Objective Value", title=title)
     axes.legend(fontsize=8)
     return _save(figure, path)
+
+
+def plot_rule_scores(scores: Mapping[str, float], path: str | None = None,
+                     title: str = "") -> Figure:
+    """Horizontal bar chart of one score per rule, in the given order (top to bottom).
+
+    Args:
+      scores: {rule name or text: score}.
+      path: where to write the PNG (optional).
+      title: axes title.
+    """
+    names = list(scores)
+    figure = Figure(figsize=(7, 0.3 * len(names) + 1.2))
+    axes = figure.add_subplot()
+    axes.barh(np.arange(len(names)), [scores[name] for name in names], color="tab:blue")
+    axes.set_yticks(np.arange(len(names)), names, fontsize=7)
+    axes.invert_yaxis()
+    axes.set(xlabel="Score", title=title)
+    return _save(figure, path)

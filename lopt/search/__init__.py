@@ -1,3 +1,8 @@
-"""Neural Optimizer Search: child tasks on which candidate update rules are scored."""
+"""Neural Optimizer Search: child tasks, the population evaluator and rule fingerprints.
 
-from lopt.search import tasks
+    task = lopt.search.tasks.digits_mlp()
+    scores = lopt.search.evaluate([lopt.rules.parse("adam")], task, key=jax.random.key(0))
+"""
+
+from lopt.search import fingerprint, tasks
+from lopt.search.evaluator import EvaluatorConfig, Scores, evaluate
