@@ -44,10 +44,12 @@ class Config:
     eta_max: float = 1e16
     eta_max_iterations: int = 30  # fixed cap on the bracketing search
     kl_tolerance: float = 0.1  # accept |KL - eps| <= kl_tolerance * eps (LA reference code)
+    lqg_batch_size: int = 8  # our choice: objectives per vmapped chunk, so chunks stay in cache
 
     def __post_init__(self):
         positive_ints = ("num_samples", "horizon", "num_iterations", "gmm_components",
-                         "gmm_max_iterations", "gmm_max_points", "eta_max_iterations")
+                         "gmm_max_iterations", "gmm_max_points", "eta_max_iterations",
+                         "lqg_batch_size")
         for name in positive_ints:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:

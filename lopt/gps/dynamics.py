@@ -20,7 +20,8 @@ S*T = 800 transitions for a joint space of about 140 (structured) or 260 (full) 
 far too few for ten full covariances, while the objectives of a family share the regimes the
 mixture is meant to capture (large gradients early, small ones near a minimum); pooling also
 costs the same as one fit per objective. For each objective and time step the S samples pick
-a mixture-weighted normal-inverse-Wishart prior (`gmm.prior_moments`), combined with their
+a mixture-weighted normal-inverse-Wishart prior (`gmm.mean_responsibilities`,
+`gmm.mixed_moments`), combined with their
 empirical moments with weight `prior_strength` samples; the conditional Gaussian of y given
 [s; u] gives F_t, f_t, Sigma_t. A ridge `dynamics_regularization` on the state-action block
 keeps the solve well-posed with S = 20 samples in a state of a hundred or more dimensions.
@@ -203,14 +204,14 @@ def fit(config: Config, layout: feats.StateLayout, samples: Samples, key: jax.Ar
     mixture = fit_mixture(config, points, key)
     whitened = gmm_lib.whiten(mixture.gmm)
     num_inputs = layout.size + layout.dim
+    conditional = jax.vmap(lambda p, m, c: conditional_gaussian(
+        p, num_inputs, m, c, config.prior_strength, config.dynamics_regularization))
 
-    def one_step(step_points):
-        prior_mean, prior_cov = gmm_lib.prior_moments(whitened, step_points)
-        return conditional_gaussian(step_points, num_inputs, prior_mean, prior_cov,
-                                    config.prior_strength, config.dynamics_regularization)
+    def one_objective(objective_points):  # [T, S, D]
+        weights = gmm_lib.mean_responsibilities(whitened, objective_points)
+        return conditional(objective_points, *gmm_lib.mixed_moments(mixture.gmm, weights))
 
-    fitted = jax.lax.map(jax.vmap(one_step), points)
-    return Dynamics(*fitted), mixture
+    return Dynamics(*jax.lax.map(one_objective, points)), mixture
 
 
 def initial_distribution(samples: Samples, ridge: float) -> StateDistribution:

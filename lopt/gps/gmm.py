@@ -121,19 +121,30 @@ def fit(points: jax.Array, key: jax.Array, num_components: int = 10, max_iterati
     return GMMFit(gmm, trace, iterations)
 
 
-def prior_moments(whitened_gmm: Whitened, points: jax.Array):
-    """Moments of the mixture as seen by a small set of points `[S, D]`.
+def mean_responsibilities(whitened_gmm: Whitened, points: jax.Array) -> jax.Array:
+    """Posterior component probabilities averaged over the points of each set.
 
-    The components are weighted by the points' mean responsibility w_k; returns the mean
-    mu0 = sum_k w_k mu_k `[D]` and the covariance sum_k w_k (Sigma_k + (mu_k - mu0)(...)^T)
-    `[D, D]` (the normal-inverse-Wishart prior of LA section 3.3).
+    Args:
+      whitened_gmm: the mixture, factorised.
+      points: point sets `[B, S, D]`; all B*S points are whitened in one matrix product.
+
+    Returns:
+      weights `[B, K]`, each row summing to one.
     """
-    values, _ = log_joint(whitened_gmm, points)
-    gmm = whitened_gmm.gmm
-    weights = jnp.mean(jax.nn.softmax(values, axis=1), axis=0)
+    num_sets, set_size, dim = points.shape
+    values, _ = log_joint(whitened_gmm, points.reshape(num_sets * set_size, dim))
+    return jnp.mean(jax.nn.softmax(values, axis=1).reshape(num_sets, set_size, -1), axis=1)
+
+
+def mixed_moments(gmm: GMM, weights: jax.Array):
+    """Mean and covariance of the mixture reweighted by `weights` `[B, K]`.
+
+    mu0 = sum_k w_k mu_k `[B, D]` and sum_k w_k (Sigma_k + (mu_k - mu0)(mu_k - mu0)^T)
+    `[B, D, D]` (the normal-inverse-Wishart prior of LA section 3.3), computed as one
+    product with the components' second moments.
+    """
+    num_components, dim = gmm.means.shape
+    second = gmm.covariances + jnp.einsum("kd,ke->kde", gmm.means, gmm.means)
     mean = weights @ gmm.means
-    spread = gmm.means - mean
-    covariance = jnp.einsum("k,kde->de", weights, gmm.covariances) + jnp.einsum(
-        "k,kd,ke->de", weights, spread, spread
-    )
-    return mean, covariance
+    covariance = (weights @ second.reshape(num_components, dim * dim)).reshape(-1, dim, dim)
+    return mean, covariance - jnp.einsum("bd,be->bde", mean, mean)

@@ -90,18 +90,33 @@ def fit_stage(config: Config, family, problems, samples: ctrl.Samples, key) -> M
     return Model(dynamics, cost, initial, mixture)
 
 
+def _chunked(config: Config, function, inputs):
+    """`function` over the leading (objective) axis of `inputs`: vmapped within chunks of
+    `lqg_batch_size` objectives and scanned over chunks, so each chunk's Riccati working set
+    (a few `[n, n]` matrices per objective) stays in cache and a chunk's eta search stops
+    when its own objectives have converged."""
+    return jax.lax.map(function, inputs, batch_size=config.lqg_batch_size)
+
+
 def optimise_stage(config: Config, family, model: Model, state: LoopState):
     """Adapts the step multipliers and solves the LQG of every objective (vmapped)."""
     layout = config.features.layout(family.dim)
-    actual = jax.vmap(lambda d, c, k, m, s: lqg.expected_cost(layout, d, c, k, m, s))(
-        model.dynamics, model.cost, state.controller, *model.initial
-    )
+
+    def expected(inputs):
+        return lqg.expected_cost(layout, *inputs)
+
+    actual = _chunked(config, expected, (model.dynamics, model.cost, state.controller,
+                                         *model.initial))
     adapted = lqg.adapt_step(config, state.step_mult, state.previous_expected,
                              state.predicted_expected, actual)
     step_mult = jnp.where(jnp.isnan(state.previous_expected), state.step_mult, adapted)
     kl_bound = config.kl_step * step_mult * config.horizon
-    solve = jax.vmap(lambda d, c, r, m, s, b: lqg.optimise(config, layout, d, c, r, m, s, b))
-    solution = solve(model.dynamics, model.cost, state.controller, *model.initial, kl_bound)
+
+    def solve(inputs):
+        return lqg.optimise(config, layout, *inputs)
+
+    solution = _chunked(config, solve, (model.dynamics, model.cost, state.controller,
+                                        *model.initial, kl_bound))
     new_state = LoopState(solution.controller, step_mult, actual, solution.expected_cost)
     return new_state, solution, kl_bound
 
