@@ -3,6 +3,17 @@
 Modules, one per stage: `features` (the state), `controllers` (linear-Gaussian controllers and
 rollouts), `initialisation` (tuned momentum), `gmm` (EM), `dynamics` (fit with a GMM prior),
 `cost` (quadratic expansion), `lqg` (LQG under a KL trust region), `trajectory_opt` (the loop).
+
+Example (trajectory optimisation only; float64 is switched on inside the call only):
+
+    fam = lopt.objectives.logistic_regression()
+    problems = fam.sample(jax.random.key(0), 90)
+    result = lopt.gps.train_trajectories(fam, problems, lopt.gps.Config(), jax.random.key(1))
+    result.history[-1]["controller_cost"], result.history[-1]["momentum_cost"]
+
+Conventions: the action is the step (x_{t+1} = x_t + u_t); batched arrays carry the leading
+axes `[num_objectives, T, ...]` (controllers, dynamics) or `[num_objectives, num_samples, ...]`
+(samples); every pytree here is a NamedTuple of arrays.
 """
 
 from lopt.gps import (

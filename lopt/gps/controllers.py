@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+import chex
 import jax
 import jax.numpy as jnp
 
@@ -130,6 +131,9 @@ def sample(family, features: feats.FeatureConfig, problems, x0: jax.Array,
       Samples with leaves `[N, S, ...]` (module docstring).
     """
     num_objectives, horizon, dim = controller.offset.shape
+    chex.assert_shape(x0, (num_objectives, dim))
+    chex.assert_shape(controller.gain, (num_objectives, horizon, dim,
+                                        features.state_size(dim)))
     noise = jax.random.normal(
         key, (num_objectives, num_samples, horizon, dim), dtype=controller.offset.dtype
     )

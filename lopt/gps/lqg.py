@@ -9,7 +9,8 @@ k_t = -Q_uu^{-1} q_u and Sigma_t = Q_uu^{-1}. The forward pass (`forward_pass`) 
 state-action Gaussians through the fitted dynamics, which gives the closed-form KL
 (`kl_divergence`) and the expected cost (`expected_cost`). `optimise` finds eta by a
 bracketing search in log(eta) inside jit: Illinois regula falsi on log KL - log epsilon,
-falling back to bisection where the pass failed; a fixed cap on evaluations and a mask make
+falling back to bisection where the pass failed, carrying the best solution so far (no
+final re-solve); a fixed cap on evaluations and a mask make
 vmapped results identical to unbatched ones. When Q_uu is not positive definite the pass is
 marked as failed and counts as "KL too large", so the search raises eta and repeats the pass
 (as eta grows, -log p_ref dominates and Q_uu tends to the reference precision, which is
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+import chex
 import jax
 import jax.numpy as jnp
 
@@ -168,38 +170,46 @@ def optimise(config: Config, layout: feats.StateLayout, dynamics: dyn.Dynamics,
     Searches log(eta) in [log eta_min, log eta_max] (module docstring). If the bound is
     inactive at eta_min that is the answer; if it cannot be met at eta_max, eta_max is used.
     """
+    horizon, dim = reference.offset.shape
+    size = layout.size + dim
+    chex.assert_shape(cost.hessian, (horizon + 1, size, size))
+    chex.assert_shape(dynamics.matrix, (horizon, None, size))
+    chex.assert_shape(initial_mean, (layout.size,))
     dtype = initial_mean.dtype
     log_tolerance = jnp.log1p(config.kl_tolerance)
 
     def evaluate(log_eta):
-        controller, ok = backward_pass(layout, dynamics, cost, reference, jnp.exp(log_eta))
+        eta = jnp.exp(log_eta)
+        controller, ok = backward_pass(layout, dynamics, cost, reference, eta)
         means, covariances = forward_pass(layout, dynamics, controller, initial_mean,
                                           initial_covariance)
         kl = jnp.sum(kl_divergence(layout, controller, reference, means, covariances))
         ok = ok & jnp.isfinite(kl)
         gap = jnp.log(jnp.maximum(kl, 1e-12 * kl_bound)) - jnp.log(kl_bound)
-        return jnp.where(ok, gap, jnp.inf)
+        solution = Solution(controller, eta, kl, cost_lib.expected(cost, means, covariances),
+                            jnp.asarray(0))
+        return jnp.where(ok, gap, jnp.inf), solution
 
     low, high = jnp.log(jnp.asarray(config.eta_min, dtype)), jnp.log(
         jnp.asarray(config.eta_max, dtype))
-    gap_low, gap_high = evaluate(low), evaluate(high)
+    (gap_low, at_low), (gap_high, at_high) = evaluate(low), evaluate(high)
     inactive = gap_low <= log_tolerance
     unreachable = gap_high >= 0
-    start = (low, high, gap_low, gap_high, jnp.where(inactive, low, high), jnp.asarray(0),
-             jnp.asarray(0), inactive | unreachable)
+    start = (low, high, gap_low, gap_high, at_high, _select(inactive, at_low, at_high),
+             jnp.asarray(0), jnp.asarray(0), inactive | unreachable)
 
     def cond(carry):
         *_, iteration, _, done = carry
         return (~done) & (iteration < config.eta_max_iterations)
 
     def body(carry):
-        low, high, gap_low, gap_high, best, iteration, last_side, _ = carry
+        low, high, gap_low, gap_high, at_high, _, iteration, last_side, _ = carry
         secant = high - gap_high * (high - low) / (gap_high - gap_low)
         width = high - low
         inside = jnp.isfinite(secant) & (secant > low + 1e-3 * width) & (
             secant < high - 1e-3 * width)
         candidate = jnp.where(inside, secant, 0.5 * (low + high))
-        gap = evaluate(candidate)
+        gap, at_candidate = evaluate(candidate)
         converged = jnp.abs(gap) <= log_tolerance
         too_large = gap > 0
         # Illinois: halve the retained end's gap when the same end is kept twice in a row.
@@ -208,17 +218,16 @@ def optimise(config: Config, layout: feats.StateLayout, dynamics: dyn.Dynamics,
         gap_high = jnp.where(too_large, jnp.where(last_side == -1, 0.5 * gap_high, gap_high), gap)
         low = jnp.where(too_large, candidate, low)
         high = jnp.where(too_large, high, candidate)
-        best = jnp.where(converged, candidate, high)
-        return low, high, gap_low, gap_high, best, iteration + 1, side, converged
+        at_high = _select(too_large, at_high, at_candidate)
+        best = _select(converged, at_candidate, at_high)
+        return low, high, gap_low, gap_high, at_high, best, iteration + 1, side, converged
 
     *_, best, iterations, _, _ = jax.lax.while_loop(cond, body, start)
-    eta = jnp.exp(best)
-    controller, _ = backward_pass(layout, dynamics, cost, reference, eta)
-    means, covariances = forward_pass(layout, dynamics, controller, initial_mean,
-                                      initial_covariance)
-    kl = jnp.sum(kl_divergence(layout, controller, reference, means, covariances))
-    return Solution(controller, eta, kl, cost_lib.expected(cost, means, covariances),
-                    iterations + 3)
+    return best._replace(num_passes=iterations + 2)
+
+
+def _select(predicate, if_true, if_false):
+    return jax.tree.map(lambda a, b: jnp.where(predicate, a, b), if_true, if_false)
 
 
 def adapt_step(config: Config, step_mult: jax.Array, previous: jax.Array, predicted: jax.Array,

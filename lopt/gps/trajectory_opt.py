@@ -25,6 +25,7 @@ from absl import logging
 from lopt.gps import controllers as ctrl
 from lopt.gps import cost as cost_lib
 from lopt.gps import dynamics as dyn
+from lopt.gps import gmm as gmm_lib
 from lopt.gps import initialisation, lqg
 from lopt.gps.config import Config
 
@@ -36,7 +37,7 @@ class Model(NamedTuple):
     dynamics: dyn.Dynamics
     cost: cost_lib.QuadraticCost
     initial: dyn.StateDistribution
-    mixture: object
+    mixture: gmm_lib.GMMFit
 
 
 class LoopState(NamedTuple):
@@ -153,6 +154,11 @@ _jit_initial_state = jax.jit(initial_state, static_argnums=(0, 1))
 _jit_mean_cost = jax.jit(mean_cost, static_argnums=(0, 1))
 
 
+def _to_float64(leaf):
+    leaf = jnp.asarray(leaf)
+    return leaf.astype(jnp.float64) if jnp.issubdtype(leaf.dtype, jnp.floating) else leaf
+
+
 def run(family, problems, config: Config, key: jax.Array, *, num_iterations: int | None = None,
         callback=None) -> Result:
     """Trajectory-only GPS on the training objectives `problems` (leaves `[N, ...]`).
@@ -165,9 +171,7 @@ def run(family, problems, config: Config, key: jax.Array, *, num_iterations: int
     if not isinstance(num_iterations, int) or num_iterations < 0:
         raise ValueError(f"num_iterations must be a non-negative integer, got {num_iterations!r}")
     with jax.enable_x64():
-        problems = jax.tree.map(lambda a: jnp.asarray(a).astype(
-            jnp.float64 if jnp.issubdtype(jnp.asarray(a).dtype, jnp.floating) else a.dtype),
-            problems)
+        problems = jax.tree.map(_to_float64, problems)
         key_init, key = jax.random.split(key)
         num = jax.tree.leaves(problems)[0].shape[0]
         x0 = family.init(key_init, num).astype(jnp.float64)
