@@ -1,0 +1,33 @@
+"""Guided Policy Search (Li & Malik 2017, sections 3-5), part 1: trajectory optimisation.
+
+Modules, one per stage: `features` (the state), `controllers` (linear-Gaussian controllers and
+rollouts), `initialisation` (tuned momentum), `gmm` (EM), `dynamics` (fit with a GMM prior),
+`cost` (quadratic expansion), `lqg` (LQG under a KL trust region), `trajectory_opt` (the loop).
+
+Example (trajectory optimisation only; float64 is switched on inside the call only):
+
+    fam = lopt.objectives.logistic_regression()
+    problems = fam.sample(jax.random.key(0), 90)
+    result = lopt.gps.train_trajectories(fam, problems, lopt.gps.Config(), jax.random.key(1))
+    result.history[-1]["controller_cost"], result.history[-1]["momentum_cost"]
+
+Conventions: the action is the step (x_{t+1} = x_t + u_t); batched arrays carry the leading
+axes `[num_objectives, T, ...]` (controllers, dynamics) or `[num_objectives, num_samples, ...]`
+(samples); every pytree here is a NamedTuple of arrays.
+"""
+
+from lopt.gps import (
+    controllers,
+    cost,
+    dynamics,
+    features,
+    gmm,
+    initialisation,
+    lqg,
+    trajectory_opt,
+)
+from lopt.gps.config import PRESETS, Config
+from lopt.gps.controllers import Controller, Samples
+from lopt.gps.dynamics import Dynamics
+from lopt.gps.features import FeatureConfig
+from lopt.gps.trajectory_opt import run as train_trajectories

@@ -1,0 +1,98 @@
+"""Settings of the trajectory-optimisation part of GPS, with the papers' defaults.
+
+Sources: LM = Li & Malik 2017 (Learning to Optimize); LA = Levine & Abbeel 2014 (GPS under
+unknown dynamics) and the default settings of its public reference implementation, which
+LM build on. Values LM do not state are marked as our choice.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from lopt.gps.features import FeatureConfig
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """Everything the trajectory-only GPS loop needs; validated on construction."""
+
+    features: FeatureConfig = FeatureConfig()  # LM section 5: H = 25
+    num_samples: int = 20  # LM section 5: 20 trajectories per training objective
+    horizon: int = 40  # LM section 5: 40 time steps
+    num_iterations: int = 10  # our choice for the trajectory-only loop
+
+    # Initial controllers: momentum, grid-searched per objective (LM section 5).
+    momentum_step_sizes: tuple[float, ...] = tuple(10.0 ** (k / 4) for k in range(-12, 5))
+    momentum_decays: tuple[float, ...] = (0.0, 0.5, 0.7, 0.8, 0.9, 0.95, 0.99)
+    initial_action_std: float = 0.02  # our choice: small exploration noise on the step
+
+    # Dynamics: linear-Gaussian per objective and time step, GMM prior (LM section 5, LA).
+    structured_dynamics: bool = True  # fit only the unknown rows (lopt.gps.dynamics)
+    gmm_components: int = 10  # LM section 5: mixture of 10 Gaussians
+    gmm_max_iterations: int = 50  # LA reference code: EM to convergence, capped
+    gmm_tolerance: float = 1e-5  # EM stops when the per-point log-likelihood gains less
+    gmm_regularization: float = 1e-6  # inverse-Wishart scale on every component covariance
+    gmm_max_points: int = 8192  # our choice: random subset of the pooled transitions
+    prior_strength: float = 1.0  # LA: the prior counts as this many samples
+    dynamics_regularization: float = 1e-6  # LA: ridge on the state-action covariance
+
+    # LQG under a KL trust region (LA section 3; step-size rule of the reference code).
+    kl_step: float = 0.2  # LA reference code: KL bound per time step, times step_mult
+    min_step_mult: float = 0.01
+    max_step_mult: float = 10.0
+    eta_min: float = 1e-8  # bracket of the dual variable, searched in log space
+    eta_max: float = 1e16
+    eta_max_iterations: int = 30  # fixed cap on the bracketing search
+    kl_tolerance: float = 0.1  # accept |KL - eps| <= kl_tolerance * eps (LA reference code)
+    lqg_batch_size: int = 8  # our choice: objectives per vmapped chunk, so chunks stay in cache
+
+    def __post_init__(self):
+        positive_ints = ("num_samples", "horizon", "num_iterations", "gmm_components",
+                         "gmm_max_iterations", "gmm_max_points", "eta_max_iterations",
+                         "lqg_batch_size")
+        for name in positive_ints:
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"Config.{name} must be a positive integer, got {value!r}")
+        if self.num_samples < 2:
+            raise ValueError(f"Config.num_samples must be at least 2, got {self.num_samples}")
+        positive = ("initial_action_std", "gmm_tolerance", "gmm_regularization",
+                    "prior_strength", "dynamics_regularization", "kl_step", "min_step_mult",
+                    "eta_min", "kl_tolerance")
+        for name in positive:
+            if not getattr(self, name) > 0:
+                raise ValueError(f"Config.{name} must be positive, got {getattr(self, name)!r}")
+        if not self.min_step_mult <= 1.0 <= self.max_step_mult:
+            raise ValueError("Config needs min_step_mult <= 1 <= max_step_mult, got "
+                             f"{self.min_step_mult} and {self.max_step_mult}")
+        if not self.eta_min < self.eta_max:
+            raise ValueError(f"Config needs eta_min < eta_max, got {self.eta_min}, {self.eta_max}")
+        if not self.momentum_step_sizes or min(self.momentum_step_sizes) <= 0:
+            raise ValueError("Config.momentum_step_sizes must be a non-empty tuple of positive "
+                             f"floats, got {self.momentum_step_sizes!r}")
+        if not self.momentum_decays or not all(0 <= d < 1 for d in self.momentum_decays):
+            raise ValueError("Config.momentum_decays must be a non-empty tuple of values in "
+                             f"[0, 1), got {self.momentum_decays!r}")
+
+    @classmethod
+    def preset(cls, name: str, **overrides) -> Config:
+        """Named settings: `paper` (the defaults) or `smoke` (seconds on a laptop CPU)."""
+        if name not in PRESETS:
+            raise ValueError(f"unknown Config preset {name!r}; valid: {', '.join(PRESETS)}")
+        return dataclasses.replace(cls(**PRESETS[name]), **overrides)
+
+
+PRESETS = {
+    "paper": {},
+    "smoke": dict(
+        features=FeatureConfig(history=5),
+        num_samples=5,
+        horizon=10,
+        num_iterations=3,
+        gmm_components=3,
+        gmm_max_iterations=20,
+        gmm_max_points=1024,
+        momentum_step_sizes=(0.1, 0.3, 1.0, 3.0),
+        momentum_decays=(0.0, 0.5, 0.9),
+    ),
+}

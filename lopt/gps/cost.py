@@ -1,0 +1,69 @@
+"""Quadratic expansion of the cost around sampled trajectories (LM section 4).
+
+The cost of a state is the objective value at its iterate, c(s_t) = f(x_t), for t = 0..T.
+Its expansion uses the exact gradient and Hessian of f (`jax.grad`, `jax.hessian`) at each
+sampled iterate, written in absolute coordinates,
+    c(s, u) ~= 1/2 [s; u]^T H_t [s; u] + g_t^T [s; u] + c_t,
+and averaged over the samples (as in LA's reference code). Only the iterate block of H_t and
+g_t is non-zero; the action and the history enter the cost only through the dynamics. The
+last step t = T has no action: its action block is zero and unused.
+
+Extra quadratic terms (e.g. a policy coupling in part 2) are added with `add`.
+Shapes: QuadraticCost leaves are `[N, T+1, n, n]`, `[N, T+1, n]`, `[N, T+1]`, n = dX + dU.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from lopt.gps import features as feats
+from lopt.gps.controllers import Samples
+
+
+class QuadraticCost(NamedTuple):
+    """1/2 z^T hessian z + gradient^T z + constant in z = [s; u]; shapes in the module doc."""
+
+    hessian: jax.Array
+    gradient: jax.Array
+    constant: jax.Array
+
+
+def add(first: QuadraticCost, second: QuadraticCost) -> QuadraticCost:
+    """The sum of two quadratic costs of equal shapes."""
+    return QuadraticCost(*jax.tree.map(jnp.add, tuple(first), tuple(second)))
+
+
+def expand(family, layout: feats.StateLayout, problems, samples: Samples) -> QuadraticCost:
+    """Expansion of f(x_t) for every objective and time step from Samples `[N, S, ...]`."""
+    dim = layout.dim
+    size = layout.size + dim
+
+    def at_point(problem, x):
+        value, gradient = jax.value_and_grad(family.loss, argnums=1)(problem, x)
+        hessian = jax.hessian(family.loss, argnums=1)(problem, x)
+        hx = hessian @ x
+        return hessian, gradient - hx, value - gradient @ x + 0.5 * x @ hx
+
+    def one_objective(problem, iterates):  # iterates [S, T+1, dim]
+        per_point = jax.vmap(jax.vmap(lambda x: at_point(problem, x)))(iterates)
+        return jax.tree.map(lambda a: jnp.mean(a, axis=0), per_point)
+
+    iterates = feats.iterate(layout, samples.states)
+    hessian, gradient, constant = jax.vmap(one_objective)(problems, iterates)
+    num, steps = constant.shape
+    full_hessian = jnp.zeros((num, steps, size, size), hessian.dtype)
+    full_gradient = jnp.zeros((num, steps, size), gradient.dtype)
+    return QuadraticCost(full_hessian.at[..., :dim, :dim].set(hessian),
+                         full_gradient.at[..., :dim].set(gradient), constant)
+
+
+def expected(cost: QuadraticCost, means: jax.Array, covariances: jax.Array) -> jax.Array:
+    """E[cost] summed over time for [s_t; u_t] ~ N(means `[T+1, n]`, covariances `[T+1, n, n]`)
+    of one objective (cost leaves `[T+1, ...]`); returns a scalar."""
+    quadratic = 0.5 * jnp.einsum("ti,tij,tj->t", means, cost.hessian, means)
+    trace = 0.5 * jnp.einsum("tij,tji->t", cost.hessian, covariances)
+    linear = jnp.einsum("ti,ti->t", cost.gradient, means)
+    return jnp.sum(quadratic + trace + linear + cost.constant)

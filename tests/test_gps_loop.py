@@ -1,0 +1,71 @@
+"""State features, momentum initialisation, config errors, and the trajectory-only loop."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from lopt import gps, objectives
+from lopt.gps import controllers, features, initialisation
+
+
+def test_state_sizes_match_the_documented_ones():
+    default = gps.FeatureConfig()
+    assert default.state_size(4) == 129
+    assert default.state_size(12) == 337
+    assert default.state_size(2) == 77
+    assert gps.FeatureConfig(past_steps=True).state_size(4) == 229
+
+
+@pytest.mark.parametrize("past_steps", [False, True])
+def test_momentum_controller_reproduces_momentum(past_steps):
+    family = objectives.logistic_regression()
+    config = gps.Config.preset("smoke", features=gps.FeatureConfig(history=8,
+                                                                   past_steps=past_steps))
+    with jax.enable_x64():
+        problem = jax.tree.map(lambda a: a[0], family.sample(jax.random.key(0), 1))
+        x0 = family.init(jax.random.key(1), 1)[0]
+        controller = initialisation.momentum_controllers(
+            config.features.layout(family.dim), 6, jnp.asarray([0.5]), jnp.asarray([0.8]), 1.0)
+        rollout = controllers.rollout(config.features, family.objective(problem), x0,
+                                      jax.tree.map(lambda a: a[0], controller),
+                                      jnp.zeros((6, family.dim)))
+        x, velocity, iterates = x0, jnp.zeros_like(x0), [x0]
+        for _ in range(6):
+            velocity = 0.8 * velocity - 0.5 * jax.grad(family.objective(problem))(x)
+            x = x + velocity
+            iterates.append(x)
+        layout = config.features.layout(family.dim)
+        np.testing.assert_allclose(features.iterate(layout, rollout.states), jnp.stack(iterates),
+                                   rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(rollout.values,
+                                   jax.vmap(family.objective(problem))(jnp.stack(iterates)))
+
+
+def test_bad_config_values_are_rejected_with_the_name():
+    with pytest.raises(ValueError, match="num_samples"):
+        gps.Config(num_samples=1)
+    with pytest.raises(ValueError, match="history"):
+        gps.FeatureConfig(history=0)
+    with pytest.raises(ValueError, match="momentum_decays"):
+        gps.Config(momentum_decays=(1.0,))
+    with pytest.raises(ValueError, match="unknown Config preset 'huge'"):
+        gps.Config.preset("huge")
+
+
+def test_trajectory_loop_lowers_the_mean_training_cost():
+    family = objectives.logistic_regression()
+    config = gps.Config.preset("smoke")
+    problems = family.sample(jax.random.key(0), 4)
+    x64_before = jax.config.jax_enable_x64
+    result = gps.train_trajectories(family, problems, config, jax.random.key(1),
+                                    num_iterations=3)
+    assert jax.config.jax_enable_x64 == x64_before  # float64 stayed local to the call
+    history = result.history
+    assert len(history) == 3
+    momentum = history[0]["momentum_cost"]
+    assert history[-1]["controller_cost"] < momentum - 1e-3
+    assert history[-1]["sample_cost"] < history[0]["sample_cost"]
+    for record in history:
+        assert np.isfinite(record["kl"]) and record["eta"] > 0
+    assert result.state.controller.gain.dtype == jnp.float64

@@ -1,0 +1,222 @@
+"""LQG under a KL trust region: Riccati against NumPy, KL, eta search, non-PD repair."""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import scipy.linalg
+
+from lopt import gps
+from lopt.gps import controllers, cost, dynamics, lqg
+
+LAYOUT = gps.FeatureConfig(history=1).layout(2)  # dX = 5, dU = 2, dZ = 3
+DX, DU = LAYOUT.size, LAYOUT.dim
+N = DX + DU
+
+
+def _lq_problem(rng, horizon, stable=True):
+    """Random full-state LQ problem: A, B, f, state/action costs (NumPy, float64)."""
+    a = rng.normal(size=(DX, DX))
+    if stable:
+        a *= 0.9 / np.max(np.abs(np.linalg.eigvals(a)))
+    b = rng.normal(size=(DX, DU))
+    f = rng.normal(size=DX)
+    q_factor = rng.normal(size=(DX, DX))
+    q = q_factor @ q_factor.T / DX + 0.1 * np.eye(DX)
+    r = np.diag(rng.uniform(0.5, 2.0, DU))
+    qs, rs = rng.normal(size=DX), rng.normal(size=DU)
+    return a, b, f, q, r, qs, rs
+
+
+def _as_model(a, b, f, q, r, qs, rs, horizon):
+    hessian = np.zeros((horizon + 1, N, N))
+    hessian[:, :DX, :DX] = q
+    hessian[:-1, DX:, DX:] = r
+    gradient = np.zeros((horizon + 1, N))
+    gradient[:, :DX] = qs
+    gradient[:-1, DX:] = rs
+    quadratic = cost.QuadraticCost(jnp.asarray(hessian), jnp.asarray(gradient),
+                                   jnp.zeros(horizon + 1))
+    model = dynamics.Dynamics(
+        jnp.broadcast_to(jnp.asarray(np.concatenate([a, b], 1)), (horizon, DX, N)),
+        jnp.broadcast_to(jnp.asarray(f), (horizon, DX)),
+        jnp.broadcast_to(0.01 * jnp.eye(DX), (horizon, DX, DX)),
+    )
+    return model, quadratic
+
+
+def _reference(rng, horizon, std=1.0):
+    gain = 0.1 * rng.normal(size=(horizon, DU, DX))
+    offset = 0.1 * rng.normal(size=(horizon, DU))
+    covariance = np.broadcast_to(std**2 * np.eye(DU), (horizon, DU, DU))
+    return controllers.make_controller(jnp.asarray(gain), jnp.asarray(offset),
+                                       jnp.asarray(covariance))
+
+
+def _numpy_lqr(a, b, f, q, r, qs, rs, horizon):
+    """Finite-horizon affine LQR by the textbook Riccati recursion."""
+    p, p_lin = q.copy(), qs.copy()
+    gains, offsets = [], []
+    for _ in range(horizon):
+        q_uu = r + b.T @ p @ b
+        q_ux = b.T @ p @ a
+        q_u = rs + b.T @ (p @ f + p_lin)
+        q_x = qs + a.T @ (p @ f + p_lin)
+        gain = -np.linalg.solve(q_uu, q_ux)
+        offset = -np.linalg.solve(q_uu, q_u)
+        p = q + a.T @ p @ a + q_ux.T @ gain
+        p_lin = q_x + q_ux.T @ offset
+        gains.append(gain)
+        offsets.append(offset)
+    return np.array(gains[::-1]), np.array(offsets[::-1])
+
+
+def test_backward_pass_with_small_eta_is_lqr():
+    rng = np.random.default_rng(0)
+    horizon = 8
+    problem = _lq_problem(rng, horizon)
+    with jax.enable_x64():
+        model, quadratic = _as_model(*problem, horizon)
+        reference = _reference(rng, horizon)
+        solution, ok = lqg.backward_pass(LAYOUT, model, quadratic, reference, jnp.asarray(1e-10))
+        assert bool(ok)
+        gains, offsets = _numpy_lqr(*problem, horizon)
+        np.testing.assert_allclose(solution.gain, gains, rtol=1e-6, atol=1e-7)
+        np.testing.assert_allclose(solution.offset, offsets, rtol=1e-6, atol=1e-7)
+
+
+def test_backward_pass_long_horizon_reaches_the_riccati_fixed_point():
+    rng = np.random.default_rng(1)
+    horizon = 60
+    a, b, f, q, r, _, _ = _lq_problem(rng, horizon)
+    problem = (a, b, np.zeros(DX), q, r, np.zeros(DX), np.zeros(DU))
+    with jax.enable_x64():
+        model, quadratic = _as_model(*problem, horizon)
+        solution, _ = lqg.backward_pass(LAYOUT, model, quadratic, _reference(rng, horizon),
+                                        jnp.asarray(1e-10))
+        riccati = scipy.linalg.solve_discrete_are(a, b, q, r)
+        stationary = -np.linalg.solve(r + b.T @ riccati @ b, b.T @ riccati @ a)
+        np.testing.assert_allclose(solution.gain[0], stationary, rtol=1e-5, atol=1e-7)
+
+
+def _structured_model(rng, horizon):
+    dz = LAYOUT.observation_size
+    covariance = rng.normal(size=(horizon, dz, dz))
+    return dynamics.Dynamics(
+        jnp.asarray(0.3 * rng.normal(size=(horizon, dz, N))),
+        jnp.asarray(rng.normal(size=(horizon, dz))),
+        jnp.asarray(covariance @ np.swapaxes(covariance, 1, 2) / dz + 0.01 * np.eye(dz)),
+    )
+
+
+def test_structured_products_equal_dense_ones():
+    rng = np.random.default_rng(2)
+    with jax.enable_x64():
+        model_t = jax.tree.map(lambda x: x[0], _structured_model(rng, 1))
+        full_t = dynamics.dense(LAYOUT, model_t)
+        assert full_t.matrix.shape == (DX, N)
+        value = rng.normal(size=(DX, DX))
+        value = jnp.asarray(value + value.T)
+        value_gradient = jnp.asarray(rng.normal(size=DX))
+        pullback = jax.jit(functools.partial(dynamics.pullback, LAYOUT))
+        pushforward = jax.jit(functools.partial(dynamics.pushforward, LAYOUT))
+        for got, want in zip(pullback(model_t, value, value_gradient),
+                             pullback(full_t, value, value_gradient),
+                             strict=True):
+            np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-10)
+        mean = jnp.asarray(rng.normal(size=N))
+        factor = rng.normal(size=(N, N))
+        covariance = jnp.asarray(factor @ factor.T)
+        for got, want in zip(pushforward(model_t, mean, covariance),
+                             pushforward(full_t, mean, covariance),
+                             strict=True):
+            np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-10)
+
+
+def _marginals(rng, horizon):
+    means = jnp.asarray(rng.normal(size=(horizon + 1, N)))
+    factor = rng.normal(size=(horizon + 1, N, N))
+    return means, jnp.asarray(factor @ np.swapaxes(factor, 1, 2))
+
+
+def test_kl_of_a_controller_to_itself_is_zero_and_positive_to_another():
+    rng = np.random.default_rng(3)
+    horizon = 5
+    with jax.enable_x64():
+        controller = _reference(rng, horizon, std=0.3)
+        other = _reference(rng, horizon, std=0.5)
+        means, covariances = _marginals(rng, horizon)
+        np.testing.assert_allclose(
+            lqg.kl_divergence(LAYOUT, controller, controller, means, covariances), 0.0,
+            atol=1e-12)
+        assert np.all(lqg.kl_divergence(LAYOUT, other, controller, means, covariances) > 0)
+
+
+def _structured_problem(rng, horizon, state_curvature):
+    model = _structured_model(rng, horizon)
+    hessian = np.zeros((horizon + 1, N, N))
+    hessian[:, :DX, :DX] = state_curvature * np.eye(DX)
+    quadratic = cost.QuadraticCost(jnp.asarray(hessian),
+                                   jnp.asarray(rng.normal(size=(horizon + 1, N))),
+                                   jnp.zeros(horizon + 1))
+    mean = jnp.asarray(rng.normal(size=DX))
+    return model, quadratic, mean, 1e-4 * jnp.eye(DX)
+
+
+@pytest.fixture(scope="module")
+def solve():
+    """`lqg.optimise` vmapped over problems, compiled once for this module."""
+    config = gps.Config.preset("smoke", eta_max_iterations=40)
+    return jax.jit(jax.vmap(
+        lambda d, c, r, m, s, b: lqg.optimise(config, LAYOUT, d, c, r, m, s, b)))
+
+
+def _stack(*trees):
+    return jax.tree.map(lambda *xs: jnp.stack(xs), *trees)
+
+
+def test_eta_search_hits_the_kl_target_identically_under_vmap(solve):
+    rng = np.random.default_rng(4)
+    horizon = 6
+    with jax.enable_x64():
+        problems = [_structured_problem(rng, horizon, 1.0) for _ in range(3)]
+        references = [_reference(rng, horizon, std=0.1) for _ in range(3)]
+        bounds = jnp.asarray([0.5, 2.0, 8.0])
+        batch = [_stack(*parts) for parts in zip(*problems, strict=True)]
+        solution = solve(batch[0], batch[1], _stack(*references), batch[2], batch[3], bounds)
+        np.testing.assert_allclose(solution.kl, bounds, rtol=0.1)
+        assert np.all(np.asarray(solution.num_passes) < 42)
+        # The first problem alone (a batch of one) gives bit-identical results.
+        model, quadratic, mean, covariance = jax.tree.map(lambda x: x[:1], batch)
+        reference = jax.tree.map(lambda x: x[:1], _stack(*references))
+        single = solve(model, quadratic, reference, mean, covariance, bounds[:1])
+        np.testing.assert_array_equal(single.eta, solution.eta[:1])
+        np.testing.assert_array_equal(single.controller.gain, solution.controller.gain[:1])
+
+
+def test_non_positive_definite_q_uu_is_repaired_by_a_larger_eta(solve):
+    rng = np.random.default_rng(5)
+    horizon = 6
+    with jax.enable_x64():
+        model, quadratic, mean, covariance = _structured_problem(rng, horizon, -50.0)
+        reference = _reference(rng, horizon, std=0.1)
+        _, ok = lqg.backward_pass(LAYOUT, model, quadratic, reference, jnp.asarray(1e-3))
+        assert not bool(ok)  # concave cost, small eta: Q_uu is indefinite
+        batch = [_stack(part) for part in (model, quadratic, reference, mean, covariance)]
+        solution = solve(*batch, jnp.asarray([1e6]))  # a loose bound asks for a tiny eta
+        eta = solution.eta[0]
+        assert eta > 1e-3
+        controller, ok = lqg.backward_pass(LAYOUT, model, quadratic, reference, eta)
+        assert bool(ok)
+        assert np.all(np.isfinite(solution.controller.gain))
+        assert np.all(np.linalg.eigvalsh(solution.controller.covariance) > 0)
+
+
+def test_adapt_step_grows_when_the_model_predicts_well_and_shrinks_otherwise():
+    config = gps.Config()
+    with jax.enable_x64():
+        mult = np.asarray(lqg.adapt_step(config, jnp.ones(2), jnp.asarray([10.0, 10.0]),
+                                         jnp.asarray([9.0, 9.0]), jnp.asarray([9.0, 11.0])))
+    assert mult[0] > 1.0 > mult[1]
