@@ -218,8 +218,9 @@ def test_random_tokens_satisfy_the_paper_constraints():
     assert (levels[:, :, 0] != levels[:, :, 1]).all()
     assert (levels[:, -1, 4] != 0).all()  # no addition as the final binary
     previous = np.arange(depth - 1) + 14
-    reused = (levels[:, 1:, 0] == previous) | (levels[:, 1:, 1] == previous)
-    assert reused.all()
+    first_is_previous = levels[:, 1:, 0] == previous
+    assert (first_is_previous | (levels[:, 1:, 1] == previous)).all()
+    assert (first_is_previous | (levels[:, 1:, 4] != 4)).all()  # keep-left keeps op1 only
 
 
 def test_masks_at_specific_positions():
@@ -230,8 +231,11 @@ def test_masks_at_specific_positions():
     assert mask(1).sum() == 13 and not mask(1)[3]  # op2 differs from op1
     assert mask(5)[:15].all()  # level 1 bank: 15 operands
     assert np.flatnonzero(mask(6)).tolist() == [14]  # op1 = g2 is not the previous output
-    assert np.asarray(mask(9)).tolist()[:5] == [False, True, True, True, True]  # final: no +
-    assert mask(4)[:5].all()  # addition allowed before the final level
+    # Final binary: no +, and no keep-left since it would drop op2, the previous output.
+    assert mask(9).tolist()[:5] == [False, True, True, True, False]
+    reusing_first = np.array([3, 0, 0, 0, 0, 14, 2, 0, 0, 0])
+    assert np.asarray(vocabulary.mask(reusing_first, 9, 2)).tolist()[:5] == [False] + [True] * 4
+    assert mask(4)[:5].all()  # addition and keep-left allowed at level 0
     relaxed = Vocabulary(distinct_operands=False, no_final_addition=False, reuse_previous=False)
     assert np.asarray(relaxed.mask(tokens, 6, 2))[:15].all()
 

@@ -17,7 +17,8 @@ form but need not satisfy the sampling constraints below.
 
 Sampling constraints (section 4.1), as boolean masks over token ids for the controller:
 `distinct_operands` (op2 ≠ op1), `no_final_addition` (the last level's binary is not `+`) and
-`reuse_previous` (from level 1 on, op1 or op2 is the previous level's output). Masks have a
+`reuse_previous` (from level 1 on, op1 or op2 is the previous level's output, and the level
+is not keep-left when only op2 is, which would discard it). Masks have a
 fixed width `max_size(depth)` so that they stack into arrays; ids beyond a position's own
 vocabulary size are always masked out.
 """
@@ -121,7 +122,7 @@ class Vocabulary:
         """
         ids = jnp.arange(self.max_size(depth))
         level, slot = position // TOKENS_PER_LEVEL, position % TOKENS_PER_LEVEL
-        bank = len(self.operands) + level
+        bank = self.bank_size(level)
         previous = bank - 1
         first = jnp.asarray(tokens)[position - slot]
         operand_ok = ids < bank
@@ -132,6 +133,9 @@ class Vocabulary:
             second_ok = second_ok & ((level == 0) | (first == previous) | (ids == previous))
         unary_ok = ids < len(self.unaries)
         binary_ok = ids < len(self.binaries)
+        if self.reuse_previous and KEEP_LEFT in self.binaries:
+            drops_previous = (level > 0) & (first != previous)  # keep-left would discard it
+            binary_ok = binary_ok & ~(drops_previous & (ids == self.binaries.index(KEEP_LEFT)))
         if self.no_final_addition and "+" in self.binaries:
             is_final = level == depth - 1
             binary_ok = binary_ok & ~(is_final & (ids == self.binaries.index("+")))
@@ -251,7 +255,9 @@ def to_tokens(
     while len(levels) < depth:
         previous = num_operands + len(levels) - 1
         filler = _filler(previous, previous + 1, num_operands)
-        levels.append((previous, filler, identity, identity, vocabulary.binaries.index(KEEP_LEFT)))
+        levels.append(
+            (previous, filler, identity, identity, _index("binary", vocabulary.binaries, KEEP_LEFT))
+        )
     return tuple(token for level in levels for token in level)
 
 
