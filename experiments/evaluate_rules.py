@@ -37,7 +37,7 @@ STEPS_PER_EPOCH = flags.DEFINE_integer("steps_per_epoch", None, "Steps per epoch
                                        "pass over the training set).", lower_bound=1)
 BATCH_SIZE = flags.DEFINE_integer("batch_size", 100, "Minibatch size.", lower_bound=1)
 LEARNING_RATES = flags.DEFINE_list("learning_rates", None, "Sweep (default 1e-5 ... 1e1).")
-CHUNK_SIZE = flags.DEFINE_integer("chunk_size", 64, "Candidates per compiled call.",
+CHUNK_SIZE = flags.DEFINE_integer("chunk_size", 32, "Candidates per compiled call.",
                                   lower_bound=1)
 
 

@@ -16,13 +16,13 @@ from lopt.search import evaluator, fingerprint, tasks
 
 DIVERGING = "log(g - g)"  # log|0| = -inf: every learning rate diverges at the first step
 POPULATION = ["adam", "g", DIVERGING, "m", "rmsprop"]
+DIGITS_CONFIG = evaluator.EvaluatorConfig(chunk_size=len(POPULATION))  # the paper's protocol
 
 
 @pytest.fixture(scope="module")
 def digits_scores():
     population = [rules.parse(text) for text in POPULATION]
-    return evaluator.evaluate(population, tasks.digits_mlp(), evaluator.EvaluatorConfig(),
-                              jax.random.key(0))
+    return evaluator.evaluate(population, tasks.digits_mlp(), DIGITS_CONFIG, jax.random.key(0))
 
 
 @pytest.mark.slow
@@ -41,8 +41,7 @@ def test_diverging_member_is_flagged_and_isolated(digits_scores):
     assert np.isnan(digits_scores.learning_rate[index])
     compiled = evaluator._score_members_sharded._cache_size()
     replaced = [rules.parse(t) for t in POPULATION[:index] + ["sign(m)"] + POPULATION[index + 1:]]
-    again = evaluator.evaluate(replaced, tasks.digits_mlp(), evaluator.EvaluatorConfig(),
-                               jax.random.key(0))
+    again = evaluator.evaluate(replaced, tasks.digits_mlp(), DIGITS_CONFIG, jax.random.key(0))
     assert evaluator._score_members_sharded._cache_size() == compiled, "no new compilation"
     others = [i for i in range(len(POPULATION)) if i != index]
     np.testing.assert_array_equal(again.reward[others], digits_scores.reward[others])
@@ -97,8 +96,12 @@ def test_cache_skips_known_rules():
     second = evaluator.evaluate([rules.parse("m * g"), rules.parse("g * m")], task,
                                 QUADRATIC_CONFIG, jax.random.key(2), cache=cache)
     assert len(cache) == 1
-    assert evaluator._score_members_sharded._cache_size() == compiled
     np.testing.assert_array_equal(second.reward, [first.reward[0]] * 2)
+    third = evaluator.evaluate([rules.parse(t) for t in ("g", "m * g", "sign(m)", "-g")], task,
+                               QUADRATIC_CONFIG, jax.random.key(3), cache=cache)
+    assert len(cache) == 4 and third.reward[1] == first.reward[0]
+    assert evaluator._score_members_sharded._cache_size() == compiled, \
+        "populations of other sizes, partly cached, compile nothing"
 
 
 _SHARDING_SCRIPT = """

@@ -10,8 +10,10 @@ The protocol of Bello et al. (2017, section 4.3), per candidate:
 
 All candidates x learning rates of a chunk train together: `jax.vmap` over members, a
 `jax.lax.scan` over steps, minibatches taken by index from device-resident arrays, the rules
-run by the population interpreter (`lopt.rules.interpret`), so the compiled program depends
-only on the chunk's shape and a new population never compiles anything. Every member of an
+run by the population interpreter (`lopt.rules.interpret`). Every chunk is padded to the full
+`chunk_size` (repeating its first member), so the compiled program depends only on the
+configuration and the rule depth: no population, whatever its size or how many of its members
+the cache already knows, compiles anything after the first. Every member of an
 evaluation starts from the same initial parameters and sees the same minibatch sequence
 (common random numbers: differences in reward come from the rules).
 
@@ -58,7 +60,8 @@ class EvaluatorConfig:
     sweep_epochs: epochs per learning rate in the sweep (paper: 1).
     final_epochs: epochs of the final run with the best learning rate (paper: 5).
     chunk_size: candidates per compiled call (bounds memory; the sweep trains
-      chunk_size x len(learning_rates) children at once).
+      chunk_size x len(learning_rates) children at once). Smaller populations are padded to
+      it, so keep it near the population size of a search.
     eval_batch_size: validation examples per forward pass.
     depth: levels that lists of Rules are encoded to (padded with keep-left levels), so any
       population of the same size reuses one compiled program; 3 holds every rule of the
@@ -72,7 +75,7 @@ class EvaluatorConfig:
     steps_per_epoch: int | None = None
     sweep_epochs: int = 1
     final_epochs: int = 5
-    chunk_size: int = 64
+    chunk_size: int = 32
     eval_batch_size: int = 512
     depth: int = 3
     failure_reward: float | None = None
@@ -248,7 +251,7 @@ def _run_stage(task, config, codes, learning_rates, key, init_params, num_epochs
                              num_epochs)
     num_members = codes.shape[0]
     member_keys = _member_keys(jax.random.fold_in(key, 1), jnp.arange(num_members))
-    chunk_members = _pad(min(num_members, chunk_members), mesh.size)
+    chunk_members = _pad(chunk_members, mesh.size)
     outputs = []
     for start in range(0, num_members, chunk_members):
         stop = min(start + chunk_members, num_members)
