@@ -162,9 +162,10 @@ def _train_members(task, codes, learning_rates, member_keys, init_params, batch_
         diverged = diverged | ~finite
         keep = lambda new, old: jnp.where(
             diverged.reshape((-1,) + (1,) * (new.ndim - 1)), old, new)
+        # Only the parameters are frozen: a diverged member's optimizer state may go
+        # non-finite, but its parameters (all that is scored) stay at their last finite value.
         params = jax.tree.map(keep, new_params, params)
-        state = jax.tree.map(keep, new_state, state)
-        return (params, state, diverged), loss
+        return (params, new_state, diverged), loss
 
     carry = (params, state, jnp.zeros(num_members, bool))
     (params, _, diverged), losses = jax.lax.scan(step, carry, batch_indices)
