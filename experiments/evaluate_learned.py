@@ -36,6 +36,8 @@ NUM_TRAIN = flags.DEFINE_integer(
     "num_train", None, "Training problems for tuning the baselines (default: the paper's size "
     "for the family, else 90).", lower_bound=1)
 NUM_STEPS = flags.DEFINE_integer("num_steps", 100, "Optimizer steps.", lower_bound=1)
+BASELINES = flags.DEFINE_list("baselines", list(baselines.BASELINES),
+                              f"Baselines to compare with, from {list(baselines.BASELINES)}.")
 SEED = flags.DEFINE_integer("seed", 0, "Seed for problems and initial iterates.")
 OUT = flags.DEFINE_string("out", None, "Output directory (created if missing).", required=True)
 
@@ -65,6 +67,9 @@ def comparison_table(margins: dict, num_steps: int) -> str:
 
 def main(argv):
     del argv
+    unknown = [name for name in BASELINES.value if name not in baselines.BASELINES]
+    if unknown:
+        raise app.UsageError(f"--baselines: unknown {unknown}; valid: {list(baselines.BASELINES)}")
     try:
         learned = gps.load(CHECKPOINT.value)
     except ValueError as error:
@@ -81,7 +86,7 @@ def main(argv):
     test = family.sample(key_test, NUM_PROBLEMS.value)
     x0 = family.init(key_init, NUM_PROBLEMS.value)
 
-    curves, tuned = tuned_baseline_curves(list(baselines.BASELINES), family, train, test, x0,
+    curves, tuned = tuned_baseline_curves(BASELINES.value, family, train, test, x0,
                                           NUM_STEPS.value, key_tune)
     curves[LEARNED] = np.asarray(evaluation.run(gps.as_optax(learned), family, test,
                                                 NUM_STEPS.value, x0=x0))

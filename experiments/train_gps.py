@@ -1,7 +1,7 @@
 r"""Learns predicted step descent with Guided Policy Search on training objectives.
 
   python -m experiments.train_gps --family=logistic_regression --out=runs/gps_logistic \
-      [--config=smoke|cpu|paper] [--num_train=90] [--resume]
+      [--config=smoke|cpu|paper] [--coupling=mirror_descent|trajectory] [--resume]
 
 Training problems are drawn with `--seed` (the paper's number for the family unless
 `--num_train` is given). Writes into --out:
@@ -32,6 +32,8 @@ NUM_TRAIN = flags.DEFINE_integer(
     lower_bound=1)
 NUM_ITERATIONS = flags.DEFINE_integer("num_iterations", None,
                                       "GPS iterations (default: the preset's).", lower_bound=0)
+COUPLING = flags.DEFINE_enum("coupling", None, list(gps.config.COUPLINGS),
+                             "Coupling of controllers and policy (default: the preset's).")
 SEED = flags.DEFINE_integer("seed", 0, "Seed for the training problems and the training.")
 RESUME = flags.DEFINE_bool("resume", False, "Continue from the checkpoint in --out.")
 OUT = flags.DEFINE_string("out", None, "Output directory (created if missing).", required=True)
@@ -44,7 +46,9 @@ def main(argv):
     if has_checkpoint and not RESUME.value:
         raise app.UsageError(f"--out={out} already holds a checkpoint; pass --resume to "
                              "continue it or choose another directory")
-    overrides = {} if NUM_ITERATIONS.value is None else {"num_iterations": NUM_ITERATIONS.value}
+    overrides = {name: flag.value for name, flag in (("num_iterations", NUM_ITERATIONS),
+                                                     ("coupling", COUPLING))
+                 if flag.value is not None}
     config = gps.Config.preset(CONFIG.value, **overrides)
     family = objectives.get(FAMILY.value)
     num_train = NUM_TRAIN.value or objectives.PAPER_NUM_TRAIN.get(FAMILY.value, 90)
