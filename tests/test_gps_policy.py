@@ -59,6 +59,13 @@ def test_the_empty_state_is_a_fixed_point():
                                atol=1e-7)
 
 
+def test_clipped_inputs_bound_the_step_far_from_the_training_states():
+    state = jax.random.normal(jax.random.key(2), (LAYOUT.size,))
+    pol = _random_policy()
+    far, farther = (policy.state_mean(LAYOUT, pol, scale * state) for scale in (1e3, 1e6))
+    np.testing.assert_allclose(far, farther, rtol=1e-6)
+
+
 def test_linearisation_agrees_with_the_policy_at_the_mean_state():
     states = jax.random.normal(jax.random.key(3), (2, 3, 6, LAYOUT.size))  # [N, S, T+1, dX]
     samples = gps.Samples(states, None, None, None)

@@ -2,7 +2,8 @@
 
 The policy is pi(u | s) = N(mu(s), diag(variance)) with
 
-    mu(s) = action_scale * (net(w(s)) - net(w(0))),   w(s) = (p(s) - input_mean) / input_scale,
+    mu(s) = action_scale * (net(w(s)) - net(w(0))),
+    w(s) = clip((p(s) - input_mean) / input_scale, -INPUT_CLIP, INPUT_CLIP),
 
 where p(s) is the policy input (the state without the iterate, `features.policy_input`), net is
 a flax MLP with one hidden layer of `hidden` softplus units and a linear output (LM section 5),
@@ -10,7 +11,10 @@ and the whitening statistics (`input_mean`, `input_scale`) and the action scale 
 once, on the first batch of samples, and stored with the policy. Subtracting net(w(0)) makes
 the empty state (no gradient, no history) a fixed point: the policy takes no step where the
 gradient and every recorded change are zero, which keeps it still at a minimum however many
-steps it is run for (LM test for 100 steps after training on 40).
+steps it is run for (LM test for 100 steps after training on 40). Clipping the whitened
+input bounds the step on states far outside the training distribution: without it, a policy
+run past the states it was trained on can feed growing objective changes back into growing
+steps and diverge (measured: mean cost 1e35 on the training objectives after two iterations).
 
 Training (`fit`) minimises the mean of the squared Mahalanobis distance
     (mu(s) - mu_psi(s))^T Sigma_psi^{-1} (mu(s) - mu_psi(s))
@@ -38,6 +42,8 @@ import optax
 
 from lopt.gps import controllers as ctrl
 from lopt.gps import features as feats
+
+INPUT_CLIP = 5.0  # our choice: whitened inputs are clipped to this many standard deviations
 
 
 class Network(nn.Module):
@@ -78,8 +84,9 @@ def init(key: jax.Array, input_size: int, dim: int, hidden: int, dtype=jnp.float
 def mean(policy: Policy, inputs: jax.Array) -> jax.Array:
     """mu for policy inputs `[..., dP]` (the state without the iterate): `[..., dU]`."""
     network = _network(policy)
-    whitened = (inputs - policy.input_mean) / policy.input_scale
-    origin = -policy.input_mean / policy.input_scale
+    whitened = jnp.clip((inputs - policy.input_mean) / policy.input_scale, -INPUT_CLIP,
+                        INPUT_CLIP)
+    origin = jnp.clip(-policy.input_mean / policy.input_scale, -INPUT_CLIP, INPUT_CLIP)
     outputs = network.apply({"params": policy.network}, whitened)
     return policy.action_scale * (outputs - network.apply({"params": policy.network}, origin))
 
