@@ -34,6 +34,9 @@ NUM_ITERATIONS = flags.DEFINE_integer("num_iterations", None,
                                       "GPS iterations (default: the preset's).", lower_bound=0)
 COUPLING = flags.DEFINE_enum("coupling", None, list(gps.config.COUPLINGS),
                              "Coupling of controllers and policy (default: the preset's).")
+SHARED_MOMENTUM = flags.DEFINE_bool(
+    "shared_momentum", False, "Initialise every objective's controller with the same tuned "
+    "momentum (instead of tuning it per objective as the paper does).")
 SEED = flags.DEFINE_integer("seed", 0, "Seed for the training problems and the training.")
 RESUME = flags.DEFINE_bool("resume", False, "Continue from the checkpoint in --out.")
 OUT = flags.DEFINE_string("out", None, "Output directory (created if missing).", required=True)
@@ -49,6 +52,8 @@ def main(argv):
     overrides = {name: flag.value for name, flag in (("num_iterations", NUM_ITERATIONS),
                                                      ("coupling", COUPLING))
                  if flag.value is not None}
+    if SHARED_MOMENTUM.value:
+        overrides["momentum_per_objective"] = False
     config = gps.Config.preset(CONFIG.value, **overrides)
     family = objectives.get(FAMILY.value)
     num_train = NUM_TRAIN.value or objectives.PAPER_NUM_TRAIN.get(FAMILY.value, 90)

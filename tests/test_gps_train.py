@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from lopt import gps, objectives
-from lopt.gps import trainer
+from lopt.gps import initialisation, trainer
 
 FAMILY = objectives.logistic_regression()
 CONFIG = gps.Config.preset("smoke")
@@ -82,3 +82,15 @@ def test_bad_policy_settings_are_rejected_with_the_name():
     with pytest.raises(ValueError, match="policy_hidden"):
         gps.Config(policy_hidden=0)
     assert gps.Config.preset("paper").policy_hidden == 50
+
+
+def test_shared_momentum_picks_one_setting_with_the_best_mean():
+    with jax.enable_x64():
+        problems = jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), PROBLEMS)
+        x0 = FAMILY.init(jax.random.key(2), 4).astype(jnp.float64)
+        shared = dataclasses.replace(CONFIG, momentum_per_objective=False)
+        each = initialisation.tune_momentum(CONFIG, FAMILY, problems, x0)
+        one = initialisation.tune_momentum(shared, FAMILY, problems, x0)
+    assert np.unique(np.asarray(one.step_size)).size == 1
+    assert np.unique(np.asarray(one.decay)).size == 1
+    assert np.all(np.asarray(each.final_value) <= np.asarray(one.final_value) + 1e-12)
