@@ -16,12 +16,16 @@ their step sizes; the trust-region size is still adapted from predicted vs actua
 improvement. `Config.coupling="trajectory"` keeps the trust region around the previous
 controllers instead (the policy is then trained only by imitation, as in LA's first variant).
 
-Known limitation (measured on logistic regression, `cpu` preset): the mirror-descent loop
-does not improve yet. The initial controllers are momentum tuned *per objective* (step sizes
-spread over four decades), which one stationary policy imitates only roughly (training cost
-0.32-0.53 against momentum's 0.30-0.36); the policy's linearisation at the mean sampled states
-is worse still on its own trajectories and unstable under the fitted dynamics, so the C-step
-leaves the region where the model holds and the costs grow from iteration to iteration.
+Known limitation (measured on logistic regression, `cpu` preset): with the paper's
+per-objective momentum initialisation the mirror-descent loop does not improve. The step
+sizes tuned per objective spread over four decades, which one stationary policy imitates only
+roughly (training cost 0.32-0.53 against momentum's 0.30-0.36); the policy's linearisation at
+the mean sampled states is worse still on its own trajectories and unstable under the fitted
+dynamics, so the C-step leaves the region where the model holds and the costs grow until the
+fourth iteration diverges. With `momentum_per_objective=False` (one shared momentum setting)
+the policy imitates the controllers (Mahalanobis loss 0.007 -> 0.0004) and the loop is stable,
+but three iterations did not improve on the initialisation (controllers 0.2979, policy
+0.2973, momentum 0.2942).
 
 The policy's whitening and action scale are fitted once, on samples of the initial (tuned
 momentum) controllers, and kept fixed. Everything runs in float64 inside
