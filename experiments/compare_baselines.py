@@ -13,12 +13,12 @@ on `--num_problems` test problems drawn with a different key. Writes into --out:
 """
 
 import os
-import time
 
 import jax
 import numpy as np
-from absl import app, flags, logging
+from absl import app, flags
 
+from experiments.common import prepare_output_dir, summary_table, tuned_baseline_curves
 from lopt import baselines, evaluation, objectives, plotting
 
 FAMILY = flags.DEFINE_enum("family", "logistic_regression", sorted(objectives.FAMILIES),
@@ -34,32 +34,6 @@ SEED = flags.DEFINE_integer("seed", 0, "Seed for problems and initial iterates."
 OUT = flags.DEFINE_string("out", None, "Output directory (created if missing).", required=True)
 
 
-def prepare_output_dir(path: str) -> str:
-    """Creates `path` and checks it is writable, or raises app.UsageError naming the problem."""
-    try:
-        os.makedirs(path, exist_ok=True)
-        probe = os.path.join(path, ".write_test")
-        with open(probe, "w"):
-            pass
-        os.remove(probe)
-    except OSError as error:
-        raise app.UsageError(f"--out={path} is not a writable directory: {error}") from error
-    return path
-
-
-def summary_table(curves, tuned, margins) -> str:
-    lines = ["| algorithm | tuned hyperparameters | mean final objective | mean objective "
-             "(all iterations) | mean margin at last iteration | iterations best |",
-             "|---|---|---|---|---|---|"]
-    for name, values in curves.items():
-        values = np.asarray(values)
-        settings = ", ".join(f"{k}={v:.4g}" for k, v in tuned[name].items()) or "-"
-        best = int(np.sum(margins[name][1:] > 0))
-        lines.append(f"| {name} | {settings} | {values[:, -1].mean():.6f} | "
-                     f"{values.mean():.6f} | {margins[name][-1]:+.2e} | {best} |")
-    return "\n".join(lines) + "\n"
-
-
 def main(argv):
     del argv
     unknown = [name for name in BASELINES.value if name not in baselines.BASELINES]
@@ -73,19 +47,8 @@ def main(argv):
     test = family.sample(key_test, NUM_PROBLEMS.value)
     x0 = family.init(key_init, NUM_PROBLEMS.value)
 
-    curves, tuned = {}, {}
-    for index, name in enumerate(BASELINES.value, start=1):
-        start = time.time()
-        grid = baselines.DEFAULT_GRIDS[name]
-        result = baselines.tune(baselines.get(name), grid, family, train, NUM_STEPS.value,
-                                key=key_tune)
-        tuned[name] = result.best
-        curves[name] = np.asarray(evaluation.run(
-            baselines.get(name)(**result.best), family, test, NUM_STEPS.value, x0=x0))
-        logging.info("[%d/%d] %s: %d grid points tuned on %d problems, best %s, test mean final "
-                     "objective %.6f (%.1fs)", index, len(BASELINES.value), name,
-                     len(result.scores), num_train, result.best, curves[name][:, -1].mean(),
-                     time.time() - start)
+    curves, tuned = tuned_baseline_curves(BASELINES.value, family, train, test, x0,
+                                          NUM_STEPS.value, key_tune)
 
     per_problem = evaluation.margin_of_victory(curves, per_problem=True)
     margins = {name: values.mean(axis=0) for name, values in per_problem.items()}

@@ -104,3 +104,21 @@ def plot_rule_scores(scores: Mapping[str, float], path: str | None = None,
     axes.invert_yaxis()
     axes.set(xlabel="Score", title=title)
     return _save(figure, path)
+
+
+def plot_training_costs(costs: Mapping[str, Sequence[float]], path: str | None = None,
+                        title: str = "") -> Figure:
+    """Mean training cost per GPS iteration, one line per series (e.g. controllers, policy).
+
+    Args:
+      costs: {series name: cost after each iteration [num_iterations]}.
+      path: where to write the PNG (optional).
+      title: axes title.
+    """
+    figure = Figure(figsize=(6, 4))
+    axes = figure.add_subplot()
+    for name, values in costs.items():
+        axes.plot(np.arange(1, len(values) + 1), np.asarray(values), marker="o", label=name)
+    axes.set(xlabel="GPS iteration", ylabel="Mean training cost", title=title)
+    axes.legend(fontsize=8)
+    return _save(figure, path)

@@ -1,10 +1,20 @@
-"""Guided Policy Search (Li & Malik 2017, sections 3-5), part 1: trajectory optimisation.
+"""Guided Policy Search (Li & Malik 2017, sections 3-5): learning predicted step descent.
 
 Modules, one per stage: `features` (the state), `controllers` (linear-Gaussian controllers and
 rollouts), `initialisation` (tuned momentum), `gmm` (EM), `dynamics` (fit with a GMM prior),
-`cost` (quadratic expansion), `lqg` (LQG under a KL trust region), `trajectory_opt` (the loop).
+`cost` (quadratic expansion), `lqg` (LQG under a KL trust region), `trajectory_opt` (the
+trajectory-only loop), `policy` (the neural policy and its supervised training), `trainer`
+(the GPS outer loop with the mirror-descent coupling), `learned` (the optax export and files).
 
-Example (trajectory optimisation only; float64 is switched on inside the call only):
+Example (float64 is switched on inside the calls only):
+
+    fam = lopt.objectives.logistic_regression()
+    learned = lopt.gps.train(fam, fam.sample(jax.random.key(0), 90),
+                             lopt.gps.Config.preset("cpu"), jax.random.key(1))
+    opt = lopt.gps.as_optax(learned)      # predicted step descent; update(..., value=f(x))
+    lopt.gps.save(learned, "runs/gps"); learned = lopt.gps.load("runs/gps")
+
+Trajectory optimisation only:
 
     fam = lopt.objectives.logistic_regression()
     problems = fam.sample(jax.random.key(0), 90)
@@ -23,11 +33,17 @@ from lopt.gps import (
     features,
     gmm,
     initialisation,
+    learned,
     lqg,
+    policy,
+    trainer,
     trajectory_opt,
 )
 from lopt.gps.config import PRESETS, Config
 from lopt.gps.controllers import Controller, Samples
 from lopt.gps.dynamics import Dynamics
 from lopt.gps.features import FeatureConfig
+from lopt.gps.learned import Learned, as_optax, load, save
+from lopt.gps.policy import Policy
+from lopt.gps.trainer import train
 from lopt.gps.trajectory_opt import run as train_trajectories

@@ -1,8 +1,12 @@
-"""Settings of the trajectory-optimisation part of GPS, with the papers' defaults.
+"""Settings of Guided Policy Search (trajectories and policy), with the papers' defaults.
 
 Sources: LM = Li & Malik 2017 (Learning to Optimize); LA = Levine & Abbeel 2014 (GPS under
 unknown dynamics) and the default settings of its public reference implementation, which
-LM build on. Values LM do not state are marked as our choice.
+LM build on; MD = Montgomery & Levine 2016 (GPS via approximate mirror descent). Values the
+papers do not state are marked as our choice.
+
+Presets: `paper` (the defaults), `cpu` (the paper's sizes with fewer GPS iterations, for a
+2-core machine) and `smoke` (seconds; tests).
 """
 
 from __future__ import annotations
@@ -19,11 +23,12 @@ class Config:
     features: FeatureConfig = FeatureConfig()  # LM section 5: H = 25
     num_samples: int = 20  # LM section 5: 20 trajectories per training objective
     horizon: int = 40  # LM section 5: 40 time steps
-    num_iterations: int = 10  # our choice for the trajectory-only loop
+    num_iterations: int = 10  # our choice (LM do not state it)
 
     # Initial controllers: momentum, grid-searched per objective (LM section 5).
     momentum_step_sizes: tuple[float, ...] = tuple(10.0 ** (k / 4) for k in range(-12, 5))
     momentum_decays: tuple[float, ...] = (0.0, 0.5, 0.7, 0.8, 0.9, 0.95, 0.99)
+    momentum_per_objective: bool = True  # LM section 5; False: one pair for all objectives
     initial_action_std: float = 0.02  # our choice: small exploration noise on the step
 
     # Dynamics: linear-Gaussian per objective and time step, GMM prior (LM section 5, LA).
@@ -46,10 +51,18 @@ class Config:
     kl_tolerance: float = 0.1  # accept |KL - eps| <= kl_tolerance * eps (LA reference code)
     lqg_batch_size: int = 8  # our choice: objectives per vmapped chunk, so chunks stay in cache
 
+    # The policy (LM section 5) and its supervised training (LA section 4; our choices).
+    coupling: str = "mirror_descent"  # KL to the linearised policy (MD); or "trajectory" (none)
+    policy_hidden: int = 50  # LM section 5: one hidden layer of 50 softplus units
+    policy_epochs: int = 20  # our choice: passes over all sampled states per policy update
+    policy_batch_size: int = 256  # our choice
+    policy_learning_rate: float = 1e-3  # our choice (Adam)
+
     def __post_init__(self):
         positive_ints = ("num_samples", "horizon", "num_iterations", "gmm_components",
                          "gmm_max_iterations", "gmm_max_points", "eta_max_iterations",
-                         "lqg_batch_size")
+                         "lqg_batch_size", "policy_hidden", "policy_epochs",
+                         "policy_batch_size")
         for name in positive_ints:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -58,10 +71,12 @@ class Config:
             raise ValueError(f"Config.num_samples must be at least 2, got {self.num_samples}")
         positive = ("initial_action_std", "gmm_tolerance", "gmm_regularization",
                     "prior_strength", "dynamics_regularization", "kl_step", "min_step_mult",
-                    "eta_min", "kl_tolerance")
+                    "eta_min", "kl_tolerance", "policy_learning_rate")
         for name in positive:
             if not getattr(self, name) > 0:
                 raise ValueError(f"Config.{name} must be positive, got {getattr(self, name)!r}")
+        if self.coupling not in COUPLINGS:
+            raise ValueError(f"Config.coupling must be one of {COUPLINGS}, got {self.coupling!r}")
         if not self.min_step_mult <= 1.0 <= self.max_step_mult:
             raise ValueError("Config needs min_step_mult <= 1 <= max_step_mult, got "
                              f"{self.min_step_mult} and {self.max_step_mult}")
@@ -76,14 +91,17 @@ class Config:
 
     @classmethod
     def preset(cls, name: str, **overrides) -> Config:
-        """Named settings: `paper` (the defaults) or `smoke` (seconds on a laptop CPU)."""
+        """Named settings: `paper` (the defaults), `cpu` or `smoke` (module docstring)."""
         if name not in PRESETS:
             raise ValueError(f"unknown Config preset {name!r}; valid: {', '.join(PRESETS)}")
         return dataclasses.replace(cls(**PRESETS[name]), **overrides)
 
 
+COUPLINGS = ("mirror_descent", "trajectory")
+
 PRESETS = {
     "paper": {},
+    "cpu": dict(num_iterations=6),
     "smoke": dict(
         features=FeatureConfig(history=5),
         num_samples=5,
@@ -94,5 +112,8 @@ PRESETS = {
         gmm_max_points=1024,
         momentum_step_sizes=(0.1, 0.3, 1.0, 3.0),
         momentum_decays=(0.0, 0.5, 0.9),
+        policy_hidden=16,
+        policy_epochs=10,
+        policy_batch_size=32,
     ),
 }

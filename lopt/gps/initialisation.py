@@ -6,8 +6,10 @@ written as a time-invariant linear function of the state: gain -step_size * deca
 gradient slot j (truncated to the `history` slots of the state), or, with `past_steps`, the
 exact recursion u_t = decay * u_{t-1} - step_size * g_t (gain decay on step slot 0). For each
 objective the (step_size, decay) pair with the lowest final objective value of a noiseless
-rollout is chosen from a grid; the grid is evaluated with `lax.map` over batches of grid points
-and `vmap` over objectives. The covariance is `initial_action_std^2 I`, for exploration.
+rollout is chosen from a grid (or, with `momentum_per_objective=False`, the one pair with the
+lowest mean over all objectives, which a single stationary policy can imitate exactly); the
+grid is evaluated with `lax.map` over batches of grid points and `vmap` over objectives.
+The covariance is `initial_action_std^2 I`, for exploration.
 """
 
 from __future__ import annotations
@@ -78,8 +80,11 @@ def tune_momentum(config: Config, family, problems, x0: jax.Array) -> MomentumCh
 
     grid = (sizes.reshape(-1), decays.reshape(-1))
     finals = jax.lax.map(final_values, grid, batch_size=8)  # [G, N]
-    best = jnp.argmin(finals, axis=0)
-    return MomentumChoice(grid[0][best], grid[1][best], jnp.min(finals, axis=0))
+    if config.momentum_per_objective:
+        best = jnp.argmin(finals, axis=0)
+    else:
+        best = jnp.full(num, jnp.argmin(jnp.mean(finals, axis=1)))
+    return MomentumChoice(grid[0][best], grid[1][best], finals[best, jnp.arange(num)])
 
 
 def initial_controllers(config: Config, family, problems, x0: jax.Array):

@@ -99,8 +99,14 @@ def _chunked(config: Config, function, inputs):
     return jax.lax.map(function, inputs, batch_size=config.lqg_batch_size)
 
 
-def optimise_stage(config: Config, family, model: Model, state: LoopState):
-    """Adapts the step multipliers and solves the LQG of every objective (vmapped)."""
+def optimise_stage(config: Config, family, model: Model, state: LoopState,
+                   reference: ctrl.Controller | None = None):
+    """Adapts the step multipliers and solves the LQG of every objective (vmapped).
+
+    The KL trust region is around `reference` (`[N, T, ...]`): the current controllers by
+    default, the linearised policy in mirror-descent GPS (`lopt.gps.train`).
+    """
+    reference = state.controller if reference is None else reference
     layout = config.features.layout(family.dim)
 
     def expected(inputs):
@@ -116,8 +122,8 @@ def optimise_stage(config: Config, family, model: Model, state: LoopState):
     def solve(inputs):
         return lqg.optimise(config, layout, *inputs)
 
-    solution = _chunked(config, solve, (model.dynamics, model.cost, state.controller,
-                                        *model.initial, kl_bound))
+    solution = _chunked(config, solve, (model.dynamics, model.cost, reference, *model.initial,
+                                        kl_bound))
     new_state = LoopState(solution.controller, step_mult, actual, solution.expected_cost)
     return new_state, solution, kl_bound
 

@@ -1,0 +1,115 @@
+r"""Compares a learned optimizer (predicted step descent) with the tuned baselines.
+
+  python -m experiments.evaluate_learned --checkpoint=runs/gps_logistic \
+      --family=logistic_regression --num_problems=100 --num_steps=100 --out=runs/eval_logistic
+
+The baselines are tuned on `--num_train` training problems exactly as in
+`experiments.compare_baselines` (same seed, same keys), and every algorithm runs from the same
+initial iterates on `--num_problems` unseen test problems. Writes into --out:
+  margin_of_victory.png   mean margin of victory per iteration (paper Figures 1a-3a)
+  example_problem_K.png   objective curves on two test problems (paper Figures 1b-c, 2b-c, 3b-c)
+  curves.npz              objective values per algorithm, [num_problems, num_steps + 1]
+  summary.md              tuned settings, final objectives, margins at chosen iterations, and
+                          the fraction of iterations where predicted step descent's mean margin
+                          exceeds each baseline's
+"""
+
+import os
+
+import jax
+import numpy as np
+from absl import app, flags
+
+from experiments.common import (
+    prepare_output_dir,
+    summary_table,
+    tuned_baseline_curves,
+)
+from lopt import baselines, evaluation, gps, objectives, plotting
+
+CHECKPOINT = flags.DEFINE_string("checkpoint", None, "Directory written by train_gps.",
+                                 required=True)
+FAMILY = flags.DEFINE_enum("family", "logistic_regression", sorted(objectives.FAMILIES),
+                           "Objective family (must match the learned optimizer's dimension).")
+NUM_PROBLEMS = flags.DEFINE_integer("num_problems", 100, "Test problems.", lower_bound=1)
+NUM_TRAIN = flags.DEFINE_integer(
+    "num_train", None, "Training problems for tuning the baselines (default: the paper's size "
+    "for the family, else 90).", lower_bound=1)
+NUM_STEPS = flags.DEFINE_integer("num_steps", 100, "Optimizer steps.", lower_bound=1)
+BASELINES = flags.DEFINE_list("baselines", list(baselines.BASELINES),
+                              f"Baselines to compare with, from {list(baselines.BASELINES)}.")
+SEED = flags.DEFINE_integer("seed", 0, "Seed for problems and initial iterates.")
+OUT = flags.DEFINE_string("out", None, "Output directory (created if missing).", required=True)
+
+LEARNED = "predicted_step_descent"
+REPORTED_ITERATIONS = (1, 5, 10, 50, 100)
+
+
+def comparison_table(margins: dict, num_steps: int) -> str:
+    """Mean margins at REPORTED_ITERATIONS, and for each baseline the fraction of iterations
+    1..num_steps where the learned optimizer's mean margin is higher."""
+    iterations = [t for t in REPORTED_ITERATIONS if t <= num_steps]
+    lines = ["| algorithm | " + " | ".join(f"margin at {t}" for t in iterations)
+             + f" | learned beats it at (of iterations 1-{num_steps}) |",
+             "|---|" + "---|" * (len(iterations) + 1)]
+    learned = margins[LEARNED][1:]
+    for name, values in margins.items():
+        won = "-" if name == LEARNED else f"{np.mean(learned > values[1:]):.0%}"
+        lines.append(f"| {name} | " + " | ".join(f"{values[t]:+.2e}" for t in iterations)
+                     + f" | {won} |")
+    first = min(10, num_steps)
+    best = np.argmax(np.stack([values[1:first + 1] for values in margins.values()]), axis=0)
+    highest = np.mean(np.asarray(list(margins))[best] == LEARNED)
+    lines.append(f"\nPredicted step descent has the highest mean margin at {highest:.0%} of "
+                 f"iterations 1-{first}.")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv):
+    del argv
+    unknown = [name for name in BASELINES.value if name not in baselines.BASELINES]
+    if unknown:
+        raise app.UsageError(f"--baselines: unknown {unknown}; valid: {list(baselines.BASELINES)}")
+    try:
+        learned = gps.load(CHECKPOINT.value)
+    except ValueError as error:
+        raise app.UsageError(f"--checkpoint: {error}") from error
+    family = objectives.get(FAMILY.value)
+    if learned.dim != family.dim:
+        raise app.UsageError(f"--checkpoint holds an optimizer for dimension {learned.dim} "
+                             f"({learned.family or 'unknown family'}), but --family="
+                             f"{FAMILY.value} has dimension {family.dim}")
+    out = prepare_output_dir(OUT.value)
+    num_train = NUM_TRAIN.value or objectives.PAPER_NUM_TRAIN.get(FAMILY.value, 90)
+    key_train, key_test, key_tune, key_init = jax.random.split(jax.random.key(SEED.value), 4)
+    train = family.sample(key_train, num_train)
+    test = family.sample(key_test, NUM_PROBLEMS.value)
+    x0 = family.init(key_init, NUM_PROBLEMS.value)
+
+    curves, tuned = tuned_baseline_curves(BASELINES.value, family, train, test, x0,
+                                          NUM_STEPS.value, key_tune)
+    curves[LEARNED] = np.asarray(evaluation.run(gps.as_optax(learned), family, test,
+                                                NUM_STEPS.value, x0=x0))
+    tuned[LEARNED] = {}
+    per_problem = evaluation.margin_of_victory(curves, per_problem=True)
+    margins = {name: values.mean(axis=0) for name, values in per_problem.items()}
+    title = f"{FAMILY.value}: {NUM_PROBLEMS.value} test problems"
+    plotting.plot_margin_of_victory(per_problem, os.path.join(out, "margin_of_victory.png"),
+                                    title)
+    for problem in range(min(2, NUM_PROBLEMS.value)):
+        plotting.plot_objective_curves(
+            {name: values[problem] for name, values in curves.items()},
+            os.path.join(out, f"example_problem_{problem}.png"),
+            f"{FAMILY.value}: test problem {problem}")
+    np.savez(os.path.join(out, "curves.npz"), **curves)
+    with open(os.path.join(out, "summary.md"), "w") as file:
+        file.write(f"# Predicted step descent on {FAMILY.value}\n\nLearned optimizer from "
+                   f"{CHECKPOINT.value}; {NUM_PROBLEMS.value} test problems, {num_train} "
+                   f"training problems for tuning the baselines, {NUM_STEPS.value} steps, seed "
+                   f"{SEED.value}.\n\n" + summary_table(curves, tuned, margins) + "\n"
+                   + comparison_table(margins, NUM_STEPS.value))
+    print(f"Wrote {os.path.join(out, 'margin_of_victory.png')}, curves.npz and summary.md")
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,78 @@
+r"""Learns predicted step descent with Guided Policy Search on training objectives.
+
+  python -m experiments.train_gps --family=logistic_regression --out=runs/gps_logistic \
+      [--config=smoke|cpu|paper] [--coupling=mirror_descent|trajectory] [--resume]
+
+Training problems are drawn with `--seed` (the paper's number for the family unless
+`--num_train` is given). Writes into --out:
+  learned.json, policy.npz        the learned optimizer (`lopt.gps.load(OUT)` reads it)
+  checkpoint.npz, checkpoint.json the loop state after the last finished iteration
+  config.json                     every setting of the run
+  training.png                    mean training cost of the controllers and of the policy
+With --resume an interrupted run continues from its checkpoint; without it an existing
+checkpoint in --out is an error (so a finished run is never overwritten by accident).
+"""
+
+import dataclasses
+import json
+import os
+import time
+
+import jax
+from absl import app, flags, logging
+
+from experiments.common import prepare_output_dir
+from lopt import gps, objectives, plotting
+
+FAMILY = flags.DEFINE_enum("family", "logistic_regression", sorted(objectives.FAMILIES),
+                           "Objective family.")
+CONFIG = flags.DEFINE_enum("config", "cpu", sorted(gps.config.PRESETS), "GPS Config preset.")
+NUM_TRAIN = flags.DEFINE_integer(
+    "num_train", None, "Training problems (default: the paper's size for the family, else 90).",
+    lower_bound=1)
+NUM_ITERATIONS = flags.DEFINE_integer("num_iterations", None,
+                                      "GPS iterations (default: the preset's).", lower_bound=0)
+COUPLING = flags.DEFINE_enum("coupling", None, list(gps.config.COUPLINGS),
+                             "Coupling of controllers and policy (default: the preset's).")
+SHARED_MOMENTUM = flags.DEFINE_bool(
+    "shared_momentum", False, "Initialise every objective's controller with the same tuned "
+    "momentum (instead of tuning it per objective as the paper does).")
+SEED = flags.DEFINE_integer("seed", 0, "Seed for the training problems and the training.")
+RESUME = flags.DEFINE_bool("resume", False, "Continue from the checkpoint in --out.")
+OUT = flags.DEFINE_string("out", None, "Output directory (created if missing).", required=True)
+
+
+def main(argv):
+    del argv
+    out = prepare_output_dir(OUT.value)
+    has_checkpoint = os.path.exists(os.path.join(out, gps.trainer.CHECKPOINT_METADATA))
+    if has_checkpoint and not RESUME.value:
+        raise app.UsageError(f"--out={out} already holds a checkpoint; pass --resume to "
+                             "continue it or choose another directory")
+    overrides = {name: flag.value for name, flag in (("num_iterations", NUM_ITERATIONS),
+                                                     ("coupling", COUPLING))
+                 if flag.value is not None}
+    if SHARED_MOMENTUM.value:
+        overrides["momentum_per_objective"] = False
+    config = gps.Config.preset(CONFIG.value, **overrides)
+    family = objectives.get(FAMILY.value)
+    num_train = NUM_TRAIN.value or objectives.PAPER_NUM_TRAIN.get(FAMILY.value, 90)
+    key_train, key_gps = jax.random.split(jax.random.key(SEED.value))
+    with open(os.path.join(out, "config.json"), "w") as file:
+        json.dump({"family": FAMILY.value, "preset": CONFIG.value, "num_train": num_train,
+                   "seed": SEED.value, "config": dataclasses.asdict(config)}, file, indent=1)
+    started = time.time()
+    learned = gps.train(family, family.sample(key_train, num_train), config, key_gps,
+                        checkpoint_dir=out)
+    gps.save(learned, out)
+    history = learned.history
+    plotting.plot_training_costs(
+        {name: [record[f"{name}_cost"] for record in history]
+         for name in ("controller", "policy")},
+        os.path.join(out, "training.png"), f"{FAMILY.value}: GPS ({CONFIG.value})")
+    logging.info("trained in %.1fs (this process)", time.time() - started)
+    print(f"Wrote the learned optimizer to {out} ({len(history)} iterations)")
+
+
+if __name__ == "__main__":
+    app.run(main)

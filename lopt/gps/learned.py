@@ -1,0 +1,177 @@
+"""A learned optimizer: the trained policy as "predicted step descent", and its file format.
+
+`Learned` is what `lopt.gps.train` returns. `as_optax(learned)` is an
+`optax.GradientTransformationExtraArgs` whose `update(grad, state, params, *, value)` builds
+the same state as the training rollouts (`lopt.gps.features`) from the gradients and objective
+values it is given, and returns the policy's mean step (updates are *added* to the params).
+It works on flat vectors and on pytrees whose total size is the trained dimension.
+
+Files (`save` / `load`): a directory holding `learned.json` (format name, version, dimension,
+feature set, family name and training history) and `policy.npz` (the policy's arrays).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import zipfile
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax.flatten_util import ravel_pytree
+
+from lopt.gps import features as feats
+from lopt.gps import policy as policy_lib
+
+FORMAT = "lopt.gps.learned"
+VERSION = 1
+METADATA_FILE = "learned.json"
+ARRAYS_FILE = "policy.npz"
+
+
+@dataclasses.dataclass(frozen=True)
+class Learned:
+    """A trained policy (`lopt.gps.policy.Policy`, whitening included), the feature set it
+    reads, the dimension it was trained on, the family's name and the training history (one
+    dict of scalars per GPS iteration)."""
+
+    policy: policy_lib.Policy
+    features: feats.FeatureConfig
+    dim: int
+    family: str = ""
+    history: tuple = ()
+
+
+class PredictedStepState(NamedTuple):
+    """State of predicted step descent: count `[]` int32, the feature state `[dX]` of the
+    last step (its iterate part is unused and kept at zero), the last step `[dU]`, and the
+    objective value `[]` and flat gradient `[dU]` it was taken at."""
+
+    count: jax.Array
+    state: jax.Array
+    action: jax.Array
+    value: jax.Array
+    gradient: jax.Array
+
+
+def _flat(tree, dim: int, what: str):
+    flat, unravel = ravel_pytree(tree)
+    if flat.size != dim:
+        raise ValueError(f"predicted step descent was trained on {dim} parameters, but the "
+                         f"{what} has {flat.size} in total (shapes "
+                         f"{jax.tree.map(jnp.shape, tree)})")
+    return flat, unravel
+
+
+def predicted_step_descent(policy: policy_lib.Policy, features: feats.FeatureConfig,
+                           dim: int) -> optax.GradientTransformationExtraArgs:
+    """The policy as an optax transformation (module docstring); traceable in `policy`."""
+    layout = features.layout(dim)
+
+    def init(params):
+        flat, _ = _flat(params, dim, "params pytree")
+        dtype = flat.dtype
+        return PredictedStepState(jnp.zeros([], jnp.int32), jnp.zeros(layout.size, dtype),
+                                  jnp.zeros(dim, dtype), jnp.zeros([], dtype),
+                                  jnp.zeros(dim, dtype))
+
+    def update(updates, state, params=None, *, value=None, **extra_args):
+        del params, extra_args
+        if value is None:
+            raise ValueError("predicted step descent needs the objective value: call "
+                             "update(grad, state, params, value=f(params))")
+        gradient, unravel = _flat(updates, dim, "gradient pytree")
+        dtype = gradient.dtype
+        value = jnp.asarray(value, dtype)
+        slot0 = gradient if features.current_gradient else jnp.zeros_like(gradient)
+        first = feats.initial_state(layout, jnp.zeros(dim, dtype), slot0)
+        newest = gradient if features.current_gradient else state.gradient
+        observation = jnp.concatenate([(value - state.value)[None], newest])
+        later = feats.next_state(layout, state.state, state.action, observation)
+        later = later.at[:dim].set(0.0)
+        current = jnp.where(state.count == 0, first, later)
+        cast = jax.tree.map(lambda a: jnp.asarray(a, dtype), policy)
+        action = policy_lib.state_mean(layout, cast, current)
+        new_state = PredictedStepState(state.count + 1, current, action, value, gradient)
+        return unravel(action), new_state
+
+    return optax.GradientTransformationExtraArgs(init, update)
+
+
+def as_optax(learned: Learned) -> optax.GradientTransformationExtraArgs:
+    """Predicted step descent: `learned`'s policy as an optax optimizer.
+
+    Its `update` needs `value=` (the objective at `params`), as `optax.lbfgs` does.
+
+    Example:
+      >>> opt = lopt.gps.as_optax(learned)
+      >>> state = opt.init(x)
+      >>> updates, state = opt.update(jax.grad(f)(x), state, x, value=f(x))
+      >>> x = optax.apply_updates(x, updates)
+    """
+    return predicted_step_descent(learned.policy, learned.features, learned.dim)
+
+
+def _policy_arrays(policy: policy_lib.Policy) -> dict[str, np.ndarray]:
+    arrays = {f"network/{layer}/{name}": np.asarray(value)
+              for layer, params in policy.network.items() for name, value in params.items()}
+    for field in policy_lib.Policy._fields[1:]:
+        arrays[field] = np.asarray(getattr(policy, field))
+    return arrays
+
+
+def save(learned: Learned, path: str) -> None:
+    """Writes `learned` into the directory `path` (created if missing; files overwritten)."""
+    os.makedirs(path, exist_ok=True)
+    metadata = {
+        "format": FORMAT,
+        "version": VERSION,
+        "dim": learned.dim,
+        "family": learned.family,
+        "features": dataclasses.asdict(learned.features),
+        "hidden": int(learned.policy.network["Dense_0"]["kernel"].shape[1]),
+        "history": list(learned.history),
+    }
+    np.savez(os.path.join(path, ARRAYS_FILE), **_policy_arrays(learned.policy))
+    with open(os.path.join(path, METADATA_FILE), "w") as file:
+        json.dump(metadata, file, indent=1)
+
+
+def load(path: str) -> Learned:
+    """Reads a learned optimizer written by `save`; a clear ValueError for anything else."""
+    metadata_path = os.path.join(path, METADATA_FILE)
+    arrays_path = os.path.join(path, ARRAYS_FILE)
+    if not os.path.isfile(metadata_path) or not os.path.isfile(arrays_path):
+        raise ValueError(f"{path!r} is not a learned-optimizer directory: it needs "
+                         f"{METADATA_FILE} and {ARRAYS_FILE} (written by lopt.gps.save)")
+    try:
+        with open(metadata_path) as file:
+            metadata = json.load(file)
+        if not isinstance(metadata, dict) or metadata.get("format") != FORMAT:
+            found = metadata.get("format") if isinstance(metadata, dict) else None
+            raise ValueError(f"format is {found!r}, expected {FORMAT!r}")
+        if metadata.get("version") != VERSION:
+            raise ValueError(f"version {metadata.get('version')!r} is not supported "
+                             f"(this lopt reads version {VERSION})")
+        features = feats.FeatureConfig(**metadata["features"])
+        dim = int(metadata["dim"])
+        template = policy_lib.init(jax.random.key(0), features.state_size(dim) - dim, dim,
+                                   int(metadata["hidden"]))
+        expected = {name: value.shape for name, value in _policy_arrays(template).items()}
+        with np.load(arrays_path) as stored:
+            arrays = {name: stored[name] for name in stored.files}
+        shapes = {name: value.shape for name, value in arrays.items()}
+        if shapes != expected:
+            raise ValueError(f"{ARRAYS_FILE} holds arrays {shapes}, expected {expected}")
+    except (OSError, KeyError, TypeError, json.JSONDecodeError, zipfile.BadZipFile,
+            ValueError) as error:
+        raise ValueError(f"cannot load a learned optimizer from {path!r}: {error}") from error
+    network = {layer: {name: arrays[f"network/{layer}/{name}"] for name in params}
+               for layer, params in template.network.items()}
+    policy = policy_lib.Policy(network, *(arrays[field] for field in policy_lib.Policy._fields[1:]))
+    return Learned(policy, features, dim, metadata.get("family", ""),
+                   tuple(metadata.get("history", ())))

@@ -1,0 +1,162 @@
+"""The policy: supervised fit, linearisation, predicted step descent as optax, files."""
+
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from lopt import evaluation, gps, objectives
+from lopt.gps import features, policy
+
+FAMILY = objectives.logistic_regression()
+FEATURES = gps.FeatureConfig(history=4)
+LAYOUT = FEATURES.layout(FAMILY.dim)
+INPUT_SIZE = LAYOUT.size - LAYOUT.dim
+
+
+def _random_policy(seed=0):
+    """A policy with non-trivial whitening, scales and network."""
+    keys = jax.random.split(jax.random.key(seed), 4)
+    fresh = policy.init(keys[0], INPUT_SIZE, FAMILY.dim, 8)
+    return fresh._replace(
+        input_mean=0.1 * jax.random.normal(keys[1], (INPUT_SIZE,)),
+        input_scale=jnp.exp(0.3 * jax.random.normal(keys[2], (INPUT_SIZE,))),
+        action_scale=jnp.full(FAMILY.dim, 0.05),
+        variance=jnp.exp(jax.random.normal(keys[3], (FAMILY.dim,))))
+
+
+@pytest.fixture(scope="module")
+def learned():
+    return gps.Learned(_random_policy(), FEATURES, FAMILY.dim, FAMILY.name)
+
+
+def test_fit_drives_the_mahalanobis_loss_down():
+    keys = jax.random.split(jax.random.key(0), 4)
+    count, dim = 512, 2
+    inputs = jax.random.normal(keys[0], (count, 6))
+    actions = jnp.tanh(inputs[:, :2]) - 0.5 * inputs[:, 2:4]
+    factors = jax.random.normal(keys[1], (count, dim, dim))
+    precisions = factors @ jnp.swapaxes(factors, 1, 2) + 0.1 * jnp.eye(dim)
+    data = policy.Targets(inputs, actions, precisions)
+    start = policy.normalise(policy.init(keys[2], 6, dim, 16), data)
+    scale = jnp.mean(jnp.trace(precisions, axis1=1, axis2=2)) / dim
+    before = policy.loss(start, data._replace(precisions=precisions / scale))
+    fitted, losses = jax.jit(lambda p, d, k: policy.fit(p, d, k, epochs=30, batch_size=64,
+                                                        learning_rate=1e-2))(start, data, keys[3])
+    assert losses.shape == (30,)
+    assert losses[-1] < 0.05 * before
+    assert losses[-1] <= losses[0]
+    expected_variance = 1.0 / jnp.mean(jnp.diagonal(precisions, axis1=1, axis2=2), axis=0)
+    np.testing.assert_allclose(fitted.variance, expected_variance, rtol=1e-5)
+
+
+def test_the_empty_state_is_a_fixed_point():
+    empty = jnp.zeros(LAYOUT.size)
+    np.testing.assert_allclose(policy.state_mean(LAYOUT, _random_policy(), empty), 0.0,
+                               atol=1e-7)
+
+
+def test_clipped_inputs_bound_the_step_far_from_the_training_states():
+    state = jax.random.normal(jax.random.key(2), (LAYOUT.size,))
+    pol = _random_policy()
+    far, farther = (policy.state_mean(LAYOUT, pol, scale * state) for scale in (1e3, 1e6))
+    np.testing.assert_allclose(far, farther, rtol=1e-6)
+
+
+def test_linearisation_agrees_with_the_policy_at_the_mean_state():
+    states = jax.random.normal(jax.random.key(3), (2, 3, 6, LAYOUT.size))  # [N, S, T+1, dX]
+    samples = gps.Samples(states, None, None, None)
+    pol = _random_policy()
+    controller = policy.linearise(LAYOUT, pol, samples, 5)
+    assert controller.gain.shape == (2, 5, FAMILY.dim, LAYOUT.size)
+    centre = jnp.mean(states[1, :, 2], axis=0)
+    linear = controller.gain[1, 2] @ centre + controller.offset[1, 2]
+    np.testing.assert_allclose(linear, policy.state_mean(LAYOUT, pol, centre), atol=1e-6)
+    np.testing.assert_allclose(controller.gain[..., : LAYOUT.dim], 0.0)  # iterate not an input
+    np.testing.assert_allclose(controller.covariance[0, 0], jnp.diag(pol.variance), rtol=1e-6)
+
+
+def _by_hand(pol, loss_fn, x0, num_steps):
+    """Iterates of the policy applied by hand through the feature code of the rollouts."""
+    state, tracker = features.start(FEATURES, loss_fn, x0)
+    iterates = [x0]
+    for _ in range(num_steps):
+        action = policy.state_mean(LAYOUT, pol, state)
+        state, tracker, _ = features.step(FEATURES, loss_fn, state, tracker, action)
+        iterates.append(features.iterate(LAYOUT, state))
+    return jnp.stack(iterates)
+
+
+def test_as_optax_takes_the_steps_of_the_policy_applied_by_hand(learned):
+    problems = FAMILY.sample(jax.random.key(0), 3)
+    x0 = FAMILY.init(jax.random.key(1), 3)
+    _, iterates = evaluation.run(gps.as_optax(learned), FAMILY, problems, 6, x0=x0,
+                                 return_iterates=True)
+    for index in range(3):
+        problem = jax.tree.map(lambda a, i=index: a[i], problems)
+        expected = _by_hand(learned.policy, FAMILY.objective(problem), x0[index], 6)
+        np.testing.assert_allclose(iterates[index], expected, rtol=1e-5, atol=1e-6)
+
+
+def test_as_optax_works_on_pytrees_of_the_trained_size(learned):
+    problem = jax.tree.map(lambda a: a[0], FAMILY.sample(jax.random.key(0), 1))
+    loss_fn = FAMILY.objective(problem)
+    tree_loss = lambda tree: loss_fn(jnp.concatenate([tree["a"], tree["b"].reshape(-1)]))
+    opt = gps.as_optax(learned)
+    x = FAMILY.init(jax.random.key(1), 1)[0]
+    tree = {"a": x[:2], "b": x[2:].reshape(1, 2)}
+    flat_state, tree_state = opt.init(x), opt.init(tree)
+    for _ in range(3):
+        flat_updates, flat_state = opt.update(jax.grad(loss_fn)(x), flat_state, x,
+                                              value=loss_fn(x))
+        tree_updates, tree_state = opt.update(jax.grad(tree_loss)(tree), tree_state, tree,
+                                              value=tree_loss(tree))
+        x, tree = optax.apply_updates(x, flat_updates), optax.apply_updates(tree, tree_updates)
+        np.testing.assert_allclose(jnp.concatenate([tree["a"], tree["b"].reshape(-1)]), x,
+                                   rtol=1e-6)
+
+
+def test_as_optax_errors_are_clear(learned):
+    opt = gps.as_optax(learned)
+    with pytest.raises(ValueError, match="trained on 4 parameters, but the params pytree has 5"):
+        opt.init(jnp.zeros(5))
+    state = opt.init(jnp.zeros(4))
+    with pytest.raises(ValueError, match="needs the objective value"):
+        opt.update(jnp.zeros(4), state, jnp.zeros(4))
+
+
+def test_save_load_round_trip_gives_identical_steps(learned, tmp_path):
+    gps.save(learned, str(tmp_path))
+    loaded = gps.load(str(tmp_path))
+    assert loaded.features == learned.features and loaded.dim == learned.dim
+    problems = FAMILY.sample(jax.random.key(0), 4)
+    original = evaluation.run(gps.as_optax(learned), FAMILY, problems, 8, jax.random.key(1))
+    again = evaluation.run(gps.as_optax(loaded), FAMILY, problems, 8, jax.random.key(1))
+    np.testing.assert_array_equal(original, again)
+
+
+def test_loading_foreign_or_corrupt_files_gives_clear_errors(learned, tmp_path):
+    with pytest.raises(ValueError, match="is not a learned-optimizer directory"):
+        gps.load(str(tmp_path / "missing"))
+    gps.save(learned, str(tmp_path))
+    metadata_path = tmp_path / "learned.json"
+    metadata = json.loads(metadata_path.read_text())
+    metadata_path.write_text(json.dumps({**metadata, "format": "something.else"}))
+    with pytest.raises(ValueError, match="format is 'something.else'"):
+        gps.load(str(tmp_path))
+    metadata_path.write_text(json.dumps({**metadata, "version": 99}))
+    with pytest.raises(ValueError, match="version 99 is not supported"):
+        gps.load(str(tmp_path))
+    metadata_path.write_text("{not json")
+    with pytest.raises(ValueError, match="cannot load a learned optimizer"):
+        gps.load(str(tmp_path))
+    metadata_path.write_text(json.dumps(metadata))
+    (tmp_path / "policy.npz").write_bytes(b"garbage")
+    with pytest.raises(ValueError, match="cannot load a learned optimizer"):
+        gps.load(str(tmp_path))
+    np.savez(tmp_path / "policy.npz", input_mean=np.zeros(3))
+    with pytest.raises(ValueError, match="holds arrays"):
+        gps.load(str(tmp_path))

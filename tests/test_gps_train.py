@@ -1,0 +1,96 @@
+"""The GPS outer loop on the smoke preset: it learns, and kill-and-resume changes nothing."""
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from lopt import gps, objectives
+from lopt.gps import initialisation, trainer
+
+FAMILY = objectives.logistic_regression()
+CONFIG = gps.Config.preset("smoke")
+PROBLEMS = FAMILY.sample(jax.random.key(0), 4)
+KEY = jax.random.key(1)
+
+
+class Killed(Exception):
+    pass
+
+
+def _kill_after_first_iteration(index, record):
+    del record
+    if index == 0:
+        raise Killed
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    return trainer.train(FAMILY, PROBLEMS, CONFIG, KEY,
+                         checkpoint_dir=str(tmp_path_factory.mktemp("uninterrupted")))
+
+
+def _without_timings(history):
+    return [{k: v for k, v in record.items() if "seconds" not in k} for record in history]
+
+
+def test_training_improves_on_the_initial_policy(uninterrupted):
+    assert not jax.config.jax_enable_x64  # float64 stayed inside train
+    history = uninterrupted.history
+    assert [record["iteration"] for record in history] == [0, 1, 2]
+    with jax.enable_x64():
+        problems = jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), PROBLEMS)
+        key_x0, key_state, _ = jax.random.split(KEY, 3)
+        x0 = FAMILY.init(key_x0, 4).astype(jnp.float64)
+        # The trainer's compiled functions, already compiled by the fixture's run.
+        state, _ = trainer._jit_initial_state(CONFIG, FAMILY, problems, x0, key_state)
+        cost = lambda policy: float(jnp.mean(trainer._jit_policy_cost(CONFIG, FAMILY, problems,
+                                                                      x0, policy)))
+        untrained, trained = cost(state.policy), cost(uninterrupted.policy)
+    assert trained < untrained - 1e-3
+    assert trained == pytest.approx(history[-1]["policy_cost"], rel=1e-9)
+    for record in history:
+        assert np.isfinite(record["kl"]) and record["eta"] > 0
+        assert np.isfinite(record["policy_loss"])
+
+
+def test_kill_and_resume_equals_uninterrupted(uninterrupted, tmp_path):
+    with pytest.raises(Killed):
+        trainer.train(FAMILY, PROBLEMS, CONFIG, KEY, checkpoint_dir=str(tmp_path),
+                      callback=_kill_after_first_iteration)
+    resumed = trainer.train(FAMILY, PROBLEMS, CONFIG, KEY, checkpoint_dir=str(tmp_path))
+    assert _without_timings(resumed.history) == _without_timings(uninterrupted.history)
+    for got, want in zip(jax.tree.leaves(resumed.policy), jax.tree.leaves(uninterrupted.policy),
+                         strict=True):
+        np.testing.assert_array_equal(got, want)
+
+
+def test_resuming_a_different_run_is_refused(tmp_path):
+    with pytest.raises(Killed):
+        trainer.train(FAMILY, PROBLEMS, CONFIG, KEY, checkpoint_dir=str(tmp_path),
+                      callback=_kill_after_first_iteration)
+    other = dataclasses.replace(CONFIG, policy_learning_rate=0.5)
+    with pytest.raises(ValueError, match="belongs to a different run"):
+        trainer.train(FAMILY, PROBLEMS, other, KEY, checkpoint_dir=str(tmp_path))
+
+
+def test_bad_policy_settings_are_rejected_with_the_name():
+    with pytest.raises(ValueError, match="coupling"):
+        gps.Config(coupling="badmm")
+    with pytest.raises(ValueError, match="policy_hidden"):
+        gps.Config(policy_hidden=0)
+    assert gps.Config.preset("paper").policy_hidden == 50
+
+
+def test_shared_momentum_picks_one_setting_with_the_best_mean():
+    with jax.enable_x64():
+        problems = jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), PROBLEMS)
+        x0 = FAMILY.init(jax.random.key(2), 4).astype(jnp.float64)
+        shared = dataclasses.replace(CONFIG, momentum_per_objective=False)
+        each = initialisation.tune_momentum(CONFIG, FAMILY, problems, x0)
+        one = initialisation.tune_momentum(shared, FAMILY, problems, x0)
+    assert np.unique(np.asarray(one.step_size)).size == 1
+    assert np.unique(np.asarray(one.decay)).size == 1
+    assert np.all(np.asarray(each.final_value) <= np.asarray(one.final_value) + 1e-12)

@@ -1,0 +1,58 @@
+"""The train_gps and evaluate_learned binaries end to end, and their bad-flag errors."""
+
+import jax
+import numpy as np
+import pytest
+
+from lopt import gps, objectives
+
+TRAIN = "experiments.train_gps"
+EVALUATE = "experiments.evaluate_learned"
+
+
+@pytest.mark.slow
+def test_train_then_evaluate_end_to_end(run_module, tmp_path):
+    trained = tmp_path / "trained"
+    result = run_module(TRAIN, "--config=smoke", "--num_train=3", "--num_iterations=2",
+                        f"--out={trained}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    learned = gps.load(str(trained))
+    assert learned.dim == 4 and len(learned.history) == 2
+    assert (trained / "training.png").stat().st_size > 0
+    again = run_module(TRAIN, "--config=smoke", "--num_train=3", f"--out={trained}")
+    assert again.returncode != 0 and "pass --resume" in again.stderr
+
+    out = tmp_path / "evaluation"
+    result = run_module(EVALUATE, f"--checkpoint={trained}", "--num_problems=3",
+                        "--num_train=3", "--num_steps=5", "--baselines=gradient_descent",
+                        f"--out={out}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    curves = np.load(out / "curves.npz")
+    assert curves["predicted_step_descent"].shape == (3, 6)
+    assert sorted(curves.files) == ["gradient_descent", "predicted_step_descent"]
+    summary = (out / "summary.md").read_text()
+    assert "| predicted_step_descent |" in summary and "learned beats it at" in summary
+    assert (out / "margin_of_victory.png").stat().st_size > 0
+
+
+@pytest.mark.parametrize("module, flags, message", [
+    (TRAIN, ["--config=huge"], "flag --config=huge: value should be one of <cpu|paper|smoke>"),
+    (TRAIN, ["--family=logistic"], "flag --family=logistic: value should be one of"),
+    (EVALUATE, ["--checkpoint=/nonexistent"], "is not a learned-optimizer directory"),
+    (EVALUATE, ["--num_steps=0", "--checkpoint=x"], "0 is not a positive integer"),
+    (EVALUATE, ["--baselines=adam", "--checkpoint=x"], "--baselines: unknown ['adam']"),
+])
+def test_bad_flags_give_clear_errors(run_module, tmp_path, module, flags, message):
+    result = run_module(module, *flags, f"--out={tmp_path}")
+    assert result.returncode != 0
+    assert message in result.stderr
+
+
+def test_evaluating_on_a_family_of_another_dimension_is_refused(run_module, tmp_path):
+    family = objectives.logistic_regression()
+    policy = gps.policy.init(jax.random.key(0), gps.FeatureConfig().state_size(4) - 4, 4, 50)
+    gps.save(gps.Learned(policy, gps.FeatureConfig(), family.dim, family.name), str(tmp_path))
+    result = run_module(EVALUATE, f"--checkpoint={tmp_path}", "--family=mlp_classifier",
+                        f"--out={tmp_path / 'out'}")
+    assert result.returncode != 0
+    assert "dimension 4" in result.stderr and "dimension 12" in result.stderr
