@@ -65,6 +65,9 @@ class EvaluatorConfig:
       paper's Table 1. Encoded arrays are used as given.
     failure_reward: reward of a diverged candidate; None = chance accuracy (data tasks) or
       the negated initial objective (data-free tasks).
+    full_chunks: always train whole chunks (padding a short one), so that calls with any
+      number of new candidates share one compiled program; a search, whose batches hold a
+      varying number of rules not yet in the cache, sets it.
     """
 
     learning_rates: tuple[float, ...] = PAPER_LEARNING_RATES
@@ -76,6 +79,7 @@ class EvaluatorConfig:
     eval_batch_size: int = 512
     depth: int = 3
     failure_reward: float | None = None
+    full_chunks: bool = False
 
     def __post_init__(self):
         for name in ("batch_size", "sweep_epochs", "final_epochs", "chunk_size",
@@ -248,7 +252,9 @@ def _run_stage(task, config, codes, learning_rates, key, init_params, num_epochs
                              num_epochs)
     num_members = codes.shape[0]
     member_keys = _member_keys(jax.random.fold_in(key, 1), jnp.arange(num_members))
-    chunk_members = _pad(min(num_members, chunk_members), mesh.size)
+    if not config.full_chunks:
+        chunk_members = min(num_members, chunk_members)
+    chunk_members = _pad(chunk_members, mesh.size)
     outputs = []
     for start in range(0, num_members, chunk_members):
         stop = min(start + chunk_members, num_members)
