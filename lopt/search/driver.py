@@ -222,7 +222,7 @@ def _rows(rules: list[str], scores: Scores, prints: list[str], iteration: int) -
 
 
 def run(config: SearchConfig, key: jax.Array, *, out: str | None = None,
-        resume: bool = False) -> SearchResult:
+        resume: bool = False, max_iterations: int | None = None) -> SearchResult:
     """Runs (or with `resume`, continues) a search; writes the files of the module docstring
     into `out` when given (checkpoints and resume need `out`).
 
@@ -231,6 +231,8 @@ def run(config: SearchConfig, key: jax.Array, *, out: str | None = None,
       key: PRNG key; with the config it determines every result.
       out: output directory (created if missing).
       resume: continue from `out`'s checkpoint (a fresh start if there is none).
+      max_iterations: stop after this many iterations of this call, as if killed there (no
+        extra checkpoint, no top_rules.md or figure); a later `resume` finishes the run.
 
     Returns:
       SearchResult.
@@ -261,7 +263,10 @@ def run(config: SearchConfig, key: jax.Array, *, out: str | None = None,
     written = len(rows) // config.batch_size
 
     evaluator_seconds = 0.0
-    for iteration in range(first_iteration, config.num_iterations):
+    last_iteration = config.num_iterations
+    if max_iterations is not None:
+        last_iteration = min(last_iteration, first_iteration + max_iterations)
+    for iteration in range(first_iteration, last_iteration):
         iteration_start = time.time()
         key, ask_key = jax.random.split(key)
         tokens = strategy.ask(ask_key, state)
@@ -297,8 +302,10 @@ def run(config: SearchConfig, key: jax.Array, *, out: str | None = None,
                      100 * (1 - evaluator_seconds / elapsed), remaining,
                      time.time() - iteration_start)
 
-    baselines = _score_baselines(config, task, eval_key, cache)
     top = top_rules(rows, config.top_k)
+    if last_iteration < config.num_iterations:
+        return SearchResult(top, {}, rows, time.time() - start_time, evaluator_seconds)
+    baselines = _score_baselines(config, task, eval_key, cache)
     if out:
         write_top_rules(os.path.join(out, TOP_RULES), config, top, baselines)
         from lopt import plotting  # matplotlib only when writing files
