@@ -108,3 +108,13 @@ def test_binary_bad_input(run_module, flags, message):
                            *flags)
     assert completed.returncode != 0 and message in completed.stderr
     assert "mean reward" not in completed.stderr  # refused before any work
+
+
+def test_new_rules_compile_nothing(uninterrupted, tmp_path):
+    from lopt.search import controller, evaluator, ppo
+
+    jitted = (evaluator._score_members_sharded, controller.Controller.sample,
+              controller.Controller.score, ppo.update)
+    before = [function._cache_size() for function in jitted]
+    driver.run(SMOKE, jax.random.key(1), out=str(tmp_path), max_iterations=2)
+    assert [function._cache_size() for function in jitted] == before
