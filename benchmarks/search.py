@@ -38,6 +38,13 @@ def _search(strategy: str, budget: int, seed: int):
     return config, result, time.time() - start
 
 
+def _outside_evaluator(result) -> str:
+    """Fraction of time outside the evaluator: whole call, and iterations after the first."""
+    steady = result.iteration_seconds[1:]
+    return (f"{1 - result.evaluator_seconds / result.seconds:.1%} of the whole run, "
+            f"{1 - steady[:, 1].sum() / steady[:, 0].sum():.1%} after the first iteration")
+
+
 def _last_fifth_mean(result) -> float:
     scores = np.array([row["score"] for row in result.rows])
     return float(scores[-max(1, len(scores) // 5):].mean())
@@ -48,16 +55,18 @@ def main(argv):
     if not SKIP_BEST.value:
         config, result, seconds = _search("ppo", BUDGET.value, 0)
         best = result.top[0]
-        print(f"== 1. best rule, PPO on {config.task}, {len(result.rows)} rules, "
-              f"{seconds / 60:.1f} min wall ==")
+        distinct = len({row["fingerprint"] for row in result.rows})
+        print(f"== 1. best rule, PPO on {config.task}, {len(result.rows)} rules sampled, "
+              f"{distinct} distinct (trained), {seconds / 60:.1f} min wall ==")
         print(f"best found: {best['rule']!r}  {best['score']:.4f}  (lr {best['learning_rate']})")
         for name, row in result.baselines.items():
             print(f"{name:>9}: {row['score']:.4f}  (lr {row['learning_rate']})")
         margin = best["score"] - max(row["score"] for row in result.baselines.values())
         print(f"best found - best baseline = {margin:+.4f}")
         print("== 3. throughput ==")
-        print(f"{len(result.rows) / seconds * 3600:.0f} rules/hour; outside the evaluator: "
-              f"{1 - result.evaluator_seconds / result.seconds:.1%} of wall time")
+        print(f"{len(result.rows) / seconds * 3600:.0f} rules sampled/hour, "
+              f"{distinct / seconds * 3600:.0f} distinct rules trained/hour; outside the "
+              f"evaluator: {_outside_evaluator(result)}")
 
     print(f"== 2. PPO vs random, {COMPARE_BUDGET.value} rules each, mean reward of the last 20% "
           "==")
@@ -68,8 +77,8 @@ def main(argv):
             _, result, seconds = _search(strategy, COMPARE_BUDGET.value, seed)
             means[strategy].append(_last_fifth_mean(result))
             print(f"{strategy:>6} seed {seed}: {means[strategy][-1]:.4f}  (best "
-                  f"{result.top[0]['score']:.4f}, {seconds:.0f}s, outside evaluator "
-                  f"{1 - result.evaluator_seconds / result.seconds:.1%})", flush=True)
+                  f"{result.top[0]['score']:.4f}, {seconds:.0f}s, outside the evaluator: "
+                  f"{_outside_evaluator(result)})", flush=True)
     for strategy, values in means.items():
         print(f"{strategy:>6}: {np.mean(values):.4f} ± {np.std(values):.4f} over "
               f"{len(values)} seeds")

@@ -12,9 +12,10 @@ The budget counts sampled rules (cache hits included, as in the paper's Figure 4
 up to whole iterations.
 
 Files in `out`:
+  config.json     the search's settings (`config_fields`), written when it starts
   results.jsonl   one JSON object per sampled rule: rule, fingerprint, score, learning_rate,
                   diverged, iteration (appended as each iteration finishes)
-  checkpoint.pkl  every `checkpoint_every` iterations, written atomically: the config, the next
+  checkpoint.pkl  every `checkpoint_every` iterations, written atomically: the next
                   iteration, the driver's PRNG key, the strategy state (controller parameters and
                   optimiser state for PPO), the score cache and the number of result rows
   top_rules.md    the best distinct rules, compared with sgd, momentum, adam and rmsprop scored
@@ -50,8 +51,8 @@ from lopt.search.evaluator import EvaluatorConfig, Scores, evaluate
 from lopt.search.ppo import PPOConfig
 
 BASELINES = ("sgd", "momentum", "adam", "rmsprop")
-RESULTS, CHECKPOINT, TOP_RULES, REWARD_CURVE = ("results.jsonl", "checkpoint.pkl",
-                                                "top_rules.md", "reward_curve.png")
+RESULTS, CHECKPOINT, TOP_RULES, REWARD_CURVE, CONFIG = (
+    "results.jsonl", "checkpoint.pkl", "top_rules.md", "reward_curve.png", "config.json")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -151,13 +152,16 @@ def config_fields(config: SearchConfig) -> dict[str, Any]:
 class SearchResult(NamedTuple):
     """top: the best distinct rules (result rows, best first); baselines: {name: row} for
     sgd/momentum/adam/rmsprop; rows: every result row in sampling order; seconds: wall time of
-    this call; evaluator_seconds: the part of it spent scoring."""
+    this call (start-up and compilation included); evaluator_seconds: the part of it spent
+    scoring; iteration_seconds: [num iterations run, 2] wall and evaluator seconds of each
+    iteration of this call."""
 
     top: list[dict]
     baselines: dict[str, dict]
     rows: list[dict]
     seconds: float
     evaluator_seconds: float
+    iteration_seconds: np.ndarray
 
 
 def check_output(out: str, config: SearchConfig, resume: bool) -> None:
@@ -169,14 +173,13 @@ def check_output(out: str, config: SearchConfig, resume: bool) -> None:
         raise ValueError(f"cannot create output directory {out!r}: {error}") from error
     if not os.access(out, os.W_OK | os.X_OK):
         raise ValueError(f"output directory {out!r} is not writable")
-    checkpoint = os.path.join(out, CHECKPOINT)
     if not resume:
         if os.path.exists(os.path.join(out, RESULTS)):
             raise ValueError(f"{out!r} already holds a search; resume it or use a new directory")
         return
-    if os.path.exists(checkpoint):
-        with open(checkpoint, "rb") as file:
-            saved = pickle.load(file)["config"]
+    if os.path.exists(os.path.join(out, CONFIG)):
+        with open(os.path.join(out, CONFIG)) as file:
+            saved = json.load(file)
         current = config_fields(config)
         differing = sorted(key for key in saved.keys() | current.keys()
                            if saved.get(key) != current.get(key))
@@ -202,10 +205,9 @@ def _restore_rows(path: str, batch_size: int) -> list[dict]:
     return complete
 
 
-def _save_checkpoint(out: str, payload: dict) -> None:
-    path = os.path.join(out, CHECKPOINT)
+def _write_atomically(path: str, payload: bytes) -> None:
     with open(path + ".tmp", "wb") as file:
-        pickle.dump(payload, file)
+        file.write(payload)
         file.flush()
         os.fsync(file.fileno())
     os.replace(path + ".tmp", path)
@@ -244,6 +246,8 @@ def run(config: SearchConfig, key: jax.Array, *, out: str | None = None,
         raise ValueError("resume needs an output directory")
     if out is not None:
         check_output(out, config, resume)
+        _write_atomically(os.path.join(out, CONFIG),
+                          json.dumps(config_fields(config), indent=1).encode())
     start_time = time.time()
     task = tasks.get(config.task, data_dir=config.data_dir)
     strategy = config.make_strategy()
@@ -262,7 +266,7 @@ def run(config: SearchConfig, key: jax.Array, *, out: str | None = None,
         logging.info("Resuming at iteration %d of %d", first_iteration, config.num_iterations)
     written = len(rows) // config.batch_size
 
-    evaluator_seconds = 0.0
+    timings = []
     last_iteration = config.num_iterations
     if max_iterations is not None:
         last_iteration = min(last_iteration, first_iteration + max_iterations)
@@ -273,7 +277,7 @@ def run(config: SearchConfig, key: jax.Array, *, out: str | None = None,
         codes = space.vocabulary.full_codes(tokens, space.depth)
         evaluate_start = time.time()
         scores = evaluate(codes, task, config.evaluator, eval_key, cache=cache)
-        evaluator_seconds += time.time() - evaluate_start
+        evaluate_seconds = time.time() - evaluate_start
         state = strategy.tell(state, tokens, jnp.asarray(scores.reward, jnp.float32))
         if iteration >= written:
             texts = [str(rules_lib.from_tokens(row, space.depth, space.vocabulary))
@@ -287,24 +291,26 @@ def run(config: SearchConfig, key: jax.Array, *, out: str | None = None,
                     os.fsync(file.fileno())
         done = iteration + 1
         if out and (done % config.checkpoint_every == 0 or done == config.num_iterations):
-            _save_checkpoint(out, {
-                "config": config_fields(config), "iteration": done,
+            _write_atomically(checkpoint_path, pickle.dumps({
+                "iteration": done,
                 "key": np.asarray(jax.random.key_data(key)),
                 "strategy_state": jax.device_get(state), "cache": dict(cache),
-                "num_rows": done * config.batch_size})
+                "num_rows": done * config.batch_size}))
+        timings.append((time.time() - iteration_start, evaluate_seconds))
         elapsed = time.time() - start_time
         rate = (done - first_iteration) * config.batch_size / elapsed
         remaining = (config.num_iterations - done) * config.batch_size / max(rate, 1e-9)
         logging.info("iteration %d/%d: mean reward %.4f, best so far %.4f, %.2f rules/s, "
-                     "%.0f%% of time outside the evaluator, ETA %.0fs (iteration %.1fs)",
+                     "ETA %.0fs; this iteration %.1fs, %.0f%% of it outside the evaluator",
                      done, config.num_iterations, float(np.mean(scores.reward)),
-                     max(row["score"] for row in rows), rate,
-                     100 * (1 - evaluator_seconds / elapsed), remaining,
-                     time.time() - iteration_start)
+                     max(row["score"] for row in rows), rate, remaining, timings[-1][0],
+                     100 * (1 - evaluate_seconds / timings[-1][0]))
 
     top = top_rules(rows, config.top_k)
+    timings = np.array(timings).reshape(-1, 2)
     if last_iteration < config.num_iterations:
-        return SearchResult(top, {}, rows, time.time() - start_time, evaluator_seconds)
+        return SearchResult(top, {}, rows, time.time() - start_time, timings[:, 1].sum(),
+                            timings)
     baselines = _score_baselines(config, task, eval_key, cache)
     if out:
         write_top_rules(os.path.join(out, TOP_RULES), config, top, baselines)
@@ -312,7 +318,8 @@ def run(config: SearchConfig, key: jax.Array, *, out: str | None = None,
         plotting.plot_reward_curve([row["score"] for row in rows],
                                    os.path.join(out, REWARD_CURVE),
                                    f"{config.strategy} on {config.task}")
-    return SearchResult(top, baselines, rows, time.time() - start_time, evaluator_seconds)
+    return SearchResult(top, baselines, rows, time.time() - start_time, timings[:, 1].sum(),
+                        timings)
 
 
 def _score_baselines(config: SearchConfig, task, eval_key, cache) -> dict[str, dict]:
