@@ -12,7 +12,7 @@ from conftest import token_violations
 
 from lopt.rules import VOCABULARY, Vocabulary, from_tokens
 from lopt.rules.tokens import TOKENS_PER_LEVEL
-from lopt.search import ppo
+from lopt.search import driver, ppo
 from lopt.search.controller import Controller, ControllerConfig
 
 SMALL_VOCABULARY = Vocabulary(operands=("g", "m", "v", "one"),
@@ -80,8 +80,7 @@ def test_parameters_start_uniform_in_init_scale():
     assert np.abs(values).max() <= 0.08 and np.abs(values).max() > 0.079
 
 
-@pytest.mark.parametrize("config", [ppo.PPOConfig(),
-                                    ppo.PPOConfig(learning_rate=1e-3, normalize_advantages=True)],
+@pytest.mark.parametrize("config", [ppo.PPOConfig(), driver.PRESETS["cpu"].ppo],
                          ids=["paper", "cpu"])
 def test_ppo_update_raises_probability_of_high_reward_rule(config):
     controller = Controller.create(ControllerConfig(depth=2, hidden_size=32))
