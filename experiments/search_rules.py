@@ -25,6 +25,12 @@ DATA_DIR = flags.DEFINE_string("data_dir", None, "Local CIFAR-10 directory (cifa
 BUDGET = flags.DEFINE_integer("budget", None, "Rules to sample (default: the preset's).")
 BATCH_SIZE = flags.DEFINE_integer("batch_size", None, "Rules per iteration.")
 DEPTH = flags.DEFINE_integer("depth", None, "Levels per rule, 1-3.")
+OPERANDS = flags.DEFINE_list("operands", None, "Operand subset (default: all), e.g. "
+                             "g,m,v,one,adam.")
+UNARIES = flags.DEFINE_list("unaries", None, "Unary subset with constants after a colon "
+                            "(default: all), e.g. identity,neg,exp,sign,clip:1e-4.")
+BINARIES = flags.DEFINE_list("binaries", None, "Binary subset (default: all), e.g. "
+                             "+,-,*,keep_left.")
 CHECKPOINT_EVERY = flags.DEFINE_integer("checkpoint_every", None, "Iterations per checkpoint.")
 LEARNING_RATE = flags.DEFINE_float("learning_rate", None, "Controller Adam learning rate "
                                    "(paper: 1e-5).")
@@ -40,12 +46,21 @@ def _given(**values):
     return {name: value for name, value in values.items() if value is not None}
 
 
+def _unary(text: str) -> tuple[str, float | None]:
+    name, _, constant = text.partition(":")
+    return name, float(constant) if constant else None
+
+
 def make_config() -> driver.SearchConfig:
     """The preset with the given flags applied; ValueError for bad values."""
     if BUDGET.value is not None and BUDGET.value <= 0:
         raise ValueError(f"--budget must be positive, got {BUDGET.value}")
     config = driver.SearchConfig.preset(CONFIG.value)
-    space = dataclasses.replace(config.space, **_given(depth=DEPTH.value))
+    vocabulary = dataclasses.replace(config.space.vocabulary, **_given(
+        operands=tuple(OPERANDS.value) if OPERANDS.value else None,
+        unaries=tuple(map(_unary, UNARIES.value)) if UNARIES.value else None,
+        binaries=tuple(BINARIES.value) if BINARIES.value else None))
+    space = dataclasses.replace(config.space, vocabulary=vocabulary, **_given(depth=DEPTH.value))
     ppo = dataclasses.replace(config.ppo, **_given(
         learning_rate=LEARNING_RATE.value, entropy_weight=ENTROPY_WEIGHT.value,
         baseline_decay=BASELINE_DECAY.value, clip_epsilon=CLIP_EPSILON.value))

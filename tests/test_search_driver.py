@@ -102,6 +102,8 @@ def test_binary_smoke_end_to_end(run_module, tmp_path):
     (["--config=huge"], "unknown preset"),
     (["--budget=0"], "--budget must be positive"),
     (["--out=/proc/lopt_search"], "cannot create output directory"),
+    (["--operands=g,q"], "operands must be distinct items of"),
+    (["--unaries=neg,exp"], "needs the identity unary"),
 ])
 def test_binary_bad_input(run_module, flags, message):
     completed = run_module("experiments.search_rules", "--config=smoke", "--out=/tmp/unused",
