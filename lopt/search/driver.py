@@ -17,7 +17,7 @@ Files in `out`:
                   diverged, iteration (appended as each iteration finishes)
   checkpoint.pkl  every `checkpoint_every` iterations, written atomically: the next
                   iteration, the driver's PRNG key, the strategy state (controller parameters and
-                  optimiser state for PPO), the score cache and the number of result rows
+                  optimiser state for PPO) and the score cache
   top_rules.md    the best distinct rules, compared with sgd, momentum, adam and rmsprop scored
                   under the same protocol, and the snippet that turns a rule into an optimizer
   reward_curve.png  reward of each sampled rule against the number sampled, with running max
@@ -215,6 +215,29 @@ def _write_atomically(path: str, payload: bytes) -> None:
     os.replace(path + ".tmp", path)
 
 
+def _save_checkpoint(path: str, state, key: jax.Array, cache: dict, next_iteration: int):
+    _write_atomically(path, pickle.dumps({
+        "iteration": next_iteration, "key": np.asarray(jax.random.key_data(key)),
+        "strategy_state": jax.device_get(state), "cache": dict(cache)}))
+
+
+def _load_checkpoint(path: str):
+    """(strategy state, driver key, cache, next iteration) saved by `_save_checkpoint`."""
+    with open(path, "rb") as file:
+        saved = pickle.load(file)
+    return (jax.tree.map(jnp.asarray, saved["strategy_state"]),
+            jax.random.wrap_key_data(jnp.asarray(saved["key"])), saved["cache"],
+            saved["iteration"])
+
+
+def _append(path: str, rows: list[dict]) -> None:
+    """Appends rows to a JSON-lines file in one write, flushed to disk."""
+    with open(path, "a") as file:
+        file.write("".join(json.dumps(row) + "\n" for row in rows))
+        file.flush()
+        os.fsync(file.fileno())
+
+
 def _rows(rules: list[str], scores: Scores, prints: list[str], iteration: int) -> list[dict]:
     """Result rows of one batch (a learning rate of None marks a candidate that diverged at
     every rate of the sweep)."""
@@ -257,14 +280,10 @@ def run(config: SearchConfig, key: jax.Array, *, out: str | None = None,
     init_key, eval_key, key = jax.random.split(key, 3)
     state, cache, first_iteration = strategy.init(init_key), {}, 0
     results_path = os.path.join(out, RESULTS) if out else None
-    rows = _restore_rows(results_path, config.batch_size) if resume else []
     checkpoint_path = os.path.join(out, CHECKPOINT) if out else None
+    rows = _restore_rows(results_path, config.batch_size) if resume else []
     if resume and os.path.exists(checkpoint_path):
-        with open(checkpoint_path, "rb") as file:
-            saved = pickle.load(file)
-        state = jax.tree.map(jnp.asarray, saved["strategy_state"])
-        key = jax.random.wrap_key_data(jnp.asarray(saved["key"]))
-        cache, first_iteration = saved["cache"], saved["iteration"]
+        state, key, cache, first_iteration = _load_checkpoint(checkpoint_path)
         logging.info("Resuming at iteration %d of %d", first_iteration, config.num_iterations)
     written = len(rows) // config.batch_size
 
@@ -287,17 +306,10 @@ def run(config: SearchConfig, key: jax.Array, *, out: str | None = None,
             new_rows = _rows(texts, scores, fingerprint.fingerprints(codes), iteration)
             rows.extend(new_rows)
             if results_path:
-                with open(results_path, "a") as file:
-                    file.write("".join(json.dumps(row) + "\n" for row in new_rows))
-                    file.flush()
-                    os.fsync(file.fileno())
+                _append(results_path, new_rows)
         done = iteration + 1
         if out and (done % config.checkpoint_every == 0 or done == config.num_iterations):
-            _write_atomically(checkpoint_path, pickle.dumps({
-                "iteration": done,
-                "key": np.asarray(jax.random.key_data(key)),
-                "strategy_state": jax.device_get(state), "cache": dict(cache),
-                "num_rows": done * config.batch_size}))
+            _save_checkpoint(checkpoint_path, state, key, cache, done)
         timings.append((time.time() - iteration_start, evaluate_seconds))
         elapsed = time.time() - start_time
         rate = (done - first_iteration) * config.batch_size / elapsed
