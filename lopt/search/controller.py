@@ -12,7 +12,7 @@ the space, as in section 4.1 (10^6–10^10 rules).
 Shapes: T = 5·depth positions, W = `Vocabulary.max_size(depth)` ids per head, H = hidden size.
 Sampling a batch is one jitted `jax.vmap` over keys of a `jax.lax.scan` over positions.
 
-    controller = Controller.create(ControllerConfig(depth=2))
+    controller = Controller(ControllerConfig(depth=2))
     params = controller.init(jax.random.key(0))
     batch = controller.sample(params, jax.random.key(1), 64)   # tokens [64, 10], log_prob [64]
 """
@@ -108,11 +108,7 @@ class LSTMPolicy(nn.Module):
 class Controller:
     """Pure functions of the controller's parameters for one `ControllerConfig`."""
 
-    config: ControllerConfig
-
-    @classmethod
-    def create(cls, config: ControllerConfig = ControllerConfig()) -> Controller:
-        return cls(config)
+    config: ControllerConfig = ControllerConfig()
 
     @property
     def network(self) -> LSTMPolicy:

@@ -73,7 +73,7 @@ class PPOSearch:
 
     @property
     def controller(self) -> Controller:
-        return Controller.create(self.space)
+        return Controller(self.space)
 
     def init(self, key: jax.Array) -> ppo_lib.PPOState:
         return ppo_lib.init(self.controller, self.ppo, key)
