@@ -7,7 +7,8 @@ Public API (see README.md):
   lopt.evaluation  run optimizers over batches of problems; margin of victory
   lopt.gps         Guided Policy Search (trajectory optimisation so far)
   lopt.rules       the update-rule language: parse, print, compile to optax, interpret
-  lopt.search      child tasks and the population evaluator
+  lopt.search      child tasks, the population evaluator, the controller, PPO, evolution,
+                   random search and the resumable search driver
   lopt.plotting    matplotlib figures (imported on demand, not here)
 """
 

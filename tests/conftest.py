@@ -6,6 +6,8 @@ import sys
 
 import pytest
 
+from lopt.rules.tokens import TOKENS_PER_LEVEL
+
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -19,3 +21,22 @@ def run_module():
                               capture_output=True, text=True, timeout=timeout)
 
     return run
+
+
+def token_violations(tokens, vocabulary, depth):
+    """Constraint violations of one sequence, checked directly (not with the masks)."""
+    sizes = vocabulary.sizes(depth)
+    problems = [p for p, (t, size) in enumerate(zip(tokens, sizes, strict=True))
+                if not 0 <= t < size]
+    num_operands = len(vocabulary.operands)
+    for level in range(depth):
+        op1, op2, _, _, binary = tokens[TOKENS_PER_LEVEL * level:][:TOKENS_PER_LEVEL]
+        previous = num_operands + level - 1
+        if vocabulary.distinct_operands and op1 == op2:
+            problems.append(f"level {level}: equal operands")
+        if vocabulary.reuse_previous and level > 0 and previous not in (op1, op2):
+            problems.append(f"level {level}: previous output unused")
+        if (vocabulary.no_final_addition and level == depth - 1
+                and vocabulary.binaries[binary] == "+"):
+            problems.append("final addition")
+    return problems

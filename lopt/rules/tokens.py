@@ -151,6 +151,31 @@ class Vocabulary:
         return jax.vmap(lambda position: self.mask(tokens, position, depth))(positions)
 
 
+    def full_codes(self, tokens: jax.Array, depth: int) -> jax.Array:
+        """Rewrites tokens of this vocabulary as ids of the full one (the interpreter's codes).
+
+        Args:
+          tokens: int [..., 5·depth] in this vocabulary's ids.
+          depth: number of levels.
+
+        Returns:
+          int32 [..., 5·depth]; equal to `to_tokens(from_tokens(t, depth, self), depth)` up to
+          the canonical re-encoding, i.e. the same rule. Jittable.
+        """
+        table = np.zeros((TOKENS_PER_LEVEL * depth, self.max_size(depth)), np.int32)
+        operand_ids = [OPERANDS.index(name) for name in self.operands]
+        for level in range(depth):
+            row = TOKENS_PER_LEVEL * level
+            bank = operand_ids + [len(OPERANDS) + k for k in range(level)]
+            table[row : row + 2, : len(bank)] = bank
+            table[row + 2 : row + 4, : len(self.unaries)] = [
+                UNARY_TOKENS.index(token) for token in self.unaries]
+            table[row + 4, : len(self.binaries)] = [
+                BINARY_TOKENS.index(op) for op in self.binaries]
+        positions = jnp.arange(TOKENS_PER_LEVEL * depth)
+        return jnp.asarray(table)[positions, jnp.asarray(tokens)]
+
+
 def _index(kind: str, items: tuple, item) -> int:
     if item not in items:
         raise ValueError(f"{kind} {item!r} is not in this vocabulary ({items})")

@@ -1,8 +1,17 @@
-"""Neural Optimizer Search: child tasks, the population evaluator and rule fingerprints.
+"""Neural Optimizer Search: child tasks, the population evaluator, rule fingerprints, the LSTM
+controller with PPO, evolution and random search, and the resumable search driver.
 
     task = lopt.search.tasks.digits_mlp()
     scores = lopt.search.evaluate([lopt.rules.parse("adam")], task, key=jax.random.key(0))
+    result = lopt.search.run(lopt.search.SearchConfig.preset("smoke"), jax.random.key(0),
+                             out="runs/smoke")
 """
 
-from lopt.search import fingerprint, tasks
+from lopt.search import fingerprint, ppo, strategies, tasks
+from lopt.search.controller import Controller, ControllerConfig, Samples
+from lopt.search.driver import PRESETS, SearchConfig, SearchResult, run
 from lopt.search.evaluator import EvaluatorConfig, Scores, evaluate
+from lopt.search.ppo import PPOConfig, PPOState
+from lopt.search.strategies import STRATEGIES, Evolution, PPOSearch, RandomSearch
+
+Config = SearchConfig

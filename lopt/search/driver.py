@@ -1,0 +1,380 @@
+"""The search loop: ask a strategy for rules, score them, tell it the rewards; resumable.
+
+    config = SearchConfig.preset("smoke")
+    result = run(config, jax.random.key(0), out="runs/smoke")
+    result.top[0]["rule"]                       # best rule found (canonical text)
+
+Each iteration asks the strategy for `batch_size` rules (`lopt.search.strategies`), scores them
+with the population evaluator (`lopt.search.evaluate`, one fixed evaluation key for the whole
+search so that a rule's reward does not depend on when it was sampled, and a fingerprint cache so
+that a rule is trained once however often it is sampled), and tells the strategy the rewards.
+The budget counts sampled rules (cache hits included, as in the paper's Figure 4) and is rounded
+up to whole iterations.
+
+Files in `out`:
+  config.json     the search's settings (`config_fields`), written when it starts
+  results.jsonl   one JSON object per sampled rule: rule, fingerprint, score, learning_rate,
+                  diverged, iteration (appended as each iteration finishes)
+  checkpoint.pkl  every `checkpoint_every` iterations, written atomically: the next
+                  iteration, the driver's PRNG key, the strategy state (controller parameters and
+                  optimiser state for PPO) and the score cache
+  top_rules.md    the best distinct rules, compared with sgd, momentum, adam and rmsprop scored
+                  under the same protocol, and the snippet that turns a rule into an optimizer
+  reward_curve.png  reward of each sampled rule against the number sampled, with running max
+                  and moving mean (the paper's Figure 4)
+
+`run(..., resume=True)` continues from the checkpoint: the iterations after it are recomputed
+(deterministically: same key, same cache) and their rows, already in results.jsonl, are not
+written again, so the file ends exactly as an uninterrupted run's would. An incomplete last
+iteration of rows (a run killed while writing) is cut off and rewritten.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import pickle
+import time
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import logging
+
+from lopt import rules as rules_lib
+from lopt.search import fingerprint, strategies, tasks
+from lopt.search.controller import ControllerConfig
+from lopt.search.evaluator import EvaluatorConfig, Scores, evaluate
+from lopt.search.ppo import PPOConfig
+
+BASELINES = ("sgd", "momentum", "adam", "rmsprop")
+RESULTS, CHECKPOINT, TOP_RULES, REWARD_CURVE, CONFIG = (
+    "results.jsonl", "checkpoint.pkl", "top_rules.md", "reward_curve.png", "config.json")
+
+
+@dataclasses.dataclass(frozen=True)
+class SearchConfig:
+    """Everything that determines a search's results.
+
+    strategy: "ppo", "evolution" or "random".
+    task: a name of `lopt.search.tasks.TASKS`; data_dir for cifar10_convnet.
+    budget: number of sampled rules (rounded up to whole batches).
+    batch_size: rules per iteration (the controller's batch).
+    space: depth, vocabulary subsets and constraint switches, controller network.
+    evaluator: the scoring protocol (its chunk padding keeps a search to one compiled program).
+    ppo: controller training settings (strategy "ppo").
+    population_size, tournament_size: regularized evolution (strategy "evolution").
+    checkpoint_every: iterations between checkpoints.
+    top_k: distinct rules listed in top_rules.md.
+    """
+
+    strategy: str = "ppo"
+    task: str = "digits_mlp"
+    data_dir: str | None = None
+    budget: int = 2000
+    batch_size: int = 50
+    space: ControllerConfig = ControllerConfig()
+    evaluator: EvaluatorConfig = EvaluatorConfig(chunk_size=50)
+    ppo: PPOConfig = PPOConfig()
+    population_size: int = 100
+    tournament_size: int = 10
+    checkpoint_every: int = 5
+    top_k: int = 10
+
+    def __post_init__(self):
+        if self.strategy not in strategies.STRATEGIES:
+            raise ValueError(f"unknown strategy {self.strategy!r}; valid: "
+                             f"{', '.join(strategies.STRATEGIES)}")
+        if self.task not in tasks.TASKS:
+            raise ValueError(f"unknown task {self.task!r}; valid: {', '.join(tasks.TASKS)}")
+        for name in ("budget", "batch_size", "checkpoint_every", "top_k"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value <= 0:
+                raise ValueError(f"SearchConfig.{name} must be a positive integer, got {value!r}")
+
+    @property
+    def num_iterations(self) -> int:
+        return math.ceil(self.budget / self.batch_size)
+
+    @classmethod
+    def preset(cls, name: str, **overrides) -> SearchConfig:
+        """A named preset (see PRESETS) with fields replaced by `overrides`."""
+        if name not in PRESETS:
+            raise ValueError(f"unknown preset {name!r}; valid: {', '.join(PRESETS)}")
+        return dataclasses.replace(PRESETS[name], **overrides)
+
+    def make_strategy(self) -> strategies.Strategy:
+        common = {"space": self.space, "batch_size": self.batch_size}
+        if self.strategy == "ppo":
+            return strategies.PPOSearch(**common, ppo=self.ppo)
+        if self.strategy == "evolution":
+            return strategies.Evolution(**common, population_size=self.population_size,
+                                        tournament_size=self.tournament_size)
+        return strategies.RandomSearch(**common)
+
+
+# The controller's learning rate: the paper's 1e-5 (with TRPO and ~10^4 samples) barely moves
+# the controller within the few thousand samples of a CPU budget. With normalised advantages,
+# 1e-3 collapses onto adam-like rules within ~500 samples on digits_mlp (fewer than 500 distinct
+# rules in 3000 samples); 2e-4 learns by ~2000 samples and keeps exploring longer
+# (benchmarks/search.py compares PPO with random search at equal budgets).
+_CPU_PPO = PPOConfig(learning_rate=2e-4, normalize_advantages=True)
+PRESETS = {
+    # Seconds: a quadratic child, 40 rules; for tests and trying the pipeline.
+    "smoke": SearchConfig(
+        task="quadratic", budget=40, batch_size=10, checkpoint_every=1, top_k=5,
+        evaluator=EvaluatorConfig(learning_rates=(1e-3, 1e-2, 1e-1), steps_per_epoch=20,
+                                  final_epochs=1, chunk_size=10),
+        ppo=_CPU_PPO),
+    # A 2-core CPU: digits MLP with the paper's sweep (7 rates, 1 epoch each, 5 final epochs).
+    "cpu": SearchConfig(
+        task="digits_mlp", budget=2000, batch_size=50, space=ControllerConfig(depth=2),
+        ppo=_CPU_PPO),
+    # Section 4: CIFAR-10 ConvNet child, depth-3 rules, the paper's controller optimiser.
+    "paper": SearchConfig(
+        task="cifar10_convnet", budget=10000, batch_size=100, space=ControllerConfig(depth=3),
+        evaluator=EvaluatorConfig(chunk_size=100)),
+}
+
+
+def config_fields(config: SearchConfig) -> dict[str, Any]:
+    """The config as a flat {dotted field name: JSON-compatible value} dict."""
+    def flatten(prefix, value):
+        if dataclasses.is_dataclass(value):
+            return {key: item for field in dataclasses.fields(value)
+                    for key, item in flatten(f"{prefix}{field.name}.",
+                                             getattr(value, field.name)).items()}
+        return {prefix[:-1]: json.loads(json.dumps(value))}
+    return flatten("", config)
+
+
+class SearchResult(NamedTuple):
+    """top: the best distinct rules (result rows, best first); baselines: {name: row} for
+    sgd/momentum/adam/rmsprop; rows: every result row in sampling order; seconds: wall time of
+    this call (start-up and compilation included); evaluator_seconds: the part of it spent
+    scoring; iteration_seconds: [num iterations run, 2] wall and evaluator seconds of each
+    iteration of this call."""
+
+    top: list[dict]
+    baselines: dict[str, dict]
+    rows: list[dict]
+    seconds: float
+    evaluator_seconds: float
+    iteration_seconds: np.ndarray
+
+
+def check_output(out: str, config: SearchConfig, resume: bool) -> None:
+    """Raises ValueError for an unwritable directory, an existing run without `resume`, or a
+    checkpoint of a different config (naming the differing fields)."""
+    try:
+        os.makedirs(out, exist_ok=True)
+    except OSError as error:
+        raise ValueError(f"cannot create output directory {out!r}: {error}") from error
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise ValueError(f"output directory {out!r} is not writable")
+    if not resume:
+        if os.path.exists(os.path.join(out, RESULTS)):
+            raise ValueError(f"{out!r} already holds a search; resume it or use a new directory")
+        return
+    if os.path.exists(os.path.join(out, CONFIG)):
+        with open(os.path.join(out, CONFIG)) as file:
+            saved = json.load(file)
+        current = config_fields(config)
+        differing = sorted(key for key in saved.keys() | current.keys()
+                           if saved.get(key) != current.get(key))
+        if differing:
+            details = ", ".join(f"{key} ({saved.get(key)!r} there, {current.get(key)!r} now)"
+                                for key in differing)
+            raise ValueError(f"{out!r} holds a search with a different config: {details}")
+
+
+def _restore_rows(path: str, batch_size: int) -> list[dict]:
+    """Rows of complete iterations in results.jsonl; cuts off anything after them."""
+    if not os.path.exists(path):
+        return []
+    with open(path, "rb") as file:
+        lines = file.read().split(b"\n")
+    rows = [json.loads(line) for line in lines[:-1]]  # the part after the last newline is partial
+    counts: dict[int, int] = {}
+    for row in rows:
+        counts[row["iteration"]] = counts.get(row["iteration"], 0) + 1
+    complete = [row for row in rows if counts[row["iteration"]] == batch_size]
+    with open(path, "w") as file:
+        file.writelines(json.dumps(row) + "\n" for row in complete)
+    return complete
+
+
+def _write_atomically(path: str, payload: bytes) -> None:
+    with open(path + ".tmp", "wb") as file:
+        file.write(payload)
+        file.flush()
+        os.fsync(file.fileno())
+    os.replace(path + ".tmp", path)
+
+
+def _save_checkpoint(path: str, state, key: jax.Array, cache: dict, next_iteration: int):
+    _write_atomically(path, pickle.dumps({
+        "iteration": next_iteration, "key": np.asarray(jax.random.key_data(key)),
+        "strategy_state": jax.device_get(state), "cache": dict(cache)}))
+
+
+def _load_checkpoint(path: str):
+    """(strategy state, driver key, cache, next iteration) saved by `_save_checkpoint`."""
+    with open(path, "rb") as file:
+        saved = pickle.load(file)
+    return (jax.tree.map(jnp.asarray, saved["strategy_state"]),
+            jax.random.wrap_key_data(jnp.asarray(saved["key"])), saved["cache"],
+            saved["iteration"])
+
+
+def _append(path: str, rows: list[dict]) -> None:
+    """Appends rows to a JSON-lines file in one write, flushed to disk."""
+    with open(path, "a") as file:
+        file.write("".join(json.dumps(row) + "\n" for row in rows))
+        file.flush()
+        os.fsync(file.fileno())
+
+
+def _rows(rules: list[str], scores: Scores, prints: list[str], iteration: int) -> list[dict]:
+    """Result rows of one batch (a learning rate of None marks a candidate that diverged at
+    every rate of the sweep)."""
+    rate = lambda value: None if np.isnan(value) else float(value)
+    return [{"rule": rule, "fingerprint": print_, "score": float(score),
+             "learning_rate": rate(lr), "diverged": bool(diverged), "iteration": iteration}
+            for rule, print_, score, lr, diverged in zip(
+                rules, prints, scores.reward, scores.learning_rate, scores.diverged, strict=True)]
+
+
+def run(config: SearchConfig, key: jax.Array, *, out: str | None = None,
+        resume: bool = False, max_iterations: int | None = None) -> SearchResult:
+    """Runs (or with `resume`, continues) a search; writes the files of the module docstring
+    into `out` when given (checkpoints and resume need `out`).
+
+    Args:
+      config: the search's settings (`SearchConfig.preset(name)` for the presets).
+      key: PRNG key; with the config it determines every result.
+      out: output directory (created if missing).
+      resume: continue from `out`'s checkpoint (a fresh start if there is none).
+      max_iterations: stop after this many iterations of this call, as if killed there (no
+        extra checkpoint, no top_rules.md or figure); a later `resume` finishes the run.
+
+    Returns:
+      SearchResult.
+
+    Raises:
+      ValueError: bad output directory, or a resume directory of a different config.
+    """
+    if resume and out is None:
+        raise ValueError("resume needs an output directory")
+    if out is not None:
+        check_output(out, config, resume)
+        _write_atomically(os.path.join(out, CONFIG),
+                          json.dumps(config_fields(config), indent=1).encode())
+    start_time = time.time()
+    task = tasks.get(config.task, data_dir=config.data_dir)
+    strategy = config.make_strategy()
+    space = config.space
+    init_key, eval_key, key = jax.random.split(key, 3)
+    state, cache, first_iteration = strategy.init(init_key), {}, 0
+    results_path = os.path.join(out, RESULTS) if out else None
+    checkpoint_path = os.path.join(out, CHECKPOINT) if out else None
+    rows = _restore_rows(results_path, config.batch_size) if resume else []
+    if resume and os.path.exists(checkpoint_path):
+        state, key, cache, first_iteration = _load_checkpoint(checkpoint_path)
+        logging.info("Resuming at iteration %d of %d", first_iteration, config.num_iterations)
+    written = len(rows) // config.batch_size
+
+    timings = []
+    last_iteration = config.num_iterations
+    if max_iterations is not None:
+        last_iteration = min(last_iteration, first_iteration + max_iterations)
+    for iteration in range(first_iteration, last_iteration):
+        iteration_start = time.time()
+        key, ask_key = jax.random.split(key)
+        tokens = strategy.ask(ask_key, state)
+        codes = space.vocabulary.full_codes(tokens, space.depth)
+        evaluate_start = time.time()
+        scores = evaluate(codes, task, config.evaluator, eval_key, cache=cache)
+        evaluate_seconds = time.time() - evaluate_start
+        state = strategy.tell(state, tokens, jnp.asarray(scores.reward, jnp.float32))
+        if iteration >= written:
+            texts = [str(rules_lib.from_tokens(row, space.depth, space.vocabulary))
+                     for row in np.asarray(tokens)]
+            new_rows = _rows(texts, scores, fingerprint.fingerprints(codes), iteration)
+            rows.extend(new_rows)
+            if results_path:
+                _append(results_path, new_rows)
+        done = iteration + 1
+        if out and (done % config.checkpoint_every == 0 or done == config.num_iterations):
+            _save_checkpoint(checkpoint_path, state, key, cache, done)
+        timings.append((time.time() - iteration_start, evaluate_seconds))
+        elapsed = time.time() - start_time
+        rate = (done - first_iteration) * config.batch_size / elapsed
+        remaining = (config.num_iterations - done) * config.batch_size / max(rate, 1e-9)
+        logging.info("iteration %d/%d: mean reward %.4f, best so far %.4f, %.2f rules/s, "
+                     "ETA %.0fs; this iteration %.1fs, %.0f%% of it outside the evaluator",
+                     done, config.num_iterations, float(np.mean(scores.reward)),
+                     max(row["score"] for row in rows), rate, remaining, timings[-1][0],
+                     100 * (1 - evaluate_seconds / timings[-1][0]))
+
+    top = top_rules(rows, config.top_k)
+    timings = np.array(timings).reshape(-1, 2)
+    if last_iteration < config.num_iterations:
+        return SearchResult(top, {}, rows, time.time() - start_time, timings[:, 1].sum(),
+                            timings)
+    baselines = _score_baselines(config, task, eval_key, cache)
+    if out:
+        write_top_rules(os.path.join(out, TOP_RULES), config, top, baselines)
+        from lopt import plotting  # matplotlib only when writing files
+        plotting.plot_reward_curve([row["score"] for row in rows],
+                                   os.path.join(out, REWARD_CURVE),
+                                   f"{config.strategy} on {config.task}")
+    return SearchResult(top, baselines, rows, time.time() - start_time, timings[:, 1].sum(),
+                        timings)
+
+
+def _score_baselines(config: SearchConfig, task, eval_key, cache) -> dict[str, dict]:
+    """sgd, momentum, adam, rmsprop under the search's protocol (same key and cache)."""
+    named = [rules_lib.LIBRARY[name] for name in BASELINES]
+    codes = rules_lib.encode(named, config.space.depth)
+    scores = evaluate(codes, task, config.evaluator, eval_key, cache=cache)
+    rows = _rows([str(rule) for rule in named], scores, fingerprint.fingerprints(codes), -1)
+    return dict(zip(BASELINES, rows, strict=True))
+
+
+def top_rules(rows: list[dict], top_k: int) -> list[dict]:
+    """The `top_k` best rows with distinct fingerprints (first sample of each), best first."""
+    distinct = {}
+    for row in rows:
+        distinct.setdefault(row["fingerprint"], row)
+    return sorted(distinct.values(), key=lambda row: -row["score"])[:top_k]
+
+
+def write_top_rules(path: str, config: SearchConfig, top: list[dict],
+                    baselines: dict[str, dict]) -> None:
+    """Markdown table of the best rules and the baselines, with the export snippet."""
+    def line(name, row):
+        rate = "diverged" if row["learning_rate"] is None else f"{row['learning_rate']:.0e}"
+        return f"| {name} | `{row['rule']}` | {row['score']:.4f} | {rate} |\n"
+
+    best_baseline = max(baselines.values(), key=lambda row: row["score"])
+    with open(path, "w") as file:
+        file.write(f"# Best rules: {config.strategy} on {config.task}\n\n"
+                   f"Score = the search's reward (validation accuracy; negated objective for "
+                   f"data-free tasks) after the learning-rate sweep over "
+                   f"{list(config.evaluator.learning_rates)}.\n\n"
+                   "| rank | rule | score | learning rate |\n|---|---|---|---|\n")
+        file.writelines(line(rank + 1, row) for rank, row in enumerate(top))
+        file.write("\nBaselines under the same protocol:\n\n"
+                   "| name | rule | score | learning rate |\n|---|---|---|---|\n")
+        file.writelines(line(name, row) for name, row in baselines.items())
+        if top:
+            margin = top[0]["score"] - best_baseline["score"]
+            file.write(f"\nBest found minus best baseline: {margin:+.4f}.\n")
+            rate = top[0]["learning_rate"] or 1e-3
+            file.write("\nUse a rule as an optax optimizer:\n\n```python\nimport lopt\n"
+                       f"opt = lopt.rules.to_optax(lopt.rules.parse({top[0]['rule']!r}), "
+                       f"{rate:g})\n```\n")

@@ -1,0 +1,122 @@
+"""The search driver and binary: outputs, kill-and-resume equals uninterrupted, bad input."""
+
+import dataclasses
+import json
+import os
+
+import jax
+import pytest
+
+from lopt import rules
+from lopt.search import driver
+
+SMOKE = driver.SearchConfig.preset("smoke", checkpoint_every=2)
+KEYS = {"rule", "fingerprint", "score", "learning_rate", "diverged", "iteration"}
+
+
+def _read(path):
+    with open(path) as file:
+        return file.read()
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    out = str(tmp_path_factory.mktemp("uninterrupted"))
+    return out, driver.run(SMOKE, jax.random.key(0), out=out)
+
+
+def test_outputs(uninterrupted):
+    out, result = uninterrupted
+    lines = _read(os.path.join(out, "results.jsonl")).splitlines()
+    assert len(lines) == SMOKE.budget == len(result.rows)
+    rows = [json.loads(line) for line in lines]
+    assert all(set(row) == KEYS for row in rows)
+    assert [row["iteration"] for row in rows] == [i // SMOKE.batch_size for i in range(40)]
+    assert result.top[0]["score"] == max(row["score"] for row in rows)
+    assert len({row["fingerprint"] for row in result.top}) == len(result.top)
+    assert set(result.baselines) == {"sgd", "momentum", "adam", "rmsprop"}
+    top_rules = _read(os.path.join(out, "top_rules.md"))
+    assert "lopt.rules.to_optax(lopt.rules.parse(" in top_rules and "| adam |" in top_rules
+    assert os.path.getsize(os.path.join(out, "reward_curve.png")) > 0
+    for row in result.top:  # every discovered rule is usable as an optimizer at once
+        rules.to_optax(rules.parse(row["rule"]), 1e-3)
+
+
+@pytest.mark.parametrize("strategy", ["ppo", "evolution"])
+def test_kill_and_resume_equals_uninterrupted(uninterrupted, tmp_path, strategy):
+    config = dataclasses.replace(SMOKE, strategy=strategy)
+    if strategy == "ppo":
+        reference_out, reference = uninterrupted
+    else:
+        reference_out = str(tmp_path / "reference")
+        reference = driver.run(config, jax.random.key(0), out=reference_out)
+    out = str(tmp_path / "split")
+    # "Killed" after 3 iterations: the checkpoint is from iteration 2, so iteration 3's rows are
+    # on file beyond it, and a half-written line follows them.
+    driver.run(config, jax.random.key(0), out=out, max_iterations=3)
+    with open(os.path.join(out, "results.jsonl"), "a") as file:
+        file.write('{"rule": "g", "finger')
+    resumed = driver.run(config, jax.random.key(0), out=out, resume=True)
+    for name in ("results.jsonl", "top_rules.md"):
+        assert _read(os.path.join(out, name)) == _read(os.path.join(reference_out, name))
+    assert resumed.top == reference.top and resumed.rows == reference.rows
+
+
+def test_resume_refuses_a_different_config(uninterrupted):
+    out, _ = uninterrupted
+    changed = dataclasses.replace(SMOKE, batch_size=5, strategy="random")
+    with pytest.raises(ValueError, match=r"batch_size .*strategy"):
+        driver.run(changed, jax.random.key(0), out=out, resume=True)
+    with pytest.raises(ValueError, match="already holds a search"):
+        driver.run(SMOKE, jax.random.key(0), out=out)
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    ({"strategy": "annealing"}, "unknown strategy 'annealing'; valid: ppo, evolution, random"),
+    ({"task": "mnist"}, "unknown task 'mnist'"),
+    ({"budget": 0}, "budget must be a positive integer"),
+])
+def test_bad_config(change, message):
+    with pytest.raises(ValueError, match=message):
+        dataclasses.replace(SMOKE, **change)
+    with pytest.raises(ValueError, match="unknown preset 'huge'; valid: smoke, cpu, paper"):
+        driver.SearchConfig.preset("huge")
+
+
+def test_binary_smoke_end_to_end(run_module, tmp_path):
+    out = str(tmp_path / "run")
+    completed = run_module("experiments.search_rules", "--config=smoke", "--strategy=random",
+                           f"--out={out}")
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    assert "Best rule:" in completed.stdout
+    assert len(_read(os.path.join(out, "results.jsonl")).splitlines()) == 40
+    assert {"top_rules.md", "reward_curve.png", "checkpoint.pkl"} <= set(os.listdir(out))
+    resumed = run_module("experiments.search_rules", "--config=smoke", "--strategy=ppo",
+                         f"--out={out}", "--resume")
+    assert resumed.returncode != 0 and "strategy ('random' there, 'ppo' now)" in resumed.stderr
+
+
+@pytest.mark.parametrize(("flags", "message"), [
+    (["--strategy=annealing"], "unknown strategy"),
+    (["--task=mnist"], "unknown task"),
+    (["--config=huge"], "unknown preset"),
+    (["--budget=0"], "--budget must be positive"),
+    (["--out=/proc/lopt_search"], "cannot create output directory"),
+    (["--operands=g,q"], "operands must be distinct items of"),
+    (["--unaries=neg,exp"], "needs the identity unary"),
+])
+def test_binary_bad_input(run_module, flags, message):
+    completed = run_module("experiments.search_rules", "--config=smoke", "--out=/tmp/unused",
+                           *flags)
+    assert completed.returncode != 0 and message in completed.stderr
+    assert "mean reward" not in completed.stderr  # refused before any work
+
+
+def test_new_rules_compile_nothing(uninterrupted, tmp_path):
+    from lopt.search import controller, evaluator, ppo
+
+    jitted = (evaluator._score_members_sharded, controller.Controller.sample,
+              controller.Controller.score, ppo.update)
+    before = [function._cache_size() for function in jitted]
+    driver.run(SMOKE, jax.random.key(1), out=str(tmp_path), max_iterations=2)
+    assert [function._cache_size() for function in jitted] == before
