@@ -6,7 +6,7 @@ import time
 import numpy as np
 from absl import app, logging
 
-from lopt import baselines, evaluation
+from lopt import baselines, evaluation, plotting
 
 
 def prepare_output_dir(path: str) -> str:
@@ -53,3 +53,25 @@ def summary_table(curves, tuned, margins) -> str:
         lines.append(f"| {name} | {settings} | {values[:, -1].mean():.6f} | "
                      f"{values.mean():.6f} | {margins[name][-1]:+.2e} | {best} |")
     return "\n".join(lines) + "\n"
+
+
+def write_comparison(out: str, curves, family_name: str) -> dict:
+    """Writes margin_of_victory.png, example_problem_{0,1}.png and curves.npz into `out`.
+
+    Args:
+      curves: {algorithm: objective values [num_problems, num_steps + 1]}.
+
+    Returns:
+      {algorithm: mean margin of victory [num_steps + 1]}.
+    """
+    per_problem = evaluation.margin_of_victory(curves, per_problem=True)
+    num_problems = next(iter(curves.values())).shape[0]
+    plotting.plot_margin_of_victory(per_problem, os.path.join(out, "margin_of_victory.png"),
+                                    f"{family_name}: {num_problems} test problems")
+    for problem in range(min(2, num_problems)):
+        plotting.plot_objective_curves(
+            {name: values[problem] for name, values in curves.items()},
+            os.path.join(out, f"example_problem_{problem}.png"),
+            f"{family_name}: test problem {problem}")
+    np.savez(os.path.join(out, "curves.npz"), **curves)
+    return {name: values.mean(axis=0) for name, values in per_problem.items()}

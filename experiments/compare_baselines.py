@@ -15,11 +15,15 @@ on `--num_problems` test problems drawn with a different key. Writes into --out:
 import os
 
 import jax
-import numpy as np
 from absl import app, flags
 
-from experiments.common import prepare_output_dir, summary_table, tuned_baseline_curves
-from lopt import baselines, evaluation, objectives, plotting
+from experiments.common import (
+    prepare_output_dir,
+    summary_table,
+    tuned_baseline_curves,
+    write_comparison,
+)
+from lopt import baselines, objectives
 
 FAMILY = flags.DEFINE_enum("family", "logistic_regression", sorted(objectives.FAMILIES),
                            "Objective family.")
@@ -50,17 +54,7 @@ def main(argv):
     curves, tuned = tuned_baseline_curves(BASELINES.value, family, train, test, x0,
                                           NUM_STEPS.value, key_tune)
 
-    per_problem = evaluation.margin_of_victory(curves, per_problem=True)
-    margins = {name: values.mean(axis=0) for name, values in per_problem.items()}
-    title = f"{FAMILY.value}: {NUM_PROBLEMS.value} test problems"
-    plotting.plot_margin_of_victory(per_problem, os.path.join(out, "margin_of_victory.png"),
-                                    title)
-    for problem in range(min(2, NUM_PROBLEMS.value)):
-        plotting.plot_objective_curves(
-            {name: values[problem] for name, values in curves.items()},
-            os.path.join(out, f"example_problem_{problem}.png"),
-            f"{FAMILY.value}: test problem {problem}")
-    np.savez(os.path.join(out, "curves.npz"), **curves)
+    margins = write_comparison(out, curves, FAMILY.value)
     with open(os.path.join(out, "summary.md"), "w") as file:
         file.write(f"# Baselines on {FAMILY.value}\n\n{NUM_PROBLEMS.value} test problems, "
                    f"{num_train} training problems for tuning, {NUM_STEPS.value} steps, "

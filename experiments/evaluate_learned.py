@@ -24,8 +24,9 @@ from experiments.common import (
     prepare_output_dir,
     summary_table,
     tuned_baseline_curves,
+    write_comparison,
 )
-from lopt import baselines, evaluation, gps, objectives, plotting
+from lopt import baselines, evaluation, gps, objectives
 
 CHECKPOINT = flags.DEFINE_string("checkpoint", None, "Directory written by train_gps.",
                                  required=True)
@@ -91,17 +92,7 @@ def main(argv):
     curves[LEARNED] = np.asarray(evaluation.run(gps.as_optax(learned), family, test,
                                                 NUM_STEPS.value, x0=x0))
     tuned[LEARNED] = {}
-    per_problem = evaluation.margin_of_victory(curves, per_problem=True)
-    margins = {name: values.mean(axis=0) for name, values in per_problem.items()}
-    title = f"{FAMILY.value}: {NUM_PROBLEMS.value} test problems"
-    plotting.plot_margin_of_victory(per_problem, os.path.join(out, "margin_of_victory.png"),
-                                    title)
-    for problem in range(min(2, NUM_PROBLEMS.value)):
-        plotting.plot_objective_curves(
-            {name: values[problem] for name, values in curves.items()},
-            os.path.join(out, f"example_problem_{problem}.png"),
-            f"{FAMILY.value}: test problem {problem}")
-    np.savez(os.path.join(out, "curves.npz"), **curves)
+    margins = write_comparison(out, curves, FAMILY.value)
     with open(os.path.join(out, "summary.md"), "w") as file:
         file.write(f"# Predicted step descent on {FAMILY.value}\n\nLearned optimizer from "
                    f"{CHECKPOINT.value}; {NUM_PROBLEMS.value} test problems, {num_train} "
