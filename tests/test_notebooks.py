@@ -12,6 +12,7 @@ NOTEBOOKS = sorted(glob.glob(os.path.join(REPO_ROOT, "colabs", "*.ipynb")))
 # Settings that shrink each notebook for the test suite; appended after its parameters cell.
 SMALL_SETTINGS = {
     "01_quickstart.ipynb": "NUM_STEPS = 40",
+    "03_neural_optimizer_search.ipynb": "SEARCH_BUDGET = 40\nFINAL_EPOCHS = 1",
 }
 
 
