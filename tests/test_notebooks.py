@@ -12,6 +12,8 @@ NOTEBOOKS = sorted(glob.glob(os.path.join(REPO_ROOT, "colabs", "*.ipynb")))
 # Settings that shrink each notebook for the test suite; appended after its parameters cell.
 SMALL_SETTINGS = {
     "01_quickstart.ipynb": "NUM_STEPS = 40",
+    "02_learning_to_optimize.ipynb": "NUM_TRAIN = 6\nNUM_TEST = 8\nNUM_STEPS = 20\n"
+                                     "GPS_ITERATIONS = 1",
     "03_neural_optimizer_search.ipynb": "SEARCH_BUDGET = 40\nFINAL_EPOCHS = 1",
 }
 
