@@ -1,12 +1,65 @@
-"""Helpers shared by the binaries (no flags here, so binaries can import each other's parts)."""
+"""Helpers shared by the binaries. Flags are defined only by calling `define_comparison_flags`
+from a binary, so binaries can still import each other's parts."""
 
 import os
 import time
+import types
 
+import jax
 import numpy as np
-from absl import app, logging
+from absl import app, flags, logging
 
-from lopt import baselines, evaluation, plotting
+from lopt import baselines, evaluation, objectives, plotting
+
+
+def define_comparison_flags() -> types.SimpleNamespace:
+    """Defines the flags of the binaries that compare optimizers on test problems.
+
+    Returns:
+      A namespace of flag holders: family, num_problems, num_train, num_steps, baselines,
+      seed, out.
+    """
+    return types.SimpleNamespace(
+        family=flags.DEFINE_enum("family", "logistic_regression", sorted(objectives.FAMILIES),
+                                 "Objective family."),
+        num_problems=flags.DEFINE_integer("num_problems", 100, "Test problems.", lower_bound=1),
+        num_train=flags.DEFINE_integer(
+            "num_train", None, "Training problems for tuning the baselines (default: the "
+            "paper's size for the family, else 90).", lower_bound=1),
+        num_steps=flags.DEFINE_integer("num_steps", 100, "Optimizer steps.", lower_bound=1),
+        baselines=flags.DEFINE_list("baselines", list(baselines.BASELINES),
+                                    f"Baselines to compare, from {list(baselines.BASELINES)}."),
+        seed=flags.DEFINE_integer("seed", 0, "Seed for problems and initial iterates."),
+        out=flags.DEFINE_string("out", None, "Output directory (created if missing).",
+                                required=True),
+    )
+
+
+def check_baseline_names(names) -> None:
+    """Raises app.UsageError naming unknown --baselines entries."""
+    unknown = [name for name in names if name not in baselines.BASELINES]
+    if unknown:
+        raise app.UsageError(f"--baselines: unknown {unknown}; valid: {list(baselines.BASELINES)}")
+
+
+def tuned_comparison(family, settings: types.SimpleNamespace):
+    """Samples training and test problems from the flag values in `settings`, tunes the
+    baselines on the training problems and runs them on the test problems.
+
+    Returns:
+      (num_train, test problems, initial iterates x0 [num_problems, dim],
+       {name: curves [num_problems, num_steps + 1]}, {name: best hyperparameters}).
+    """
+    num_train = settings.num_train.value or objectives.PAPER_NUM_TRAIN.get(
+        settings.family.value, 90)
+    key_train, key_test, key_tune, key_init = jax.random.split(
+        jax.random.key(settings.seed.value), 4)
+    train = family.sample(key_train, num_train)
+    test = family.sample(key_test, settings.num_problems.value)
+    x0 = family.init(key_init, settings.num_problems.value)
+    curves, tuned = tuned_baseline_curves(settings.baselines.value, family, train, test, x0,
+                                          settings.num_steps.value, key_tune)
+    return num_train, test, x0, curves, tuned
 
 
 def prepare_output_dir(path: str) -> str:

@@ -16,31 +16,22 @@ initial iterates on `--num_problems` unseen test problems. Writes into --out:
 
 import os
 
-import jax
 import numpy as np
 from absl import app, flags
 
 from experiments.common import (
+    check_baseline_names,
+    define_comparison_flags,
     prepare_output_dir,
     summary_table,
-    tuned_baseline_curves,
+    tuned_comparison,
     write_comparison,
 )
-from lopt import baselines, evaluation, gps, objectives
+from lopt import evaluation, gps, objectives
 
 CHECKPOINT = flags.DEFINE_string("checkpoint", None, "Directory written by train_gps.",
                                  required=True)
-FAMILY = flags.DEFINE_enum("family", "logistic_regression", sorted(objectives.FAMILIES),
-                           "Objective family (must match the learned optimizer's dimension).")
-NUM_PROBLEMS = flags.DEFINE_integer("num_problems", 100, "Test problems.", lower_bound=1)
-NUM_TRAIN = flags.DEFINE_integer(
-    "num_train", None, "Training problems for tuning the baselines (default: the paper's size "
-    "for the family, else 90).", lower_bound=1)
-NUM_STEPS = flags.DEFINE_integer("num_steps", 100, "Optimizer steps.", lower_bound=1)
-BASELINES = flags.DEFINE_list("baselines", list(baselines.BASELINES),
-                              f"Baselines to compare with, from {list(baselines.BASELINES)}.")
-SEED = flags.DEFINE_integer("seed", 0, "Seed for problems and initial iterates.")
-OUT = flags.DEFINE_string("out", None, "Output directory (created if missing).", required=True)
+FLAGS = define_comparison_flags()
 
 LEARNED = "predicted_step_descent"
 REPORTED_ITERATIONS = (1, 5, 10, 50, 100)
@@ -68,37 +59,29 @@ def comparison_table(margins: dict, num_steps: int) -> str:
 
 def main(argv):
     del argv
-    unknown = [name for name in BASELINES.value if name not in baselines.BASELINES]
-    if unknown:
-        raise app.UsageError(f"--baselines: unknown {unknown}; valid: {list(baselines.BASELINES)}")
+    check_baseline_names(FLAGS.baselines.value)
     try:
         learned = gps.load(CHECKPOINT.value)
     except ValueError as error:
         raise app.UsageError(f"--checkpoint: {error}") from error
-    family = objectives.get(FAMILY.value)
+    family = objectives.get(FLAGS.family.value)
     if learned.dim != family.dim:
         raise app.UsageError(f"--checkpoint holds an optimizer for dimension {learned.dim} "
                              f"({learned.family or 'unknown family'}), but --family="
-                             f"{FAMILY.value} has dimension {family.dim}")
-    out = prepare_output_dir(OUT.value)
-    num_train = NUM_TRAIN.value or objectives.PAPER_NUM_TRAIN.get(FAMILY.value, 90)
-    key_train, key_test, key_tune, key_init = jax.random.split(jax.random.key(SEED.value), 4)
-    train = family.sample(key_train, num_train)
-    test = family.sample(key_test, NUM_PROBLEMS.value)
-    x0 = family.init(key_init, NUM_PROBLEMS.value)
-
-    curves, tuned = tuned_baseline_curves(BASELINES.value, family, train, test, x0,
-                                          NUM_STEPS.value, key_tune)
+                             f"{FLAGS.family.value} has dimension {family.dim}")
+    out = prepare_output_dir(FLAGS.out.value)
+    num_train, test, x0, curves, tuned = tuned_comparison(family, FLAGS)
     curves[LEARNED] = np.asarray(evaluation.run(gps.as_optax(learned), family, test,
-                                                NUM_STEPS.value, x0=x0))
+                                                FLAGS.num_steps.value, x0=x0))
     tuned[LEARNED] = {}
-    margins = write_comparison(out, curves, FAMILY.value)
+    margins = write_comparison(out, curves, FLAGS.family.value)
     with open(os.path.join(out, "summary.md"), "w") as file:
-        file.write(f"# Predicted step descent on {FAMILY.value}\n\nLearned optimizer from "
-                   f"{CHECKPOINT.value}; {NUM_PROBLEMS.value} test problems, {num_train} "
-                   f"training problems for tuning the baselines, {NUM_STEPS.value} steps, seed "
-                   f"{SEED.value}.\n\n" + summary_table(curves, tuned, margins) + "\n"
-                   + comparison_table(margins, NUM_STEPS.value))
+        file.write(f"# Predicted step descent on {FLAGS.family.value}\n\nLearned optimizer from "
+                   f"{CHECKPOINT.value}; {FLAGS.num_problems.value} test problems, {num_train} "
+                   f"training problems for tuning the baselines, {FLAGS.num_steps.value} "
+                   f"steps, seed {FLAGS.seed.value}.\n\n"
+                   + summary_table(curves, tuned, margins) + "\n"
+                   + comparison_table(margins, FLAGS.num_steps.value))
     print(f"Wrote {os.path.join(out, 'margin_of_victory.png')}, curves.npz and summary.md")
 
 
