@@ -11,6 +11,42 @@ from absl import app, flags, logging
 
 from lopt import baselines, evaluation, objectives, plotting
 
+LEARNED = "predicted_step_descent"
+REPORTED_ITERATIONS = (1, 5, 10, 50, 100)
+
+
+def learned_wins(margins: dict, num_steps: int) -> tuple[dict, float]:
+    """How often the learned optimizer leads, from mean margins {name: [num_steps + 1]}.
+
+    Returns:
+      ({baseline: fraction of iterations 1..num_steps where the learned optimizer's mean
+        margin is higher than the baseline's}, fraction of iterations 1..min(10, num_steps)
+        where the learned optimizer's mean margin is the highest of all).
+    """
+    learned = margins[LEARNED][1:]
+    fractions = {name: float(np.mean(learned > values[1:]))
+                 for name, values in margins.items() if name != LEARNED}
+    first = min(10, num_steps)
+    best = np.argmax(np.stack([values[1:first + 1] for values in margins.values()]), axis=0)
+    return fractions, float(np.mean(np.asarray(list(margins))[best] == LEARNED))
+
+
+def comparison_table(margins: dict, num_steps: int) -> str:
+    """Mean margins at REPORTED_ITERATIONS, and for each baseline the fraction of iterations
+    1..num_steps where the learned optimizer's mean margin is higher (`learned_wins`)."""
+    iterations = [t for t in REPORTED_ITERATIONS if t <= num_steps]
+    fractions, highest = learned_wins(margins, num_steps)
+    lines = ["| algorithm | " + " | ".join(f"margin at {t}" for t in iterations)
+             + f" | learned beats it at (of iterations 1-{num_steps}) |",
+             "|---|" + "---|" * (len(iterations) + 1)]
+    for name, values in margins.items():
+        won = f"{fractions[name]:.0%}" if name in fractions else "-"
+        lines.append(f"| {name} | " + " | ".join(f"{values[t]:+.2e}" for t in iterations)
+                     + f" | {won} |")
+    lines.append(f"\nPredicted step descent has the highest mean margin at {highest:.0%} of "
+                 f"iterations 1-{min(10, num_steps)}.")
+    return "\n".join(lines) + "\n"
+
 
 def define_comparison_flags() -> types.SimpleNamespace:
     """Defines the flags of the binaries that compare optimizers on test problems.
@@ -108,8 +144,9 @@ def summary_table(curves, tuned, margins) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_comparison(out: str, curves, family_name: str) -> dict:
-    """Writes margin_of_victory.png, example_problem_{0,1}.png and curves.npz into `out`.
+def write_comparison(out: str, curves, family_name: str, prefix: str = "") -> dict:
+    """Writes PREFIXmargin_of_victory.png, PREFIXexample_problem_{0,1}.png and PREFIXcurves.npz
+    into `out`.
 
     Args:
       curves: {algorithm: objective values [num_problems, num_steps + 1]}.
@@ -119,12 +156,13 @@ def write_comparison(out: str, curves, family_name: str) -> dict:
     """
     per_problem = evaluation.margin_of_victory(curves, per_problem=True)
     num_problems = next(iter(curves.values())).shape[0]
-    plotting.plot_margin_of_victory(per_problem, os.path.join(out, "margin_of_victory.png"),
+    plotting.plot_margin_of_victory(per_problem,
+                                    os.path.join(out, f"{prefix}margin_of_victory.png"),
                                     f"{family_name}: {num_problems} test problems")
     for problem in range(min(2, num_problems)):
         plotting.plot_objective_curves(
             {name: values[problem] for name, values in curves.items()},
-            os.path.join(out, f"example_problem_{problem}.png"),
+            os.path.join(out, f"{prefix}example_problem_{problem}.png"),
             f"{family_name}: test problem {problem}")
-    np.savez(os.path.join(out, "curves.npz"), **curves)
+    np.savez(os.path.join(out, f"{prefix}curves.npz"), **curves)
     return {name: values.mean(axis=0) for name, values in per_problem.items()}

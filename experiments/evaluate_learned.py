@@ -20,7 +20,9 @@ import numpy as np
 from absl import app, flags
 
 from experiments.common import (
+    LEARNED,
     check_baseline_names,
+    comparison_table,
     define_comparison_flags,
     prepare_output_dir,
     summary_table,
@@ -32,30 +34,6 @@ from lopt import evaluation, gps, objectives
 CHECKPOINT = flags.DEFINE_string("checkpoint", None, "Directory written by train_gps.",
                                  required=True)
 FLAGS = define_comparison_flags()
-
-LEARNED = "predicted_step_descent"
-REPORTED_ITERATIONS = (1, 5, 10, 50, 100)
-
-
-def comparison_table(margins: dict, num_steps: int) -> str:
-    """Mean margins at REPORTED_ITERATIONS, and for each baseline the fraction of iterations
-    1..num_steps where the learned optimizer's mean margin is higher."""
-    iterations = [t for t in REPORTED_ITERATIONS if t <= num_steps]
-    lines = ["| algorithm | " + " | ".join(f"margin at {t}" for t in iterations)
-             + f" | learned beats it at (of iterations 1-{num_steps}) |",
-             "|---|" + "---|" * (len(iterations) + 1)]
-    learned = margins[LEARNED][1:]
-    for name, values in margins.items():
-        won = "-" if name == LEARNED else f"{np.mean(learned > values[1:]):.0%}"
-        lines.append(f"| {name} | " + " | ".join(f"{values[t]:+.2e}" for t in iterations)
-                     + f" | {won} |")
-    first = min(10, num_steps)
-    best = np.argmax(np.stack([values[1:first + 1] for values in margins.values()]), axis=0)
-    highest = np.mean(np.asarray(list(margins))[best] == LEARNED)
-    lines.append(f"\nPredicted step descent has the highest mean margin at {highest:.0%} of "
-                 f"iterations 1-{first}.")
-    return "\n".join(lines) + "\n"
-
 
 def main(argv):
     del argv

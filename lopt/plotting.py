@@ -27,6 +27,11 @@ _COLOURS = {
     "conjugate_gradient": "tab:red",
     "lbfgs": "tab:cyan",
     "predicted_step_descent": "tab:purple",
+    # Neural Optimizer Search's Figure 6 (optax names).
+    "sgd": "tab:blue",
+    "adam": "tab:orange",
+    "rmsprop": "tab:brown",
+    "powersign": "tab:purple",
 }
 
 
@@ -88,21 +93,61 @@ def plot_objective_curves(
 
 
 def plot_rule_scores(scores: Mapping[str, float], path: str | None = None,
-                     title: str = "") -> Figure:
+                     title: str = "", errors: Mapping[str, float] | None = None) -> Figure:
     """Horizontal bar chart of one score per rule, in the given order (top to bottom).
 
     Args:
       scores: {rule name or text: score}.
       path: where to write the PNG (optional).
       title: axes title.
+      errors: optional {rule: error-bar half width} (e.g. a standard deviation over seeds).
     """
     names = list(scores)
     figure = Figure(figsize=(7, 0.3 * len(names) + 1.2))
     axes = figure.add_subplot()
-    axes.barh(np.arange(len(names)), [scores[name] for name in names], color="tab:blue")
+    xerr = None if errors is None else [errors[name] for name in names]
+    axes.barh(np.arange(len(names)), [scores[name] for name in names], xerr=xerr,
+              color="tab:blue")
     axes.set_yticks(np.arange(len(names)), names, fontsize=7)
     axes.invert_yaxis()
     axes.set(xlabel="Score", title=title)
+    return _save(figure, path)
+
+
+def plot_trajectories(panels: Sequence[Mapping], path: str | None = None, title: str = "",
+                      log_objective: bool = False) -> Figure:
+    """Objective curves (top row) and iterates drawn over the objective's contours (bottom row)
+    on a few 2-D problems, one column per problem (Figure 4 of Li & Malik, 2017; Figure 6 of
+    Bello et al., 2017).
+
+    Args:
+      panels: one mapping per problem with
+        "grid": (u [G, G], v [G, G], objective [G, G]) for the contours (drawn at levels of
+          log(objective - min + 1e-3), darker = higher);
+        "curves": {name: objective values [T + 1]};
+        "iterates": {name: iterates [T + 1, 2]}.
+      path: where to write the PNG (optional).
+      title: figure title.
+      log_objective: logarithmic objective axis in the top row.
+    """
+    figure = Figure(figsize=(4 * len(panels), 7.5))
+    for column, panel in enumerate(panels):
+        top = figure.add_subplot(2, len(panels), column + 1)
+        bottom = figure.add_subplot(2, len(panels), len(panels) + column + 1)
+        for name, values in panel["curves"].items():
+            top.plot(np.asarray(values), **_style(name))
+        top.set(xlabel="Iteration", ylabel="Objective Value",
+                yscale="log" if log_objective else "linear")
+        u, v, objective = (np.asarray(a) for a in panel["grid"])
+        bottom.contourf(u, v, np.log(objective - objective.min() + 1e-3), levels=20,
+                        cmap="Greys")
+        for name, iterates in panel["iterates"].items():
+            iterates = np.asarray(iterates)
+            bottom.plot(iterates[:, 0], iterates[:, 1], ".-", markersize=3, linewidth=1,
+                        **_style(name))
+        bottom.set(xlim=(u.min(), u.max()), ylim=(v.min(), v.max()), aspect="equal")
+    figure.axes[0].legend(fontsize=7)
+    figure.suptitle(title)
     return _save(figure, path)
 
 

@@ -43,7 +43,7 @@ from lopt.gps.config import PRESETS, Config
 from lopt.gps.controllers import Controller, Samples
 from lopt.gps.dynamics import Dynamics
 from lopt.gps.features import FeatureConfig
-from lopt.gps.learned import Learned, as_optax, load, save
+from lopt.gps.learned import Learned, as_optax, available_pretrained, load, pretrained, save
 from lopt.gps.policy import Policy
 from lopt.gps.trainer import train
 from lopt.gps.trajectory_opt import run as train_trajectories

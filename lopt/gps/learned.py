@@ -175,3 +175,28 @@ def load(path: str) -> Learned:
     policy = policy_lib.Policy(network, *(arrays[field] for field in policy_lib.Policy._fields[1:]))
     return Learned(policy, features, dim, metadata.get("family", ""),
                    tuple(metadata.get("history", ())))
+
+
+PRETRAINED_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                              "pretrained")
+PROVENANCE_FILE = "provenance.json"
+
+
+def available_pretrained() -> list[str]:
+    """Names of the families with a learned optimizer shipped in `lopt/pretrained/`."""
+    if not os.path.isdir(PRETRAINED_DIR):
+        return []
+    return sorted(name for name in os.listdir(PRETRAINED_DIR)
+                  if os.path.isfile(os.path.join(PRETRAINED_DIR, name, METADATA_FILE)))
+
+
+def pretrained(family: str) -> Learned:
+    """The learned optimizer shipped with lopt for `family` (e.g. "logistic_regression").
+
+    Each lives in `lopt/pretrained/FAMILY/` next to `provenance.json`, which records the
+    command, seed and scale that trained it (`experiments.reproduce --export_pretrained`).
+    """
+    names = available_pretrained()
+    if family not in names:
+        raise ValueError(f"no pretrained learned optimizer for {family!r}; available: {names}")
+    return load(os.path.join(PRETRAINED_DIR, family))

@@ -1,0 +1,119 @@
+r"""Reproduces the papers' results on this code: one figure and one markdown table per claim.
+
+  python -m experiments.reproduce --which=lto_logistic --scale=cpu --out=runs/reproduce
+  python -m experiments.reproduce --which=all --scale=cpu --out=runs/reproduce --publish
+
+--which (comma-separated, or `all`):
+  lto_logistic, lto_robust, lto_mlp  Learning to Optimize Figures 1-3: predicted step descent
+                                     against the tuned baselines on 100 unseen problems
+  lto_transfer                       Figure 5: the MLP-trained optimizer on 5/6/8/12 Gaussians
+  lto_trajectories                   Figure 4: trajectories on random 2-D logistic regression
+  nos_table                          Neural Optimizer Search Table 1 analogue (digits ConvNet;
+                                     CIFAR-10 ConvNet too with --data_dir)
+  nos_rosenbrock                     Figure 6: PowerSign against Adam, RMSProp, SGD, momentum
+  nos_search                         a PPO search (reward curve, Figure 4) and the transfer of
+                                     its best rules to digits_convnet and Rosenbrock
+--scale: `smoke` (seconds to minutes; tests), `cpu` (the papers' problem sizes, minutes to an
+hour on 2 cores), `paper` (the papers' settings where they fit a CPU).
+
+Writes OUT/NAME/ (figures, report.md and raw numbers) for every experiment and OUT/results.md
+with all reports. Long steps log progress; GPS training and the search checkpoint, so a
+killed run started again with the same flags resumes. With --publish the figures are copied
+to docs/figures/ and the README's `<!-- reproduce:NAME -->` blocks are rewritten, so every
+number in the README's Results section comes from this command. With --export_pretrained the
+learned optimizers trained here are written to lopt/pretrained/ with their provenance.
+"""
+
+import os
+import time
+
+from absl import app, flags, logging
+
+from experiments.common import prepare_output_dir
+from experiments.reproduction import lto, nos, report
+
+EXPERIMENTS = {
+    "lto_logistic": lto.family_figure,
+    "lto_robust": lto.family_figure,
+    "lto_mlp": lto.family_figure,
+    "lto_transfer": lto.transfer,
+    "lto_trajectories": lto.trajectories,
+    "nos_table": nos.table,
+    "nos_rosenbrock": nos.rosenbrock,
+    "nos_search": nos.search,
+}
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+WHICH = flags.DEFINE_list("which", ["all"], f"Experiments: {', '.join(EXPERIMENTS)} or all.")
+SCALE = flags.DEFINE_enum("scale", "cpu", list(lto.SCALES), "Problem sizes and budgets.")
+OUT = flags.DEFINE_string("out", None, "Output directory (created if missing).", required=True)
+SEED = flags.DEFINE_integer("seed", 0, "Seed of problems, training and evaluation.")
+DATA_DIR = flags.DEFINE_string("data_dir", None, "Local cifar-10-batches-py directory "
+                               "(adds the CIFAR-10 child to nos_table; the paper-scale search).")
+USE_PRETRAINED = flags.DEFINE_bool("use_pretrained", False, "Use the learned optimizers shipped "
+                                   "in lopt/pretrained/ instead of training them.")
+EXPORT_PRETRAINED = flags.DEFINE_bool("export_pretrained", False, "Write the learned "
+                                      "optimizers trained here to lopt/pretrained/.")
+PUBLISH = flags.DEFINE_bool("publish", False, "Copy figures to docs/figures/ and rewrite the "
+                            "README's Results blocks.")
+
+
+def selected(names: list[str]) -> list[str]:
+    """The experiments named by --which, in EXPERIMENTS order; UsageError for unknown names."""
+    if "all" in names:
+        return list(EXPERIMENTS)
+    unknown = [name for name in names if name not in EXPERIMENTS]
+    if unknown or not names:
+        raise app.UsageError(f"--which: unknown {unknown or 'empty'}; valid: "
+                             f"{', '.join(EXPERIMENTS)} or all")
+    return [name for name in EXPERIMENTS if name in names]
+
+
+def command(which: str) -> str:
+    """The command line that regenerates `which` with the current flags."""
+    parts = ["python -m experiments.reproduce", f"--which={which}", f"--scale={SCALE.value}"]
+    if SEED.value:
+        parts.append(f"--seed={SEED.value}")
+    if DATA_DIR.value:
+        parts.append("--data_dir=DIR")
+    if USE_PRETRAINED.value:
+        parts.append("--use_pretrained")
+    return " ".join(parts)
+
+
+def main(argv):
+    del argv
+    names = selected(WHICH.value)
+    if USE_PRETRAINED.value and EXPORT_PRETRAINED.value:
+        raise app.UsageError("--use_pretrained and --export_pretrained exclude each other")
+    out = prepare_output_dir(OUT.value)
+    nos_settings = nos.Settings(SCALE.value, out, SEED.value, DATA_DIR.value)
+    try:
+        nos.check_children(nos_settings)
+    except (ValueError, OSError) as error:
+        raise app.UsageError(f"--data_dir: {error}") from error
+    lto_settings = lto.Settings(
+        SCALE.value, out, SEED.value, USE_PRETRAINED.value,
+        os.path.join(REPO_ROOT, "lopt", "pretrained") if EXPORT_PRETRAINED.value else None)
+    reports = []
+    for index, name in enumerate(names, start=1):
+        started = time.time()
+        logging.info("[%d/%d] %s at scale %s", index, len(names), name, SCALE.value)
+        settings = lto_settings if name.startswith("lto_") else nos_settings
+        result = EXPERIMENTS[name](settings, name, command(name))
+        path = report.write(result, os.path.join(out, name))
+        reports.append(result)
+        logging.info("[%d/%d] %s done in %.0fs: %s", index, len(names), name,
+                     time.time() - started, result.verdict)
+        print(f"{name}: {path}")
+        if PUBLISH.value:
+            report.publish(result, os.path.join(out, name), os.path.join(REPO_ROOT, "README.md"),
+                           os.path.join(REPO_ROOT, "docs", "figures"))
+    with open(os.path.join(out, "results.md"), "w") as file:
+        file.writelines(f"## {result.name}\n\n" + report.markdown(result, result.name) + "\n"
+                        for result in reports)
+    print(f"Wrote {os.path.join(out, 'results.md')}")
+
+
+if __name__ == "__main__":
+    app.run(main)

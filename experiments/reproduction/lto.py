@@ -1,0 +1,284 @@
+"""Learning to Optimize (Li & Malik, 2017) on this code: Figures 1-3 (margin of victory on
+unseen problems of each family), Figure 4 (trajectories on 2-D logistic regression) and the
+appendix's Figure 5 (the MLP-trained optimizer on mixtures of 5, 6, 8 and 12 Gaussians).
+
+Each family's learned optimizer is trained once per output directory (in
+`OUT/lto_FAMILY/learned`, resumable from `OUT/lto_FAMILY/gps`) and reused by the experiments
+that need it; with `use_pretrained` the one shipped in `lopt/pretrained/` is used instead.
+The baselines are tuned on the same training problems (mean objective over all iterations),
+and every algorithm runs from the same initial iterates on unseen test problems.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+import os
+import shutil
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import logging
+
+from experiments.common import (
+    LEARNED,
+    comparison_table,
+    learned_wins,
+    summary_table,
+    tuned_baseline_curves,
+    write_comparison,
+)
+from experiments.reproduction.report import Report
+from lopt import baselines, evaluation, gps, objectives, plotting
+
+
+@dataclasses.dataclass(frozen=True)
+class Scale:
+    """gps: the `lopt.gps.Config` preset; num_train: training problems (None = the paper's
+    number for the family); num_test: unseen test problems; num_steps: steps at test time;
+    num_trajectory_problems: 2-D problems drawn in Figure 4; transfer_clusters: mixtures
+    the MLP-trained optimizer is tested on (Figure 5: 5, 6, 8, 12)."""
+
+    gps: str
+    num_train: int | None
+    num_test: int
+    num_steps: int
+    num_trajectory_problems: int
+    transfer_clusters: tuple[int, ...] = (5, 6, 8, 12)
+
+
+SCALES = {
+    "smoke": Scale("smoke", 4, 6, 12, 2, transfer_clusters=(5,)),
+    "cpu": Scale("cpu", None, 100, 100, 4),
+    "paper": Scale("paper", None, 100, 100, 4),
+}
+FAMILIES = {
+    "lto_logistic": "logistic_regression",
+    "lto_robust": "robust_linear_regression",
+    "lto_mlp": "mlp_classifier",
+}
+PAPER_FIGURES = {"lto_logistic": "Figure 1", "lto_robust": "Figure 2", "lto_mlp": "Figure 3"}
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """What every experiment of a `reproduce` call shares: the scale's name, the output root,
+    the seed, whether to use the shipped optimizers, and where to export trained ones."""
+
+    scale: str
+    out: str
+    seed: int = 0
+    use_pretrained: bool = False
+    export_dir: str | None = None
+
+    @property
+    def sizes(self) -> Scale:
+        return SCALES[self.scale]
+
+
+def _keys(seed: int, family_name: str):
+    """(train, test, tune, init, gps) keys, distinct per family and fixed by the seed."""
+    key = jax.random.fold_in(jax.random.key(seed), sum(map(ord, family_name)))
+    return jax.random.split(key, 5)
+
+
+def _problems(settings: Settings, family, family_name: str):
+    key_train, key_test, key_tune, key_init, key_gps = _keys(settings.seed, family_name)
+    num_train = settings.sizes.num_train or objectives.PAPER_NUM_TRAIN.get(family_name, 90)
+    return (family.sample(key_train, num_train), family.sample(key_test, settings.sizes.num_test),
+            family.init(key_init, settings.sizes.num_test), key_tune, key_gps)
+
+
+def learned_optimizer(settings: Settings, directory: str, family, family_name: str, train,
+                      key: jax.Array, command: str) -> tuple[gps.Learned, str]:
+    """The learned optimizer for `family`: the shipped one (`settings.use_pretrained`), the
+    one already in `directory/learned`, or a new one trained by GPS (resuming from
+    `directory/gps`). Returns (learned, a sentence saying where it came from)."""
+    if settings.use_pretrained:
+        return gps.pretrained(family_name), "the optimizer shipped in `lopt/pretrained/`"
+    saved = os.path.join(directory, "learned")
+    if os.path.exists(os.path.join(saved, gps.learned.METADATA_FILE)):
+        learned = gps.load(saved)
+        return learned, f"GPS, `{settings.sizes.gps}` preset, {len(learned.history)} iterations"
+    config = gps.Config.preset(settings.sizes.gps)
+    started = time.time()
+    learned = gps.train(family, train, config, key,
+                        checkpoint_dir=os.path.join(directory, "gps"))
+    seconds = time.time() - started
+    gps.save(learned, saved)
+    logging.info("%s: GPS trained in %.0fs", family_name, seconds)
+    if settings.export_dir is not None:
+        export(learned, os.path.join(settings.export_dir, family_name), command, settings,
+               seconds)
+    return learned, (f"GPS, `{settings.sizes.gps}` preset, {config.num_iterations} iterations "
+                     f"on {evaluation.num_problems(train)} training problems, {seconds:.0f} s")
+
+
+def export(learned: gps.Learned, path: str, command: str, settings: Settings,
+           seconds: float) -> None:
+    """Writes `learned` to `path` with `provenance.json` (command, seed, scale, time)."""
+    if os.path.isdir(path):
+        shutil.rmtree(path)
+    gps.save(learned, path)
+    with open(os.path.join(path, gps.learned.PROVENANCE_FILE), "w") as file:
+        json.dump({"command": command, "seed": settings.seed, "scale": settings.scale,
+                   "gps_preset": settings.sizes.gps, "training_seconds": round(seconds),
+                   "date": datetime.date.today().isoformat()}, file, indent=1)
+
+
+def _status(fractions: dict, highest: float) -> str:
+    """The issue's bar: above GD, momentum and CG at >= 80% of iterations and the highest
+    of all in iterations 1-10."""
+    beaten = [fractions[name] >= 0.8 for name in
+              ("gradient_descent", "momentum", "conjugate_gradient")]
+    if all(beaten) and highest == 1.0:
+        return "reproduced"
+    if any(value >= 0.5 for value in fractions.values()) or highest > 0:
+        return "partly reproduced"
+    return "not reproduced"
+
+
+def _wins_sentence(fractions: dict, highest: float, num_steps: int,
+                   subject: str = "Predicted step descent's") -> str:
+    above = ", ".join(f"{plotting.DISPLAY_NAMES.get(name, name)}'s at {value:.0%}"
+                      for name, value in fractions.items())
+    return (f"{subject} mean margin of victory is above {above} of iterations "
+            f"1-{num_steps}, and the highest of all at {highest:.0%} of iterations "
+            f"1-{min(10, num_steps)}")
+
+
+def family_figure(settings: Settings, which: str, command: str) -> Report:
+    """Figures 1-3: margin of victory on unseen problems and two example problems."""
+    family_name = FAMILIES[which]
+    family = objectives.get(family_name)
+    directory = os.path.join(settings.out, which)
+    os.makedirs(directory, exist_ok=True)
+    train, test, x0, key_tune, key_gps = _problems(settings, family, family_name)
+    learned, origin = learned_optimizer(settings, directory, family, family_name, train,
+                                        key_gps, command)
+    num_steps = settings.sizes.num_steps
+    curves, tuned = tuned_baseline_curves(list(baselines.BASELINES), family, train, test, x0,
+                                          num_steps, key_tune)
+    curves[LEARNED] = np.asarray(evaluation.run(gps.as_optax(learned), family, test,
+                                                num_steps, x0=x0))
+    tuned[LEARNED] = {}
+    margins = write_comparison(directory, curves, family_name)
+    fractions, highest = learned_wins(margins, num_steps)
+    verdict = (f"{_wins_sentence(fractions, highest, num_steps)}: "
+               f"**{_status(fractions, highest)}** (paper {PAPER_FIGURES[which]}a: predicted "
+               "step descent leads all four). Learned optimizer: " + origin + ".")
+    table = (f"{settings.sizes.num_test} unseen problems, {evaluation.num_problems(train)} "
+             f"training problems, {num_steps} steps (GPS trained on "
+             f"{gps.Config.preset(settings.sizes.gps).horizon}).\n\n"
+             + summary_table(curves, tuned, margins) + "\n" + comparison_table(margins, num_steps))
+    return Report(which, f"{PAPER_FIGURES[which]}: {family_name}", command, verdict, table,
+                  ("margin_of_victory.png", "example_problem_0.png", "example_problem_1.png"))
+
+
+def transfer(settings: Settings, which: str, command: str) -> Report:
+    """Figure 5: the optimizer trained on 4-cluster MLP problems, tested on 5, 6, 8, 12."""
+    directory = os.path.join(settings.out, which)
+    os.makedirs(directory, exist_ok=True)
+    family_name = FAMILIES["lto_mlp"]
+    train_family = objectives.get(family_name)
+    train, _, _, _, key_gps = _problems(settings, train_family, family_name)
+    learned, origin = learned_optimizer(settings, os.path.join(settings.out, "lto_mlp"),
+                                        train_family, family_name, train, key_gps,
+                                        command.replace(which, "lto_mlp"))
+    num_steps = settings.sizes.num_steps
+    rows, figures, all_fractions, all_highest = [], [], {}, []
+    for clusters in settings.sizes.transfer_clusters:
+        family = objectives.mlp_classifier(num_clusters=clusters)
+        mixture_name = f"{family_name}_{clusters}"
+        tune_problems, test, x0, key_tune, _ = _problems(settings, family, mixture_name)
+        curves, _ = tuned_baseline_curves(list(baselines.BASELINES), family, tune_problems,
+                                          test, x0, num_steps, key_tune)
+        curves[LEARNED] = np.asarray(evaluation.run(gps.as_optax(learned), family, test,
+                                                    num_steps, x0=x0))
+        prefix = f"clusters_{clusters}_"
+        margins = write_comparison(directory, curves, f"{clusters} Gaussians", prefix)
+        figures.append(f"{prefix}margin_of_victory.png")
+        fractions, highest = learned_wins(margins, num_steps)
+        for name, value in fractions.items():
+            all_fractions.setdefault(name, []).append(value)
+        all_highest.append(highest)
+        best_baseline = min(values[:, -1].mean() for name, values in curves.items()
+                            if name != LEARNED)
+        rows.append(f"| {clusters} | " + " | ".join(f"{value:.0%}" for value in fractions.values())
+                    + f" | {highest:.0%} | {curves[LEARNED][:, -1].mean():.4f} | "
+                    f"{best_baseline:.4f} |")
+    header = ("| clusters | " + " | ".join(f"above {name}" for name in baselines.BASELINES)
+              + " | highest in 1-10 | final (learned) | final (best baseline) |\n"
+              + "|---" * (len(baselines.BASELINES) + 4) + "|\n")
+    table = (f"Fraction of iterations 1-{num_steps} where the learned optimizer's mean margin "
+             f"is above each baseline's; {settings.sizes.num_test} test problems per mixture; "
+             "baselines tuned on problems of the same mixture.\n\n" + header + "\n".join(rows)
+             + "\n")
+    clusters = ", ".join(map(str, settings.sizes.transfer_clusters))
+    averaged = {name: float(np.mean(values)) for name, values in all_fractions.items()}
+    verdict = (_wins_sentence(averaged, float(np.mean(all_highest)), num_steps,
+                              f"Run unchanged on mixtures of {clusters} Gaussians and averaged "
+                              "over them, the 4-cluster-trained optimizer's")
+               + " (paper Figure 5: it stays competitive as the data moves away from "
+               f"training). Learned optimizer: {origin}.")
+    return Report(which, "Figure 5: transfer to other mixtures", command, verdict, table,
+                  tuple(figures))
+
+
+def _contour_grid(family, problem, iterates: np.ndarray, size: int = 100):
+    """(u, v, objective) on a square grid covering all iterates with a 20% border."""
+    low, high = np.nanmin(iterates, axis=(0, 1)), np.nanmax(iterates, axis=(0, 1))
+    centre, half = (low + high) / 2, max(np.max(high - low) * 0.6, 0.5)
+    u, v = np.meshgrid(np.linspace(centre[0] - half, centre[0] + half, size),
+                       np.linspace(centre[1] - half, centre[1] + half, size))
+    points = jnp.asarray(np.stack([u.ravel(), v.ravel()], axis=1), jnp.float32)
+    values = jax.jit(jax.vmap(family.objective(problem)))(points)
+    return u, v, np.asarray(values).reshape(u.shape)
+
+
+def trajectories(settings: Settings, which: str, command: str) -> Report:
+    """Figure 4: all five algorithms on random 2-D logistic regression problems."""
+    family_name = "logistic_regression_2d"
+    family = objectives.logistic_regression(num_features=1)  # iterate (w, b)
+    directory = os.path.join(settings.out, which)
+    os.makedirs(directory, exist_ok=True)
+    train, test, x0, key_tune, key_gps = _problems(settings, family, family_name)
+    # Nothing is shipped for (or exported from) the 2-D family: it is always trained here.
+    own = dataclasses.replace(settings, use_pretrained=False, export_dir=None)
+    learned, origin = learned_optimizer(own, directory, family, family_name, train, key_gps,
+                                        command)
+    num_steps = settings.sizes.num_steps
+    optimizers = {}
+    for name, factory in baselines.BASELINES.items():
+        best = baselines.tune(factory, baselines.DEFAULT_GRIDS[name], family, train, num_steps,
+                              key=key_tune).best
+        optimizers[name] = factory(**best)
+    optimizers[LEARNED] = gps.as_optax(learned)
+    count = settings.sizes.num_trajectory_problems
+    chosen = jax.tree.map(lambda a: a[:count], test)
+    runs = {name: evaluation.run(opt, family, chosen, num_steps, x0=x0[:count],
+                                 return_iterates=True) for name, opt in optimizers.items()}
+    panels, rows = [], []
+    for index in range(count):
+        problem = jax.tree.map(lambda a, i=index: a[i], chosen)
+        iterates = {name: np.asarray(path[index]) for name, (_, path) in runs.items()}
+        curves = {name: np.asarray(values[index]) for name, (values, _) in runs.items()}
+        panels.append({"grid": _contour_grid(family, problem, np.stack(list(iterates.values()))),
+                       "curves": curves, "iterates": iterates})
+        winner = min(curves, key=lambda name: curves[name][-1])
+        rows.append(f"| {index} | " + " | ".join(f"{curves[name][-1]:.5f}" for name in curves)
+                    + f" | {plotting.DISPLAY_NAMES.get(winner, winner)} |")
+    plotting.plot_trajectories(panels, os.path.join(directory, "trajectories.png"),
+                               "Random 2-D logistic regression problems")
+    wins = sum(row.endswith(f"| {plotting.DISPLAY_NAMES[LEARNED]} |") for row in rows)
+    table = (f"Final objective after {num_steps} steps on each drawn problem.\n\n"
+             "| problem | " + " | ".join(plotting.DISPLAY_NAMES.get(n, n) for n in optimizers)
+             + " | lowest |\n" + "|---" * (len(optimizers) + 2) + "|\n" + "\n".join(rows) + "\n")
+    verdict = (f"Predicted step descent reaches the lowest final objective on {wins} of {count} "
+               "drawn problems (the paper's Figure 4 is qualitative: less greedy than L-BFGS "
+               f"early, no oscillations). Learned optimizer: {origin}.")
+    return Report(which, "Figure 4: trajectories on 2-D logistic regression", command, verdict,
+                  table, ("trajectories.png",))

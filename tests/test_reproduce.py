@@ -1,0 +1,99 @@
+"""The reproduce binary at --scale=smoke (every --which), its bad-flag errors, and publishing
+reports into a README."""
+
+import json
+import re
+
+import jax
+import numpy as np
+import pytest
+
+from experiments.reproduction import lto, report
+from lopt import gps, objectives
+
+REPRODUCE = "experiments.reproduce"
+ALL = ("lto_logistic", "lto_robust", "lto_mlp", "lto_transfer", "lto_trajectories",
+       "nos_table", "nos_rosenbrock", "nos_search")
+
+
+@pytest.mark.slow
+def test_every_experiment_runs_at_smoke_scale_and_resumes(run_module, tmp_path):
+    out = tmp_path / "reproduce"
+    result = run_module(REPRODUCE, "--which=all", "--scale=smoke", f"--out={out}", timeout=1500)
+    assert result.returncode == 0, result.stderr[-3000:]
+    results = (out / "results.md").read_text()
+    for name in ALL:
+        text = (out / name / "report.md").read_text()
+        assert f"--which={name} --scale=smoke" in text
+        for figure in re.findall(r"\]\(\./([^)]+\.png)\)", text):
+            assert (out / name / figure).stat().st_size > 1000, (name, figure)
+        assert re.search(r"\| ?\S", text), f"{name} has no table"
+        assert f"## {name}" in results
+    margins = (out / "lto_logistic" / "report.md").read_text()
+    assert "| predicted_step_descent |" in margins and "learned beats it at" in margins
+    assert (out / "lto_mlp" / "learned" / "learned.json").exists()
+
+
+def test_a_trained_optimizer_is_reused_and_exported_with_provenance(tmp_path, monkeypatch):
+    family = objectives.logistic_regression()
+    train = family.sample(jax.random.key(0), 3)
+    settings = lto.Settings("smoke", str(tmp_path), export_dir=str(tmp_path / "pretrained"))
+    learned, origin = lto.learned_optimizer(settings, str(tmp_path / "lto_logistic"), family,
+                                            family.name, train, jax.random.key(1), "CMD")
+    assert "GPS, `smoke` preset" in origin and len(learned.history) == 3
+    provenance = json.loads((tmp_path / "pretrained" / family.name / "provenance.json")
+                            .read_text())
+    assert provenance["command"] == "CMD" and provenance["scale"] == "smoke"
+    exported = gps.load(str(tmp_path / "pretrained" / family.name))
+    np.testing.assert_array_equal(exported.policy.network["Dense_0"]["kernel"],
+                                  learned.policy.network["Dense_0"]["kernel"])
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("trained again")
+
+    monkeypatch.setattr(gps, "train", no_training)
+    again, _ = lto.learned_optimizer(settings, str(tmp_path / "lto_logistic"), family,
+                                     family.name, train, jax.random.key(1), "CMD")
+    assert again.history == learned.history
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--which=lto_bogus"], "--which: unknown ['lto_bogus']"),
+    (["--scale=huge"], "flag --scale=huge: value should be one of"),
+    (["--use_pretrained", "--export_pretrained"], "exclude each other"),
+    (["--which=nos_table", "--data_dir=/nonexistent/cifar"], "--data_dir:"),
+])
+def test_bad_flags_give_clear_errors(run_module, tmp_path, flags, message):
+    result = run_module(REPRODUCE, *flags, f"--out={tmp_path}")
+    assert result.returncode != 0
+    assert message in result.stderr
+
+
+def _report(tmp_path):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "curve.png").write_bytes(b"png")
+    return report.Report("nos_demo", "A demo", "python -m experiments.reproduce --which=nos_demo",
+                         "Measured 0.5.", "| a | b |\n|---|---|\n| 1 | 2 |\n", ("curve.png",))
+
+
+def test_publish_replaces_only_its_block_and_copies_figures(tmp_path):
+    readme = tmp_path / "README.md"
+    readme.write_text("intro\n<!-- reproduce:nos_demo -->\nold numbers\n"
+                      "<!-- /reproduce:nos_demo -->\nhand-written explanation\n")
+    result = _report(tmp_path)
+    report.publish(result, str(tmp_path / "run"), str(readme), str(tmp_path / "docs" / "figures"))
+    text = readme.read_text()
+    assert "old numbers" not in text and "Measured 0.5." in text and "| 1 | 2 |" in text
+    assert text.startswith("intro\n") and text.endswith("hand-written explanation\n")
+    assert "![nos_demo: nos_demo_curve.png](docs/figures/nos_demo_curve.png)" in text
+    assert (tmp_path / "docs" / "figures" / "nos_demo_curve.png").read_bytes() == b"png"
+    report.publish(result, str(tmp_path / "run"), str(readme), str(tmp_path / "docs" / "figures"))
+    assert readme.read_text() == text  # publishing twice changes nothing
+
+
+def test_publish_without_a_block_names_the_missing_marker(tmp_path):
+    readme = tmp_path / "README.md"
+    readme.write_text("no blocks here\n")
+    with pytest.raises(ValueError, match="<!-- reproduce:nos_demo -->"):
+        report.publish(_report(tmp_path), str(tmp_path / "run"), str(readme),
+                       str(tmp_path / "figures"))
