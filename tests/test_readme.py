@@ -26,3 +26,15 @@ def test_readme_main_job_names_an_existing_binary():
     main_job = _readme_commands()[0]
     module = re.search(r"-m (experiments\.\w+)", main_job).group(1)
     assert os.path.exists(os.path.join(REPO_ROOT, *module.split(".")) + ".py")
+
+
+def test_readme_results_blocks_name_experiments_and_link_existing_figures():
+    from experiments.reproduce import EXPERIMENTS
+
+    readme = _read("README.md")
+    blocks = re.findall(r"<!-- reproduce:(\w+) -->(.*?)<!-- /reproduce:(\w+) -->", readme, re.S)
+    assert {name for name, _, _ in blocks} == set(EXPERIMENTS)
+    for name, body, closing in blocks:
+        assert name == closing
+        for figure in re.findall(r"\]\((docs/figures/[^)]+)\)", body):
+            assert os.path.exists(os.path.join(REPO_ROOT, figure)), figure
