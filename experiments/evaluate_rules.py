@@ -26,7 +26,7 @@ from lopt.search import evaluator, tasks
 RULES = flags.DEFINE_string("rules", "library", "Comma-separated rule texts or library names, "
                             "or 'library'.")
 TASK = flags.DEFINE_enum("task", "digits_mlp", list(tasks.TASKS), "Child task.")
-DATA_DIR = flags.DEFINE_string("data_dir", None, "Local CIFAR-10 directory (cifar10_convnet).")
+DATA_DIR = flags.DEFINE_string("data_dir", None, "Local CIFAR-10 directory (cifar10_* tasks).")
 OUT = flags.DEFINE_string("out", None, "Output directory (created if missing).", required=True)
 SEED = flags.DEFINE_integer("seed", 0, "Seed for initialisation, minibatches and rule noise.")
 SWEEP_EPOCHS = flags.DEFINE_integer("sweep_epochs", 1, "Epochs per learning rate in the sweep.",

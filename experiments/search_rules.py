@@ -16,12 +16,12 @@ import dataclasses
 import jax
 from absl import app, flags
 
-from lopt.search import driver
+from lopt.search import driver, tasks
 
 STRATEGY = flags.DEFINE_string("strategy", "ppo", "ppo, evolution or random.")
 CONFIG = flags.DEFINE_string("config", "cpu", "Preset: smoke, cpu or paper.")
 TASK = flags.DEFINE_string("task", None, "Child task (default: the preset's).")
-DATA_DIR = flags.DEFINE_string("data_dir", None, "Local CIFAR-10 directory (cifar10_convnet).")
+DATA_DIR = flags.DEFINE_string("data_dir", None, "Local CIFAR-10 directory (cifar10_* tasks).")
 BUDGET = flags.DEFINE_integer("budget", None, "Rules to sample (default: the preset's).")
 BATCH_SIZE = flags.DEFINE_integer("batch_size", None, "Rules per iteration.")
 DEPTH = flags.DEFINE_integer("depth", None, "Levels per rule, 1-3.")
@@ -73,8 +73,8 @@ def main(argv):
     del argv
     try:
         config = make_config()
-        if config.task == "cifar10_convnet" and config.data_dir is None:
-            raise ValueError("task cifar10_convnet needs --data_dir (a local CIFAR-10 directory)")
+        if config.task in tasks.CIFAR10_TASKS and config.data_dir is None:
+            raise ValueError(f"task {config.task} needs --data_dir (a local CIFAR-10 directory)")
         driver.check_output(OUT.value, config, RESUME.value)
     except ValueError as error:
         raise app.UsageError(str(error)) from error

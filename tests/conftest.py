@@ -1,11 +1,14 @@
 """Shared test helpers."""
 
 import os
+import pickle
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
+from lopt import data
 from lopt.rules.tokens import TOKENS_PER_LEVEL
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -21,6 +24,25 @@ def run_module():
                               capture_output=True, text=True, timeout=timeout)
 
     return run
+
+
+def write_cifar_batch(path, images_nhwc, labels):
+    """Writes one file of the `cifar-10-batches-py` format: images uint8 [N, 32, 32, 3]."""
+    flat = images_nhwc.transpose(0, 3, 1, 2).reshape(len(labels), 3072)
+    with open(path, "wb") as file:
+        pickle.dump({b"data": flat, b"labels": list(labels), b"batch_label": b"x"}, file)
+
+
+@pytest.fixture
+def cifar_dir(tmp_path):
+    """A directory holding cifar-10-batches-py/ with four random images per file."""
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    for name in (*data.CIFAR10_TRAIN_FILES, data.CIFAR10_TEST_FILE):
+        images = rng.integers(0, 256, size=(4, 32, 32, 3), dtype=np.uint8)
+        write_cifar_batch(folder / name, images, rng.integers(0, 10, size=4))
+    return tmp_path
 
 
 def token_violations(tokens, vocabulary, depth):

@@ -1,5 +1,5 @@
 """The population evaluator: accuracy, isolation of diverging members, sweep choice, dedup,
-zero recompiles, and sharding over 4 CPU devices."""
+zero recompiles, sharding over 4 CPU devices, and sequence labels (the language model)."""
 
 import json
 import os
@@ -135,6 +135,19 @@ def test_four_devices_give_the_single_device_scores():
     # Per-device batch widths differ (members are padded to a multiple of the device count), so
     # XLA may vectorise float32 sums differently: equal up to rounding, not bit for bit.
     np.testing.assert_allclose(sharded["reward"], single["reward"], rtol=1e-5)
+
+
+@pytest.mark.slow
+def test_language_model_reward_is_next_character_accuracy():
+    """Labels [N, L] (one per position) through training and batched validation."""
+    task = tasks.stdlib_lstm_lm(hidden_sizes=(16,), embedding_size=8, num_chars=4000)
+    # One learning rate and equal stage lengths: sweep and final run share one compilation.
+    config = evaluator.EvaluatorConfig(learning_rates=(3e-2,), batch_size=16, steps_per_epoch=20,
+                                       final_epochs=1, chunk_size=1, depth=1,
+                                       eval_batch_size=8)  # 24 validation sequences: 3 batches
+    scores = evaluator.evaluate([rules.parse("adam")], task, config, jax.random.key(0))
+    assert not scores.diverged[0]
+    assert 5 / 97 < scores.reward[0] == scores.val_accuracy[0] < 1
 
 
 def test_bad_input_raises_clear_errors():

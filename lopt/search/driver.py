@@ -60,7 +60,7 @@ class SearchConfig:
     """Everything that determines a search's results.
 
     strategy: "ppo", "evolution" or "random".
-    task: a name of `lopt.search.tasks.TASKS`; data_dir for cifar10_convnet.
+    task: a name of `lopt.search.tasks.TASKS`; data_dir for the `tasks.CIFAR10_TASKS`.
     budget: number of sampled rules (rounded up to whole batches).
     batch_size: rules per iteration (the controller's batch).
     space: depth, vocabulary subsets and constraint switches, controller network.

@@ -179,7 +179,7 @@ def _validation_scores(task, params, val_inputs, val_labels, eval_batch_size):
     num_batches = max(1, len(val_labels) // eval_batch_size)
     size = num_batches * eval_batch_size if len(val_labels) >= eval_batch_size else len(val_labels)
     inputs = val_inputs[:size].reshape(num_batches, -1, *val_inputs.shape[1:])
-    labels = val_labels[:size].reshape(num_batches, -1)
+    labels = val_labels[:size].reshape(num_batches, -1, *val_labels.shape[1:])
     per_batch = jax.lax.map(
         lambda batch: jax.vmap(task.accuracy, in_axes=(0, None, None))(params, *batch),
         (inputs, labels))

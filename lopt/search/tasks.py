@@ -5,10 +5,12 @@ Two kinds, one protocol (`init`, `loss`, `accuracy`, `has_data`):
 * `SupervisedTask`: a flax classifier and a `lopt.data.Dataset` held as NumPy arrays (the
   evaluator moves them to the device once and takes minibatches by index).
   `loss(params, inputs, labels)` is the mean softmax cross-entropy of a batch,
-  `accuracy(params, inputs, labels)` the fraction classified correctly.
-  Batch norm (in the ConvNets) always normalises with the statistics of the batch it sees,
-  in training and in evaluation, so a child's whole state is its parameters and every
-  function stays pure.
+  `accuracy(params, inputs, labels)` the fraction classified correctly; for the language
+  model both average over every position of every sequence (next-character cross-entropy
+  and next-character accuracy).
+  Batch norm (in the ConvNets and the Wide ResNet) always normalises with the statistics of
+  the batch it sees, in training and in evaluation, so a child's whole state is its
+  parameters and every function stays pure.
 * `FunctionTask`: one objective of a `lopt.objectives` family from a fixed start, no data
   (the paper's Rosenbrock transfer test). `loss(params)` is the objective; its "accuracy"
   is the negated objective, so higher is better for both kinds.
@@ -18,7 +20,10 @@ functions that take a task as a static argument compile once per task, not once 
 
 Task names: digits_mlp, digits_convnet (CPU defaults, scikit-learn's bundled digits),
 cifar10_convnet (the paper's child: two 3x3 conv layers of 32 filters, ReLU, batch norm;
-needs a local CIFAR-10 directory), rosenbrock, quadratic.
+needs a local CIFAR-10 directory), cifar10_wrn (a Wide ResNet for the paper's transfer test,
+section 5.2; needs a local CIFAR-10 directory; meant for a GPU), stdlib_lstm_lm (a character
+LSTM language model on the Python standard library's source, a CPU-sized stand-in for the
+paper's translation transfer test, section 5.3), rosenbrock, quadratic.
 """
 
 from __future__ import annotations
@@ -49,6 +54,10 @@ class MLP(nn.Module):
         return nn.Dense(self.num_classes)(x)
 
 
+# Batch norm that always uses the statistics of the batch it sees (see the module docstring).
+_batch_norm = functools.partial(nn.BatchNorm, use_running_average=False)
+
+
 class ConvNet(nn.Module):
     """3x3 conv -> batch norm (batch statistics) -> ReLU, per layer; global mean pool; linear."""
 
@@ -59,10 +68,101 @@ class ConvNet(nn.Module):
     def __call__(self, inputs):
         x = inputs
         for width in self.filters:
-            x = nn.Conv(width, (3, 3))(x)
-            x = nn.BatchNorm(use_running_average=False, use_bias=True, use_scale=True)(x)
-            x = nn.relu(x)
+            x = nn.relu(_batch_norm()(nn.Conv(width, (3, 3))(x)))
         return nn.Dense(self.num_classes)(x.mean(axis=(1, 2)))
+
+
+class PreActivationBlock(nn.Module):
+    """Residual block BN-ReLU-conv3x3-BN-ReLU-conv3x3 plus a shortcut.
+
+    The shortcut is the input itself, or a 1x1 conv of the activated input (BN-ReLU applied)
+    when the number of filters or the resolution changes (`stride` 2 halves it).
+    """
+
+    filters: int
+    stride: int
+
+    @nn.compact
+    def __call__(self, x):
+        conv = functools.partial(nn.Conv, self.filters, use_bias=False,
+                                 kernel_init=nn.initializers.he_normal())
+        activated = nn.relu(_batch_norm()(x))
+        shortcut = x
+        if self.stride != 1 or x.shape[-1] != self.filters:
+            shortcut = conv((1, 1), strides=self.stride)(activated)
+        residual = conv((3, 3), strides=self.stride)(activated)
+        residual = conv((3, 3))(nn.relu(_batch_norm()(residual)))
+        return shortcut + residual
+
+
+class WideResNet(nn.Module):
+    """WRN-depth-width (Zagoruyko & Komodakis 2016), pre-activation blocks, no dropout.
+
+    A 3x3 conv of 16 filters; three groups of (depth - 4) / 6 blocks with 16·width,
+    32·width and 64·width filters at 32x32, 16x16 and 8x8 (the first block of the second
+    and third group has stride 2); BN-ReLU, global mean pool, linear logits.
+    """
+
+    depth: int
+    width: int
+    num_classes: int
+
+    @nn.compact
+    def __call__(self, inputs):
+        x = nn.Conv(16, (3, 3), use_bias=False, kernel_init=nn.initializers.he_normal())(inputs)
+        for group, filters in enumerate((16, 32, 64)):
+            for block in range((self.depth - 4) // 6):
+                stride = 2 if group > 0 and block == 0 else 1
+                x = PreActivationBlock(filters * self.width, stride)(x)
+        x = nn.relu(_batch_norm()(x))
+        return nn.Dense(self.num_classes)(x.mean(axis=(1, 2)))
+
+
+class LSTM(nn.Module):
+    """One LSTM layer (Hochreiter & Schmidhuber 1997): [B, L, features] -> [B, L, hidden_size].
+
+    Gates i, f, g, o = [x_t, h_{t-1}] @ kernel + bias;  c_t = σ(f)·c_{t-1} + σ(i)·tanh(g),
+    h_t = σ(o)·tanh(c_t), from zero state. The four gates share one kernel and one bias (the
+    forget gate's starts at 1), so a layer is two parameter leaves: the population evaluator
+    runs its rule interpreter once per leaf, and few leaves keep its compile time short.
+    """
+
+    hidden_size: int
+
+    @nn.compact
+    def __call__(self, inputs):
+        batch, _, features = inputs.shape
+        size = self.hidden_size
+        kernel = self.param("kernel", nn.initializers.lecun_normal(), (features + size, 4 * size))
+        bias = self.param("bias", lambda key, shape: jnp.zeros(shape).at[size:2 * size].set(1.0),
+                          (4 * size,))
+        input_gates = inputs @ kernel[:features] + bias  # all time steps in one product
+
+        def step(carry, gates_t):
+            hidden, cell = carry
+            i, f, g, o = jnp.split(gates_t + hidden @ kernel[features:], 4, axis=-1)
+            cell = nn.sigmoid(f) * cell + nn.sigmoid(i) * jnp.tanh(g)
+            hidden = nn.sigmoid(o) * jnp.tanh(cell)
+            return (hidden, cell), hidden
+
+        zeros = jnp.zeros((batch, size), inputs.dtype)
+        _, outputs = jax.lax.scan(step, (zeros, zeros), input_gates.swapaxes(0, 1))
+        return outputs.swapaxes(0, 1)
+
+
+class LSTMLanguageModel(nn.Module):
+    """Token ids [B, L] -> embedding -> LSTM layers -> next-token logits [B, L, vocabulary]."""
+
+    vocabulary_size: int
+    embedding_size: int
+    hidden_sizes: Sequence[int]
+
+    @nn.compact
+    def __call__(self, tokens):
+        x = nn.Embed(self.vocabulary_size, self.embedding_size)(tokens)
+        for size in self.hidden_sizes:
+            x = LSTM(size)(x)
+        return nn.Dense(self.vocabulary_size)(x)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -80,7 +180,8 @@ class SupervisedTask:
 
     def init(self, key: jax.Array):
         """Parameters of one child network (a pytree)."""
-        sample = jnp.zeros((1, *self.dataset.train.inputs.shape[1:]), jnp.float32)
+        inputs = self.dataset.train.inputs
+        sample = jnp.zeros((1, *inputs.shape[1:]), inputs.dtype)
         variables = self.model.init(key, sample)
         return variables["params"]
 
@@ -89,12 +190,12 @@ class SupervisedTask:
         return logits
 
     def loss(self, params, inputs, labels):
-        """Mean softmax cross-entropy of a batch: inputs [B, ...], labels [B] int."""
+        """Mean softmax cross-entropy of a batch: inputs [B, ...], labels [B] or [B, L] int."""
         logits = self._logits(params, inputs)
         return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
 
     def accuracy(self, params, inputs, labels):
-        """Fraction of the batch classified correctly."""
+        """Fraction of the batch (of all its positions, for sequences) classified correctly."""
         return jnp.mean(jnp.argmax(self._logits(params, inputs), axis=-1) == labels)
 
 
@@ -140,6 +241,45 @@ def cifar10_convnet(data_dir: str, filters: tuple[int, ...] = (32, 32)) -> Super
                           data.load_cifar10(data_dir))
 
 
+# Wide ResNet sizes. "paper": WRN-28-10, the CIFAR-10 network of Zagoruyko & Komodakis (2016),
+# whose optimizer comparisons Bello et al. (2017, section 5.2, Table 1) transfer to (they do not
+# state depth and width); 36.5M parameters. "small": WRN-10-1, the cheapest member of the
+# family (one block per group, 78k parameters), for tests and CPU runs.
+WIDE_RESNET_SETTINGS = {
+    "small": {"depth": 10, "width": 1},
+    "paper": {"depth": 28, "width": 10},
+}
+
+
+@functools.cache
+def cifar10_wrn(data_dir: str, depth: int = 10, width: int = 1) -> SupervisedTask:
+    """A Wide ResNet WRN-depth-width on CIFAR-10 (default: `WIDE_RESNET_SETTINGS["small"]`).
+
+    Example (the paper's size, for a GPU):
+      >>> task = cifar10_wrn("/data/cifar-10-batches-py", **WIDE_RESNET_SETTINGS["paper"])
+    """
+    if not isinstance(depth, int) or depth < 10 or (depth - 4) % 6:
+        raise ValueError(f"Wide ResNet depth must be 6n + 4 with n >= 1 (10, 16, 22, 28, ...), "
+                         f"got {depth!r}")
+    if not isinstance(width, int) or width < 1:
+        raise ValueError(f"Wide ResNet width must be a positive integer, got {width!r}")
+    return SupervisedTask("cifar10_wrn", WideResNet(depth, width, 10), data.load_cifar10(data_dir))
+
+
+@functools.cache
+def stdlib_lstm_lm(hidden_sizes: tuple[int, ...] = (64,), embedding_size: int = 16,
+                   sequence_length: int = 32, num_chars: int = 80_000) -> SupervisedTask:
+    """A character LSTM language model on Python standard-library source (`load_stdlib_text`).
+
+    Defaults: 80,000 characters (64,000 train, 16,000 validation), sequences of 32, a
+    97-symbol vocabulary, embedding 16, one LSTM layer of 64 (28,593 parameters).
+    The evaluator's reward is next-character accuracy on the validation text.
+    """
+    dataset = data.load_stdlib_text(num_chars, sequence_length)
+    model = LSTMLanguageModel(dataset.num_classes, embedding_size, tuple(hidden_sizes))
+    return SupervisedTask("stdlib_lstm_lm", model, dataset)
+
+
 @functools.cache
 def rosenbrock(start: tuple[float, ...] = (-1.5, 2.0)) -> FunctionTask:
     """The 2-D Rosenbrock function (minimum 0 at (1, 1)) from `start`."""
@@ -160,17 +300,22 @@ TASKS = {
     "digits_mlp": digits_mlp,
     "digits_convnet": digits_convnet,
     "cifar10_convnet": cifar10_convnet,
+    "cifar10_wrn": cifar10_wrn,
+    "stdlib_lstm_lm": stdlib_lstm_lm,
     "rosenbrock": rosenbrock,
     "quadratic": quadratic,
 }
+# The tasks whose constructor takes a local CIFAR-10 directory as its first argument.
+CIFAR10_TASKS = ("cifar10_convnet", "cifar10_wrn")
 
 
 def get(name: str, *, data_dir: str | None = None):
-    """Builds the task called `name`; `data_dir` is required for (only) cifar10_convnet."""
+    """Builds the task called `name` with its defaults; `data_dir` is required for (only) the
+    `CIFAR10_TASKS`."""
     if name not in TASKS:
         raise ValueError(f"unknown task {name!r}; valid: {', '.join(TASKS)}")
-    if name == "cifar10_convnet":
+    if name in CIFAR10_TASKS:
         if data_dir is None:
-            raise ValueError("task cifar10_convnet needs data_dir (a local CIFAR-10 directory)")
-        return cifar10_convnet(data_dir)
+            raise ValueError(f"task {name} needs data_dir (a local CIFAR-10 directory)")
+        return TASKS[name](data_dir)
     return TASKS[name]()
