@@ -13,6 +13,10 @@ r"""Reproduces the papers' results on this code: one figure and one markdown tab
   nos_rosenbrock                     Figure 6: PowerSign against Adam, RMSProp, SGD, momentum
   nos_search                         a PPO search (reward curve, Figure 4) and the transfer of
                                      its best rules to digits_convnet and Rosenbrock
+  nos_transfer                       sections 5.2-5.3 offline: PowerSign, AddSign and the found
+                                     rules against Adam on a character LSTM language model of
+                                     Python's standard library (and a Wide ResNet on CIFAR-10
+                                     with --data_dir)
 --scale: `smoke` (seconds to minutes; tests), `cpu` (the papers' problem sizes, minutes to an
 hour on 2 cores), `paper` (the papers' settings where they fit a CPU).
 
@@ -41,6 +45,7 @@ EXPERIMENTS = {
     "nos_table": nos.table,
     "nos_rosenbrock": nos.rosenbrock,
     "nos_search": nos.search,
+    "nos_transfer": nos.larger_models,
 }
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -136,3 +136,18 @@ def test_lstm_layer_matches_numpy_recurrence():
         expected.append(hidden)
     np.testing.assert_allclose(layer.apply({"params": params}, inputs),
                                np.stack(expected, axis=1), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("strides, padding", [((1, 1), "SAME"), ((2, 2), "SAME"),
+                                              ((1, 1), "VALID"), ((2, 1), ((1, 0), (2, 1)))])
+def test_matmul_conv_equals_xla_convolution_and_its_gradient(strides, padding):
+    lhs = jax.random.normal(jax.random.key(0), (3, 9, 8, 4))
+    rhs = jax.random.normal(jax.random.key(1), (3, 3, 4, 5))
+    numbers = ("NHWC", "HWIO", "NHWC")
+    reference = lambda x, w: jax.lax.conv_general_dilated(
+        x, w, strides, padding, dimension_numbers=numbers, precision="highest")
+    ours = lambda x, w: tasks.matmul_conv(x, w, strides, padding, precision="highest")
+    np.testing.assert_allclose(ours(lhs, rhs), reference(lhs, rhs), rtol=1e-5, atol=1e-5)
+    cotangent = lambda f: jax.grad(lambda x, w: jnp.sum(jnp.sin(f(x, w))), argnums=(0, 1))
+    for got, want in zip(cotangent(ours)(lhs, rhs), cotangent(reference)(lhs, rhs), strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)

@@ -33,7 +33,8 @@ class Scale:
     there; evaluator: the protocol for the tables (None = the paper's: 7 rates, 1 sweep
     epoch, 5 final epochs); rosenbrock_steps: iterations on Rosenbrock (paper: 4000); search:
     the `lopt.search.SearchConfig` preset; rescore_seeds: fresh seeds for re-scoring found
-    rules; transfer_children: tasks the found rules are transferred to."""
+    rules; transfer_children: tasks the found rules are transferred to; wide_resnet: the
+    `lopt.search.tasks.WIDE_RESNET_SETTINGS` entry for the larger-model transfer."""
 
     table_child: str
     table_seeds: int
@@ -42,6 +43,7 @@ class Scale:
     search: str
     rescore_seeds: int
     transfer_children: tuple[str, ...]
+    wide_resnet: str = "small"
 
 
 _TINY = evaluator.EvaluatorConfig(learning_rates=(1e-3, 1e-1), steps_per_epoch=3,
@@ -50,7 +52,7 @@ SCALES = {
     "smoke": Scale("digits_mlp", 1, _TINY, 200, "smoke", 1, ("rosenbrock",)),
     "cpu": Scale("digits_convnet", 3, None, 4000, "cpu", 3, ("digits_convnet", "rosenbrock")),
     "paper": Scale("digits_convnet", 5, None, 4000, "paper", 5,
-                   ("digits_convnet", "rosenbrock")),
+                   ("digits_convnet", "rosenbrock"), wide_resnet="paper"),
 }
 # Figure 6: 4 learning rates on a log scale for every optimizer, Adam's ε tuned 1e-3 ... 1e-8.
 ROSENBROCK_LEARNING_RATES = (1e-4, 1e-3, 1e-2, 1e-1)
@@ -287,4 +289,70 @@ def check_children(settings: Settings) -> None:
     """Raises ValueError early if a requested local data directory cannot be read."""
     if settings.data_dir is not None:
         tasks.get("cifar10_convnet", data_dir=settings.data_dir)
+
+
+def _found_rules(settings: Settings, count: int = 3) -> dict[str, rules.Rule]:
+    """The `count` best distinct rules of the nos_search run in the same output directory
+    (none if it has not run)."""
+    path = os.path.join(settings.out, "nos_search", "search", driver.RESULTS)
+    if not os.path.exists(path):
+        return {}
+    with open(path) as file:
+        rows = [json.loads(line) for line in file if line.strip()]
+    return {row["rule"]: rules.parse(row["rule"]) for row in driver.top_rules(rows, count)}
+
+
+def larger_models(settings: Settings, which: str, command: str) -> Report:
+    """Sections 5.2-5.3 offline: PowerSign, AddSign and the rules found by nos_search against
+    Adam and the other baselines on a character LSTM language model of Python's standard
+    library (a stand-in for GNMT) and, with --data_dir, a Wide ResNet on CIFAR-10."""
+    directory = os.path.join(settings.out, which)
+    os.makedirs(directory, exist_ok=True)
+    named = {"powersign": rules.LIBRARY["powersign"], "addsign": rules.LIBRARY["addsign"]}
+    found = _found_rules(settings)
+    named.update(found)
+    named.update({name: rules.LIBRARY[name] for name in BASELINE_RULES})
+    names = list(named)
+    children = {"stdlib_lstm_lm": tasks.stdlib_lstm_lm()}
+    if settings.data_dir:
+        setting = tasks.WIDE_RESNET_SETTINGS[settings.sizes.wide_resnet]
+        children[f"cifar10_wrn ({setting['depth']}-{setting['width']})"] = tasks.cifar10_wrn(
+            settings.data_dir, **setting)
+    seeds = [settings.seed + offset for offset in range(settings.sizes.rescore_seeds)]
+    config = settings.config(chunk_size=len(named))
+    columns = {child: score_over_seeds(named, task, config, seeds)
+               for child, task in children.items()}
+    lines = ["| rule | " + " | ".join(f"{child}: validation accuracy" for child in columns)
+             + " |", "|---" * (len(columns) + 1) + "|"]
+    for i, name in enumerate(names):
+        label = name if name in rules.LIBRARY else f"`{name}`"
+        lines.append(f"| {label} | " + " | ".join(_mean_std(scores["reward"][:, i])
+                                                   for scores in columns.values()) + " |")
+    with open(os.path.join(directory, "scores.json"), "w") as file:
+        json.dump({child: {field: values.tolist() for field, values in scores.items()}
+                   for child, scores in columns.items()} | {"rules": names}, file)
+    sentences = []
+    for child, scores in columns.items():
+        mean = dict(zip(names, scores["reward"].mean(axis=0), strict=True))
+        better = [name for name in names if name not in BASELINE_RULES
+                  and mean[name] >= mean["adam"]]
+        sentences.append(f"On {child}, {len(better)} of the {len(names) - len(BASELINE_RULES)} "
+                         f"candidates match or beat Adam ({mean['adam']:.4f})"
+                         + (f": {', '.join(better)}." if better else "."))
+    figure = "stdlib_lstm_lm.png"
+    lm = columns["stdlib_lstm_lm"]["reward"]
+    order = np.argsort(-lm.mean(axis=0))
+    plotting.plot_rule_scores({names[i]: float(lm[:, i].mean()) for i in order},
+                              os.path.join(directory, figure),
+                              f"stdlib_lstm_lm: next-character accuracy over {len(seeds)} seeds",
+                              errors={names[i]: float(lm[:, i].std()) for i in order})
+    verdict = (" ".join(sentences) + " Paper sections 5.2-5.3: PowerSign and the found rules "
+               "beat Adam on a Wide ResNet and on GNMT." + ("" if found else
+                                                  " nos_search has not run in this output "
+                                                  "directory, so no found rules are included."))
+    text = (f"Protocol: learning-rate sweep over {[f'{r:g}' for r in config.learning_rates]}, "
+            f"the best rate trained for {config.final_epochs} epochs; seeds {seeds}; reward = "
+            "next-character accuracy on held-out text.\n\n" + "\n".join(lines) + "\n")
+    return Report(which, "Transfer to larger models (sections 5.2-5.3)", command, verdict, text,
+                  (figure,))
 
