@@ -15,10 +15,11 @@ repeated 1024^3 products before and after the stages, so both see the same machi
 How FLOPs are counted (`stage_flops`): the FLOPs of the algorithm as it runs, from its dense
 operations: an [m, k] x [k, n] product counts 2 m k n, a Cholesky factorisation of size n
 counts n^3 / 3, a triangular solve with r right-hand sides n^2 r, a Hessian of the objective
-with P data points 4 P dim^2 per point; the measured number of EM iterations and eta-search
-passes multiply them. Index shifts and copies (the known part of the dynamics, applied as
-slices) count zero, and so do elementwise additions, so the counts are lower bounds on the
-work done, not inflated ones. Symmetric updates X + X^T count the product X once.
+with P data points 4 P dim^2 per point; the measured number of EM iterations and the mean
+number of eta-search passes per objective multiply them. Index shifts and copies (the known
+part of the dynamics, applied as slices) count zero, and so do elementwise additions, so the
+counts are lower bounds on the work done, not inflated ones. Symmetric updates X + X^T count
+the product X once.
 
 LAPACK (Cholesky, triangular solves) runs inside XLA's own threads; OpenBLAS's extra threads
 only oversubscribe the cores, so this script sets OPENBLAS_NUM_THREADS=1 unless it is set.
@@ -86,7 +87,8 @@ def stage_flops(config, dim, num_objectives, num_points, gmm_iterations, lqg_pas
     forward = (2 * dy * du * dx + 2 * (2 * du + dy) * dx * dx + 2 * du * du * dx
                + 2 * dy * dy * dx + 2 * dy * du * du + 2 * dy * dx * du + 2 * n * n
                + 2 * du * du * dx)
-    # The eta search's passes, plus one forward pass of the current controller.
+    # The eta search's passes (mean over objectives: each runs its own search), plus one
+    # forward pass of the current controller.
     optimise = steps * (lqg_passes * (backward + forward) + forward)
     return {"sampling": sampling, "cost expansion": expansion, "mixture (EM)": gmm,
             "dynamics fit": conditional, "trajectory opt": optimise}
@@ -123,7 +125,7 @@ def benchmark(config, family, num_objectives, key, variants, repeats):
                                                             model, state)
         flops = stage_flops(variant, family.dim, num_objectives, _num_points(problems),
                             int(model.mixture.num_iterations),
-                            int(jnp.max(solution.num_passes)))
+                            float(jnp.mean(solution.num_passes)))
         fit_flops = flops["cost expansion"] + flops["mixture (EM)"] + flops["dynamics fit"]
         totals = [a + b + c for a, b, c in zip(sample_times, fit_times, opt_times, strict=True)]
         rows += [
