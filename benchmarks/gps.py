@@ -2,26 +2,41 @@
 
     python benchmarks/gps.py            # paper size: 90 logistic objectives, S=20, T=40, H=25
     python benchmarks/gps.py --smoke    # seconds
+    python benchmarks/gps.py --variants=structured --repeats=5
     python benchmarks/gps.py --loop_iterations=8 --num_objectives=30   # + loop vs momentum
 
 Times sampling, the model fit (cost expansion; dynamics incl. the mixture) and the trajectory
 optimisation (step adaptation + eta search) as separately jitted stages on the same samples,
-for the structured and the full dynamics fit. Each stage's achieved GFLOP/s is given as a
-fraction of the float64 matrix-product throughput measured in the same run. FLOPs are counted
-analytically from the dominant dense operations (formulas in `stage_flops`), with the
-measured number of EM iterations and eta-search passes; index shifts count as zero FLOPs.
-"""
+for the structured and the full dynamics fit, `--repeats` times each; the table gives the
+median and the range. Each stage's achieved GFLOP/s (at its median time) is given as a
+fraction of the float64 matrix-product throughput measured in the same run (median of
+repeated 1024^3 products before and after the stages, so both see the same machine load).
 
-from __future__ import annotations
+How FLOPs are counted (`stage_flops`): the FLOPs of the algorithm as it runs, from its dense
+operations: an [m, k] x [k, n] product counts 2 m k n, a Cholesky factorisation of size n
+counts n^3 / 3, a triangular solve with r right-hand sides n^2 r, a Hessian of the objective
+with P data points 4 P dim^2 per point; the measured number of EM iterations and the mean
+number of eta-search passes per objective multiply them. Index shifts and copies (the known
+part of the dynamics, applied as slices) count zero, and so do elementwise additions, so the
+counts are lower bounds on the work done, not inflated ones. Symmetric updates X + X^T count
+the product X once.
+
+LAPACK (Cholesky, triangular solves) runs inside XLA's own threads; OpenBLAS's extra threads
+only oversubscribe the cores, so this script sets OPENBLAS_NUM_THREADS=1 unless it is set.
+"""
 
 import argparse
 import dataclasses
+import os
+import statistics
 import sys
 import time
 from pathlib import Path
 
-import jax
-import jax.numpy as jnp
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # before jax loads LAPACK (module doc)
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -29,13 +44,12 @@ from lopt import gps, objectives  # noqa: E402
 from lopt.gps import trajectory_opt  # noqa: E402
 
 
-def matmul_gflops(size: int = 1024, repeats: int = 5) -> float:
-    """Best-of-`repeats` float64 GFLOP/s of a `size` x `size` matrix product."""
+def matmul_seconds(size: int = 1024, repeats: int = 5) -> list[float]:
+    """Seconds of `repeats` float64 `size` x `size` matrix products (after a warm-up)."""
     a = jax.random.normal(jax.random.key(0), (size, size), jnp.float64)
     product = jax.jit(lambda x, y: x @ y)
     product(a, a).block_until_ready()
-    best = min(_timed(product, a, a)[1] for _ in range(repeats))
-    return 2 * size**3 / best / 1e9
+    return [_timed(product, a, a)[1] for _ in range(repeats)]
 
 
 def _timed(function, *args):
@@ -46,7 +60,7 @@ def _timed(function, *args):
 
 
 def stage_flops(config, dim, num_objectives, num_points, gmm_iterations, lqg_passes):
-    """Dominant FLOPs of each stage (dense products, factorisations, Hessians)."""
+    """FLOPs of each stage as the algorithm runs them (counting rules in the module doc)."""
     layout = config.features.layout(dim)
     dx, du, dz = layout.size, dim, layout.observation_size
     n = dx + du
@@ -58,25 +72,41 @@ def stage_flops(config, dim, num_objectives, num_points, gmm_iterations, lqg_pas
     m = min(config.gmm_max_points, steps * s)
     sampling = steps * s * (2 * du * dx + 8 * num_points * dim)
     expansion = num_objectives * s * (t + 1) * 4 * num_points * dim * dim
-    gmm = gmm_iterations * (4 * m * k * d * d + k * d**3)
+    # EM: whitening GEMM and M-step scatter (2 m k d^2 each), Cholesky + inverse per component.
+    gmm = gmm_iterations * (4 * m * k * d * d + k * d**3 / 3 + k * d**3)
+    # Per objective and step: responsibilities of the S points, mixed prior, empirical
+    # scatter, Cholesky of the input block, the solve for F and the noise.
     conditional = steps * (2 * s * k * d * d + 2 * k * d * d + 2 * s * d * d + n**3 / 3
                            + 2 * n * n * dy + 2 * n * dy * dy)
-    controller = 2 * dx * dx * du + 2 * du * du * dx + 2 * du * dx * dx + 2 * du * du * dx
-    if config.structured_dynamics:
-        pull = 4 * n * n * dz + 2 * n * dz * dz
-        push = 2 * dx * n * dz + 2 * n * n * dz + 2 * n * dz * dz
-    else:
-        pull = 2 * dx * dx * n + 2 * n * n * dx
-        push = 2 * dx * n * n + 2 * dx * dx * n
-    kl = 2 * du * dx * dx + 2 * du * du * dx
-    per_pass = steps * (pull + push + controller + kl)
-    optimise = (lqg_passes + 1) * per_pass  # + the forward pass of the current controller
+    # LQG backward step (`lqg.backward_pass`): A^T = E^T V J + 1/2 (E^T V E) G, Q's action
+    # rows, the Cholesky solves, and V' from one [dY + 2 dU, dX] x [dY + 2 dU, dX] product.
+    backward = (2 * dy * dy * n + 4 * du * dy * n + 2 * n * dy + 2 * du * du * dx
+                + du * du * (dx + 1) * 2 + du**3 / 3 + 2 * dx * dx * (dy + 2 * du))
+    # Forward step (`lqg.forward_pass`): G^ = G_s + G_u K, [K; K - K_ref; G^] Sigma, the
+    # observation and action covariances, the cost trace 2 n^2 and the KL's trace.
+    forward = (2 * dy * du * dx + 2 * (2 * du + dy) * dx * dx + 2 * du * du * dx
+               + 2 * dy * dy * dx + 2 * dy * du * du + 2 * dy * dx * du + 2 * n * n
+               + 2 * du * du * dx)
+    # The eta search's passes (mean over objectives: each runs its own search), plus one
+    # forward pass of the current controller.
+    optimise = steps * (lqg_passes * (backward + forward) + forward)
     return {"sampling": sampling, "cost expansion": expansion, "mixture (EM)": gmm,
             "dynamics fit": conditional, "trajectory opt": optimise}
 
 
-def benchmark(config, family, num_objectives, key, peak):
-    """Times one iteration's stages for the structured and the full fit; prints a table."""
+def _num_points(problems):
+    return jax.tree.leaves(problems)[0].shape[1]
+
+
+def _repeated(repeats, function, *args):
+    """(output, compile+first-run seconds, list of `repeats` run seconds)."""
+    out, first = _timed(function, *args)
+    return out, first, [_timed(function, *args)[1] for _ in range(repeats)]
+
+
+def benchmark(config, family, num_objectives, key, variants, repeats):
+    """Times one iteration's stages for each dynamics variant; prints a table."""
+    matmul = matmul_seconds()
     problems = family.sample(key, num_objectives)
     x0 = family.init(jax.random.fold_in(key, 1), num_objectives)
     state, _ = jax.jit(trajectory_opt.initial_state, static_argnums=(0, 1))(
@@ -84,25 +114,25 @@ def benchmark(config, family, num_objectives, key, peak):
     sample = jax.jit(trajectory_opt.sample_stage, static_argnums=(0, 1))
     fit = jax.jit(trajectory_opt.fit_stage, static_argnums=(0, 1))
     optimise = jax.jit(trajectory_opt.optimise_stage, static_argnums=(0, 1))
-    samples, _ = _timed(sample, config, family, problems, x0, state, key)
-    samples, sample_seconds = _timed(sample, config, family, problems, x0, state, key)
+    samples, _, sample_times = _repeated(repeats, sample, config, family, problems, x0, state,
+                                         key)
     rows = []
-    for structured in (True, False):
-        variant = dataclasses.replace(config, structured_dynamics=structured)
-        model, fit_compile = _timed(fit, variant, family, problems, samples, key)
-        model, fit_seconds = _timed(fit, variant, family, problems, samples, key)
-        (_, solution, _), opt_compile = _timed(optimise, variant, family, model, state)
-        (_, solution, _), opt_seconds = _timed(optimise, variant, family, model, state)
+    for name in variants:
+        variant = dataclasses.replace(config, structured_dynamics=name == "structured")
+        model, fit_compile, fit_times = _repeated(repeats, fit, variant, family, problems,
+                                                  samples, key)
+        (_, solution, _), opt_compile, opt_times = _repeated(repeats, optimise, variant, family,
+                                                            model, state)
         flops = stage_flops(variant, family.dim, num_objectives, _num_points(problems),
                             int(model.mixture.num_iterations),
-                            int(jnp.max(solution.num_passes)))
-        name = "structured" if structured else "full"
+                            float(jnp.mean(solution.num_passes)))
         fit_flops = flops["cost expansion"] + flops["mixture (EM)"] + flops["dynamics fit"]
+        totals = [a + b + c for a, b, c in zip(sample_times, fit_times, opt_times, strict=True)]
         rows += [
-            (name, "sampling", sample_seconds, flops["sampling"]),
-            (name, "fit (cost + GMM + dynamics)", fit_seconds, fit_flops),
-            (name, "trajectory opt (eta search)", opt_seconds, flops["trajectory opt"]),
-            (name, "iteration total", sample_seconds + fit_seconds + opt_seconds,
+            (name, "sampling", sample_times, flops["sampling"]),
+            (name, "fit (cost + GMM + dynamics)", fit_times, fit_flops),
+            (name, "trajectory opt (eta search)", opt_times, flops["trajectory opt"]),
+            (name, "iteration total", totals,
              flops["sampling"] + fit_flops + flops["trajectory opt"]),
         ]
         print(f"[{name}] compile+run fit {fit_compile:.1f}s, optimise {opt_compile:.1f}s; "
@@ -110,17 +140,19 @@ def benchmark(config, family, num_objectives, key, peak):
               f"max {int(jnp.max(solution.num_passes))} mean "
               f"{float(jnp.mean(solution.num_passes)):.1f}; mean KL "
               f"{float(jnp.mean(solution.kl)):.3f}", flush=True)
-    print(f"\nfloat64 matmul throughput (1024^3): {peak:.1f} GFLOP/s")
-    print(f"{'dynamics':<11}| {'stage':<28}| {'seconds':>8} | {'GFLOP':>8} | {'GFLOP/s':>8} "
+    matmul += matmul_seconds()
+    peak = 2 * 1024**3 / statistics.median(matmul) / 1e9
+    print(f"\nfloat64 matmul throughput (1024^3): median {peak:.1f} GFLOP/s, range "
+          f"{2 * 1024**3 / max(matmul) / 1e9:.1f}-{2 * 1024**3 / min(matmul) / 1e9:.1f}; "
+          f"stage times: median [range] of {repeats}")
+    print(f"{'dynamics':<11}| {'stage':<28}| {'seconds':>22} | {'GFLOP':>8} | {'GFLOP/s':>8} "
           f"| {'of matmul':>9}")
-    for name, stage, seconds, count in rows:
+    for name, stage, times, count in rows:
+        seconds = statistics.median(times)
         rate = count / seconds / 1e9
-        print(f"{name:<11}| {stage:<28}| {seconds:8.3f} | {count / 1e9:8.3f} | {rate:8.2f} "
+        spread = f"{seconds:7.3f} [{min(times):.3f}-{max(times):.3f}]"
+        print(f"{name:<11}| {stage:<28}| {spread:>22} | {count / 1e9:8.3f} | {rate:8.2f} "
               f"| {rate / peak:9.1%}")
-
-
-def _num_points(problems):
-    return jax.tree.leaves(problems)[0].shape[1]
 
 
 def mean_minimum(family, problems, x0, num_newton_steps=50):
@@ -174,11 +206,19 @@ def main(argv=None):
     parser.add_argument("--loop_iterations", type=int, default=0,
                         help="also run the trajectory-only loop this many iterations")
     parser.add_argument("--skip_stages", action="store_true", help="only the loop")
+    parser.add_argument("--variants", default="structured,full",
+                        help="comma-separated dynamics variants to time: structured, full")
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs of each stage")
     args = parser.parse_args(argv)
     config = gps.Config.preset("smoke" if args.smoke else "paper")
     num_objectives = args.num_objectives or (6 if args.smoke else 90)
     if num_objectives < 1:
         parser.error(f"--num_objectives must be positive, got {num_objectives}")
+    variants = args.variants.split(",")
+    if not set(variants) <= {"structured", "full"}:
+        parser.error(f"--variants must name structured and/or full, got {args.variants!r}")
+    if args.repeats < 1:
+        parser.error(f"--repeats must be positive, got {args.repeats}")
     family = objectives.logistic_regression()
     key = jax.random.key(0)
     layout = config.features.layout(family.dim)
@@ -187,7 +227,7 @@ def main(argv=None):
           f"devices {jax.devices()}", flush=True)
     if not args.skip_stages:
         with jax.enable_x64():
-            benchmark(config, family, num_objectives, key, matmul_gflops())
+            benchmark(config, family, num_objectives, key, variants, args.repeats)
     if args.loop_iterations:
         loop_improvement(config, family, num_objectives, args.loop_iterations, key)
 

@@ -111,28 +111,28 @@ def _structured_model(rng, horizon):
     )
 
 
-def test_structured_products_equal_dense_ones():
+def test_structured_passes_equal_dense_ones():
     rng = np.random.default_rng(2)
+    horizon = 4
     with jax.enable_x64():
-        model_t = jax.tree.map(lambda x: x[0], _structured_model(rng, 1))
-        full_t = dynamics.dense(LAYOUT, model_t)
-        assert full_t.matrix.shape == (DX, N)
-        value = rng.normal(size=(DX, DX))
-        value = jnp.asarray(value + value.T)
-        value_gradient = jnp.asarray(rng.normal(size=DX))
-        pullback = jax.jit(functools.partial(dynamics.pullback, LAYOUT))
-        pushforward = jax.jit(functools.partial(dynamics.pushforward, LAYOUT))
-        for got, want in zip(pullback(model_t, value, value_gradient),
-                             pullback(full_t, value, value_gradient),
-                             strict=True):
-            np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-10)
-        mean = jnp.asarray(rng.normal(size=N))
-        factor = rng.normal(size=(N, N))
-        covariance = jnp.asarray(factor @ factor.T)
-        for got, want in zip(pushforward(model_t, mean, covariance),
-                             pushforward(full_t, mean, covariance),
-                             strict=True):
-            np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-10)
+        model, quadratic, mean, covariance = _structured_problem(rng, horizon, 1.0)
+        factor = rng.normal(size=(horizon + 1, N, N)) / N  # couples states and actions
+        quadratic = quadratic._replace(
+            hessian=quadratic.hessian + jnp.asarray(factor @ np.swapaxes(factor, 1, 2)))
+        full = jax.vmap(functools.partial(dynamics.dense, LAYOUT))(model)
+        assert full.matrix.shape == (horizon, DX, N)
+        reference = _reference(rng, horizon, std=0.3)
+        backward = jax.jit(functools.partial(lqg.backward_pass, LAYOUT))
+        forward = jax.jit(functools.partial(lqg.forward_pass, LAYOUT))
+        (got, ok), (want, _) = (backward(m, quadratic, reference, jnp.asarray(0.5))
+                                for m in (model, full))
+        assert bool(ok)
+        for got_leaf, want_leaf in zip(got, want, strict=True):
+            np.testing.assert_allclose(got_leaf, want_leaf, rtol=1e-9, atol=1e-10)
+        got, want = (forward(m, got, quadratic, mean, covariance, reference) for m in (model, full))
+        for got_leaf, want_leaf in zip(got, want, strict=True):
+            np.testing.assert_allclose(got_leaf, want_leaf, rtol=1e-9, atol=1e-10)
+            assert np.all(want_leaf != 0.0)
 
 
 def _marginals(rng, horizon):

@@ -58,12 +58,3 @@ def expand(family, layout: feats.StateLayout, problems, samples: Samples) -> Qua
     full_gradient = jnp.zeros((num, steps, size), gradient.dtype)
     return QuadraticCost(full_hessian.at[..., :dim, :dim].set(hessian),
                          full_gradient.at[..., :dim].set(gradient), constant)
-
-
-def expected(cost: QuadraticCost, means: jax.Array, covariances: jax.Array) -> jax.Array:
-    """E[cost] summed over time for [s_t; u_t] ~ N(means `[T+1, n]`, covariances `[T+1, n, n]`)
-    of one objective (cost leaves `[T+1, ...]`); returns a scalar."""
-    quadratic = 0.5 * jnp.einsum("ti,tij,tj->t", means, cost.hessian, means)
-    trace = 0.5 * jnp.einsum("tij,tji->t", cost.hessian, covariances)
-    linear = jnp.einsum("ti,ti->t", cost.gradient, means)
-    return jnp.sum(quadratic + trace + linear + cost.constant)

@@ -8,9 +8,10 @@ Model (LA section 3.3): the regressed rows y_{t+1} ~ N(F_t [s_t; u_t] + f_t, Sig
   of (s_t, u_t) (the history shifts, x_{t+1} = x_t + u_t; `lopt.gps.features`). Only the
   observation z_{t+1} = [f(x_{t+1}) - f(x_t), new gradient] `[dZ = dim+1]` is unknown, so
   y = z and F_t is `[dZ, dX+dU]`; the next state is s_{t+1} = J [s_t; u_t] + E z_{t+1}, with
-  J and E the known maps. `pullback` and `pushforward` apply J and E as the index shifts they
-  are (linear functions and their transposes), never as dense matrices, so a backward or
-  forward step costs O((dX+dU)^2 dZ) instead of O((dX+dU)^3).
+  J and E the known maps. `KnownMaps` holds J and E as static index maps (J moves the iterate
+  and shifts the history, E writes the observation into its slots); `pick` and
+  `embed_transpose` apply them as slices, never as dense matrices, so the LQG's backward and
+  forward steps cost O((dX+dU)^2 (dZ+dU)) instead of O((dX+dU)^3) (`lopt.gps.lqg`).
 The arrays say which model they hold: the regressed size dY is dZ or dX.
 
 Fit: the prior is a Gaussian mixture over joint points [s_t; u_t; y_{t+1}] fitted ONCE per
@@ -34,6 +35,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from lopt.gps import features as feats
 from lopt.gps import gmm as gmm_lib
@@ -61,38 +63,122 @@ def is_structured(layout: feats.StateLayout, dynamics: Dynamics) -> bool:
     return dynamics.offset.shape[-1] == layout.observation_size
 
 
-# The known maps J: [s; u] -> s_next (observation zero) and E: z -> s_next (s, u zero), applied
-# to the columns of a matrix, and their transposes.
+class KnownMaps(NamedTuple):
+    """The known part of s_{t+1} = J [s_t; u_t] + E y_{t+1} as static index maps (NumPy).
+
+    shift `[n]`: column a of J is the unit vector e_{shift[a]} (a zero column where
+    shift[a] = dX). embed `[dX]`: row r of E is e_{embed[r]}^T (a zero row where
+    embed[r] = dY). state_source `[dX]` and action_source `[dX]`: row r of J picks state
+    entry state_source[r] (none where = dX) plus action entry action_source[r] (none where
+    = dU). Structured model: J shifts the history and moves the iterate, E writes the
+    observation; full model: J = 0 and E = I.
+    """
+
+    shift: np.ndarray
+    embed: np.ndarray
+    state_source: np.ndarray
+    action_source: np.ndarray
 
 
-def _known(layout: feats.StateLayout, state_action: jax.Array) -> jax.Array:
-    zero = jnp.zeros(layout.observation_size, state_action.dtype)
-    return feats.next_state(layout, state_action[: layout.size], state_action[layout.size :],
-                            zero)
+def known_maps(layout: feats.StateLayout, dynamics: Dynamics) -> KnownMaps:
+    """The index maps of J and E for the model `dynamics` holds (structured or full)."""
+    return _known_maps(layout, is_structured(layout, dynamics))
 
 
-def _embed(layout: feats.StateLayout, observation: jax.Array) -> jax.Array:
-    zero_state = jnp.zeros(layout.size, observation.dtype)
-    return feats.next_state(layout, zero_state, jnp.zeros(layout.dim, observation.dtype),
-                            observation)
+@functools.cache
+def _known_maps(layout: feats.StateLayout, structured: bool) -> KnownMaps:
+    size, dim = layout.size, layout.dim
+    if structured:
+        with jax.ensure_compile_time_eval():
+            zero_observation = jnp.zeros(layout.observation_size)
+            known = np.asarray(jax.vmap(lambda a: feats.next_state(
+                layout, a[:size], a[size:], zero_observation), out_axes=1)(jnp.eye(size + dim)))
+            embed = np.asarray(jax.vmap(lambda z: feats.next_state(
+                layout, jnp.zeros(size), jnp.zeros(dim), z), out_axes=1)(
+                    jnp.eye(layout.observation_size)))
+    else:
+        known = np.zeros((size, size + dim))
+        embed = np.eye(size)
+    shift = _unit_positions(known, axis=0)
+    state_source = _unit_positions(known[:, :size], axis=1)
+    action_source = _unit_positions(known[:, size:], axis=1)
+    return KnownMaps(shift, _unit_positions(embed, axis=1), state_source, action_source)
 
 
-def _columns(function, matrix: jax.Array) -> jax.Array:
-    return jax.vmap(function, in_axes=1, out_axes=1)(matrix)
+def _unit_positions(matrix: np.ndarray, axis: int) -> np.ndarray:
+    """Where the single 1 of each row (axis=1) or column (axis=0) of a 0/1 `matrix` is, or
+    matrix.shape[axis] where there is none."""
+    if not (np.isin(matrix, (0.0, 1.0)).all() and (matrix.sum(axis) <= 1).all()):
+        raise ValueError("a known map of the state is not a partial selection")
+    return np.where(matrix.any(axis), matrix.argmax(axis), matrix.shape[axis])
 
 
-def _transposed(function, input_size: int, dtype):
-    transpose = jax.linear_transpose(function, jnp.zeros(input_size, dtype))
-    return lambda cotangent: transpose(cotangent)[0]
+def pick(array: jax.Array, index: np.ndarray, axis: int) -> jax.Array:
+    """`array` indexed by the static `index` along `axis`, zero where index is out of range.
+
+    Built from slices of consecutive runs (a shift is a handful of copies, no FLOPs).
+    """
+    size = array.shape[axis]
+    pieces = []
+    for start, length in _runs(index, size):
+        if start == size:
+            shape = list(array.shape)
+            shape[axis] = length
+            pieces.append(jnp.zeros(shape, array.dtype))
+        else:
+            pieces.append(jax.lax.slice_in_dim(array, start, start + length, axis=axis))
+    return pieces[0] if len(pieces) == 1 else jnp.concatenate(pieces, axis=axis)
 
 
-def known_maps(layout: feats.StateLayout, dtype):
-    """(J, J^T, E, E^T) as functions on vectors; see the module docstring."""
-    known = functools.partial(_known, layout)
-    embed = functools.partial(_embed, layout)
-    size = layout.size + layout.dim
-    return (known, _transposed(known, size, dtype), embed,
-            _transposed(embed, layout.observation_size, dtype))
+def _runs(index: np.ndarray, size: int):
+    """(start, length) of the maximal runs of consecutive entries of `index` (out-of-range
+    entries form runs starting at `size`)."""
+    runs = []
+    for value in np.minimum(index, size).tolist():
+        if runs:
+            start, length = runs[-1]
+            extends_zeros = value == size and start == size
+            extends_slice = value < size and start < size and value == start + length
+            if extends_zeros or extends_slice:
+                runs[-1] = (start, length + 1)
+                continue
+        runs.append((value, 1))
+    return runs
+
+
+def embed_transpose(maps: KnownMaps, array: jax.Array, size: int) -> jax.Array:
+    """E^T `array` `[size, ...]` for `array` `[dX, ...]`: row k sums the rows r with
+    embed[r] = k.
+
+    Each row group of E is contiguous (the value-change block, a gradient slot), so this is
+    a few slice sums and copies; its FLOPs are row additions.
+    """
+    pieces = []  # (kind, start, stop): "sum" of rows, "copy" of rows, or "zero" rows
+    for row in range(size):
+        members = np.flatnonzero(maps.embed == row)
+        if len(members) and members[-1] - members[0] + 1 != len(members):
+            raise ValueError("a row group of the embedding E is not contiguous")
+        if len(members) == 0:
+            piece = ("zero", 0, 1)
+        elif len(members) > 1:
+            piece = ("sum", members[0], members[-1] + 1)
+        else:
+            piece = ("copy", members[0], members[0] + 1)
+        last = pieces[-1] if pieces else None
+        if last and piece[0] == last[0] != "sum" and (piece[0] == "zero"
+                                                       or piece[1] == last[2]):
+            pieces[-1] = (last[0], last[1], last[2] + piece[2] - piece[1])
+        else:
+            pieces.append(piece)
+    arrays = []
+    for kind, begin, stop in pieces:
+        if kind == "zero":
+            arrays.append(jnp.zeros((stop - begin, *array.shape[1:]), array.dtype))
+        elif kind == "sum":
+            arrays.append(jnp.sum(array[begin:stop], axis=0, keepdims=True))
+        else:
+            arrays.append(array[begin:stop])
+    return arrays[0] if len(arrays) == 1 else jnp.concatenate(arrays, axis=0)
 
 
 def dense(layout: feats.StateLayout, dynamics_t: Dynamics):
@@ -100,46 +186,13 @@ def dense(layout: feats.StateLayout, dynamics_t: Dynamics):
     if not is_structured(layout, dynamics_t):
         return dynamics_t
     matrix, offset, covariance = dynamics_t
-    known, _, embed, _ = known_maps(layout, matrix.dtype)
-    size = layout.size + layout.dim
-    full = _columns(known, jnp.eye(size, dtype=matrix.dtype)) + _columns(embed, matrix)
-    noise = _columns(embed, _columns(embed, covariance).T)
-    return Dynamics(full, embed(offset), noise)
-
-
-def pullback(layout: feats.StateLayout, dynamics_t: Dynamics, value_hessian: jax.Array,
-             value_gradient: jax.Array):
-    """F^T V F `[n, n]` and F^T (V f + v) `[n]` for V `[dX, dX]` symmetric, v `[dX]`, n = dX+dU."""
-    matrix, offset, _ = dynamics_t
-    if not is_structured(layout, dynamics_t):
-        weighted = value_hessian @ matrix
-        return matrix.T @ weighted, matrix.T @ (value_hessian @ offset + value_gradient)
-    _, known_t, embed, embed_t = known_maps(layout, matrix.dtype)
-    v_e = _columns(embed_t, value_hessian).T  # V E [dX, dZ]
-    jt_v_j = _columns(known_t, _columns(known_t, value_hessian).T)  # J^T V J [n, n]
-    jt_v_e = _columns(known_t, v_e)  # [n, dZ]
-    et_v_e = _columns(embed_t, v_e)  # [dZ, dZ]
-    cross = jt_v_e @ matrix
-    hessian = jt_v_j + cross + cross.T + matrix.T @ et_v_e @ matrix
-    gradient_next = v_e @ offset + value_gradient  # V f + v, f = E offset
-    return hessian, known_t(gradient_next) + matrix.T @ embed_t(gradient_next)
-
-
-def pushforward(layout: feats.StateLayout, dynamics_t: Dynamics, mean: jax.Array,
-                covariance: jax.Array):
-    """Mean `[dX]` and covariance `[dX, dX]` of s_{t+1} for [s_t; u_t] ~ N(mean `[n]`, cov)."""
-    matrix, offset, noise = dynamics_t
-    if not is_structured(layout, dynamics_t):
-        return matrix @ mean + offset, matrix @ covariance @ matrix.T + noise
-    known, _, embed, _ = known_maps(layout, matrix.dtype)
-    next_mean = known(mean) + embed(matrix @ mean + offset)
-    j_cov = _columns(known, covariance)  # J Sigma [dX, n]
-    j_cov_jt = _columns(known, j_cov.T)  # J Sigma J^T
-    e_g_cov_jt = _columns(embed, (j_cov @ matrix.T).T)  # E G Sigma J^T [dX, dX]
-    inner = matrix @ covariance @ matrix.T + noise  # [dZ, dZ]
-    e_inner_et = _columns(embed, _columns(embed, inner).T)
-    next_cov = j_cov_jt + e_g_cov_jt + e_g_cov_jt.T + e_inner_et
-    return next_mean, 0.5 * (next_cov + next_cov.T)
+    maps = known_maps(layout, dynamics_t)
+    columns = np.flatnonzero(maps.shift < layout.size)
+    known = np.zeros((layout.size, layout.size + layout.dim))
+    known[maps.shift[columns], columns] = 1.0
+    full = jnp.asarray(known, matrix.dtype) + pick(matrix, maps.embed, axis=0)
+    noise = pick(pick(covariance, maps.embed, axis=0), maps.embed, axis=1)
+    return Dynamics(full, pick(offset, maps.embed, axis=0), noise)
 
 
 def conditional_gaussian(points: jax.Array, num_inputs: int, prior_mean: jax.Array,

@@ -61,15 +61,16 @@ def whiten(gmm: GMM) -> Whitened:
 def log_joint(whitened_gmm: Whitened, points: jax.Array):
     """log pi_k + log N(x_m | mu_k, Sigma_k) `[M, K]` and tr(Sigma_k^{-1}) `[K]`.
 
-    Whitening is one matrix product per component, so the cost is K M D^2 in a GEMM.
+    Whitening all components is one matrix product `[M, D] x [D, K D]` (2 K M D^2 FLOPs),
+    laid out so that the squared norms reduce its output in place.
     """
     gmm, inverse, log_det = whitened_gmm
-    whitened = jnp.einsum("md,ked->kme", points, inverse) - jnp.einsum(
-        "ked,kd->ke", inverse, gmm.means
-    )[:, None, :]
-    dim = points.shape[-1]
-    log_density = -0.5 * (jnp.sum(whitened**2, -1) + dim * jnp.log(2 * jnp.pi) + log_det[:, None])
-    return (log_density + gmm.log_weights[:, None]).T, jnp.sum(inverse**2, axis=(-2, -1))
+    num_components, dim, _ = inverse.shape
+    stacked = jnp.transpose(inverse, (2, 0, 1)).reshape(dim, num_components * dim)  # W_k^T
+    whitened = (points @ stacked).reshape(-1, num_components, dim) - jnp.einsum(
+        "ked,kd->ke", inverse, gmm.means)
+    log_density = -0.5 * (jnp.sum(whitened**2, -1) + dim * jnp.log(2 * jnp.pi) + log_det)
+    return log_density + gmm.log_weights, jnp.sum(inverse**2, axis=(-2, -1))
 
 
 def _m_step(points: jax.Array, responsibilities: jax.Array, regularization: float) -> GMM:

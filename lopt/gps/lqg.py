@@ -6,22 +6,24 @@ Lagrangian is solved in closed form by a maximum-entropy LQR on the modified cos
     c_t(s, u) / eta - log p_ref(u | s),
 whose backward pass (`backward_pass`, a reverse `lax.scan`) gives K_t = -Q_uu^{-1} Q_us,
 k_t = -Q_uu^{-1} q_u and Sigma_t = Q_uu^{-1}. The forward pass (`forward_pass`) propagates the
-state-action Gaussians through the fitted dynamics, which gives the closed-form KL
-(`kl_divergence`) and the expected cost (`expected_cost`). `optimise` finds eta by a
-bracketing search in log(eta) inside jit: Illinois regula falsi on log KL - log epsilon,
-falling back to bisection where the pass failed, carrying the best solution so far (no
-final re-solve); a fixed cap on evaluations and a mask make
-vmapped results identical to unbatched ones. When Q_uu is not positive definite the pass is
-marked as failed and counts as "KL too large", so the search raises eta and repeats the pass
-(as eta grows, -log p_ref dominates and Q_uu tends to the reference precision, which is
-positive definite). `adapt_step` is the step-size rule of LA's reference code.
+state Gaussians through the fitted dynamics and gives each step's expected cost and its
+closed-form KL to the reference (`kl_divergence` is the same KL from given marginals). Both
+passes use the known part of the dynamics as index shifts (`dynamics.KnownMaps`), so each
+step is one product with [dY + 2 dU, dX] factors plus copies (see their docstrings).
+`optimise` finds eta by a bracketing search in log(eta) inside jit: Illinois regula falsi on
+log KL - log epsilon, falling back to bisection where the pass failed, carrying the best
+solution so far (no final re-solve); a fixed cap on evaluations and a mask make vmapped
+results identical to unbatched ones. When Q_uu is not positive definite the pass is marked as
+failed and counts as "KL too large", so the search raises eta and repeats the pass (as eta
+grows, -log p_ref dominates and Q_uu tends to the reference precision, which is positive
+definite). `adapt_step` is the step-size rule of LA's reference code.
 
 Reference controller: usually the previous controller; part 2 passes the linearised policy
 (mirror-descent GPS) and may add a quadratic coupling term to the cost (`cost.add`).
 
 Shapes for one objective: dynamics leaves `[T, ...]`, cost leaves `[T+1, ...]`, controllers
-`[T, ...]`, n = dX + dU, state-action means `[T+1, n]`, covariances `[T+1, n, n]` (the last
-step's action block is zero).
+`[T, ...]`, n = dX + dU; `kl_divergence` takes state-action means `[T+1, n]` and covariances
+`[T+1, n, n]`.
 """
 
 from __future__ import annotations
@@ -43,42 +45,62 @@ def _symmetric(matrix):
     return 0.5 * (matrix + matrix.T)
 
 
-def reference_cost(reference_t: Controller):
-    """-log p_ref(u | s) up to a constant, as a quadratic in [s; u]: `[n, n]`, `[n]`."""
-    dim = reference_t.offset.shape[0]
-    selector = jnp.concatenate(
-        [-reference_t.gain, jnp.eye(dim, dtype=reference_t.gain.dtype)], axis=1
-    )  # u - K s = selector @ [s; u]
-    weighted = reference_t.precision @ selector
-    return selector.T @ weighted, -weighted.T @ reference_t.offset
-
-
 def backward_pass(layout: feats.StateLayout, dynamics: dyn.Dynamics, cost: cost_lib.QuadraticCost,
                   reference: Controller, eta: jax.Array):
     """Riccati recursion for cost/eta - log p_ref. Returns (Controller `[T, ...]`, ok `[]`);
-    ok is False where some Q_uu was not positive definite."""
+    ok is False where some Q_uu was not positive definite.
+
+    With s_{t+1} = J [s; u] + E (G [s; u] + g) (`dynamics.KnownMaps`; full model: J = 0,
+    E = I) and the value V, v of s_{t+1}, the Q-function's Hessian is
+        J^T V J + A G + G^T A^T + C/eta + S^T P S,   A^T = E^T V J + 1/2 (E^T V E) G,
+    with S = [-K_ref, I] and P the reference precision. J^T V J is V with shifted indices (no
+    FLOPs). Only the action rows of Q are formed; the new value Hessian
+        V' = Q_ss - Q_us^T Q_uu^{-1} Q_us = (J^T V J)_ss + L^T R + R^T L + C_ss/eta
+    takes a single product of [dY + 2 dU, dX] factors: L = [A_s^T; 1/2 P K_ref; -1/2 B],
+    R = [G_s; K_ref; B], B = chol(Q_uu)^{-1} Q_us.
+    """
+    maps = dyn.known_maps(layout, dynamics)
     size = layout.size
-    final_hessian = cost.hessian[-1, :size, :size] / eta
+    num_outputs = dynamics.offset.shape[-1]
+    final_hessian = _symmetric(cost.hessian[-1, :size, :size]) / eta
     final_gradient = cost.gradient[-1, :size] / eta
 
     def step(carry, inputs):
         value_hessian, value_gradient = carry
-        dynamics_t, hessian_t, gradient_t, reference_t = inputs
-        kl_hessian, kl_gradient = reference_cost(reference_t)
-        next_hessian, next_gradient = dyn.pullback(layout, dynamics_t, value_hessian,
-                                                   value_gradient)
-        q_hessian = _symmetric(hessian_t / eta + kl_hessian + next_hessian)
-        q_gradient = gradient_t / eta + kl_gradient + next_gradient
-        q_uu = q_hessian[size:, size:]
-        q_us = q_hessian[size:, :size]
+        (matrix, offset, _), hessian_t, gradient_t, reference_t = inputs
+        embedded = dyn.embed_transpose(maps, value_hessian, num_outputs)  # E^T V [dY, dX]
+        inner = dyn.embed_transpose(maps, embedded.T, num_outputs)  # E^T V E [dY, dY]
+        half = dyn.pick(embedded, maps.shift, axis=1) + 0.5 * inner @ matrix  # A^T [dY, n]
+        next_gradient = embedded.T @ offset + value_gradient  # V f + v, f = E offset
+        weighted_reference = reference_t.precision @ reference_t.gain  # P K_ref [dU, dX]
+        reference_offset = reference_t.precision @ reference_t.offset  # P k_ref
+        q_gradient = (dyn.pick(next_gradient, maps.shift, axis=0)
+                      + matrix.T @ dyn.embed_transpose(maps, next_gradient, num_outputs)
+                      + gradient_t / eta
+                      + jnp.concatenate([weighted_reference.T @ reference_t.offset,
+                                         -reference_offset]))
+        action_rows = (  # Q_u. [dU, n]
+            dyn.pick(dyn.pick(value_hessian, maps.shift[size:], axis=0), maps.shift, axis=1)
+            + half[:, size:].T @ matrix + matrix[:, size:].T @ half
+            + 0.5 * (hessian_t[size:] + hessian_t[:, size:].T) / eta
+            + jnp.concatenate([-weighted_reference, reference_t.precision], axis=1))
+        q_uu, q_us = _symmetric(action_rows[:, size:]), action_rows[:, :size]
         cholesky = jnp.linalg.cholesky(q_uu)
-        solved = jax.scipy.linalg.cho_solve(
-            (cholesky, True), jnp.concatenate([q_us, q_gradient[size:, None]], axis=1)
-        )
-        gain, offset = -solved[:, :size], -solved[:, size]
-        value_hessian = _symmetric(q_hessian[:size, :size] + q_us.T @ gain)
-        value_gradient = q_gradient[:size] + q_us.T @ offset
-        return (value_hessian, value_gradient), (gain, offset, cholesky, q_uu)
+        whitened = jax.scipy.linalg.solve_triangular(
+            cholesky, jnp.concatenate([q_us, q_gradient[size:, None]], axis=1), lower=True)
+        solved = jax.scipy.linalg.solve_triangular(cholesky, whitened, lower=True, trans=1)
+        gain, offset_u = -solved[:, :size], -solved[:, size]
+        whitened_us = whitened[:, :size]
+        left = jnp.concatenate([half[:, :size], 0.5 * weighted_reference, -0.5 * whitened_us])
+        right = jnp.concatenate([matrix[:, :size], reference_t.gain, whitened_us])
+        low_rank = left.T @ right  # [dX, dX]
+        state_hessian = hessian_t[:size, :size]
+        shifted = dyn.pick(dyn.pick(value_hessian, maps.shift[:size], axis=0),
+                           maps.shift[:size], axis=1)
+        value_hessian = (shifted + low_rank + low_rank.T
+                         + 0.5 * (state_hessian + state_hessian.T) / eta)
+        value_gradient = q_gradient[:size] + q_us.T @ offset_u
+        return (value_hessian, value_gradient), (gain, offset_u, cholesky, q_uu)
 
     inputs = (dynamics, cost.hessian[:-1], cost.gradient[:-1], reference)
     _, (gains, offsets, cholesky, precision) = jax.lax.scan(
@@ -89,65 +111,110 @@ def backward_pass(layout: feats.StateLayout, dynamics: dyn.Dynamics, cost: cost_
 
 
 def forward_pass(layout: feats.StateLayout, dynamics: dyn.Dynamics, controller: Controller,
-                 initial_mean: jax.Array, initial_covariance: jax.Array):
-    """State-action Gaussians under `controller` and the fitted dynamics.
+                 cost: cost_lib.QuadraticCost, initial_mean: jax.Array,
+                 initial_covariance: jax.Array, reference: Controller | None = None):
+    """Expected cost `[T+1]` and KL to `reference` `[T]` (zeros without one) of each step,
+    propagating the state Gaussians through the fitted dynamics.
 
-    Returns means `[T+1, n]` and covariances `[T+1, n, n]`; at t = T the action block is 0.
+    The joint state-action covariances are never formed: with H = [K; K - K_ref; G^] Sigma
+    (G^ = G_s + G_u K, one [2 dU + dY, dX] x [dX, dX] product), the next state covariance is
+        Sigma' = J Sigma_joint J^T + Y + Y^T,   Y = X_u Y_u + E Y_z,
+    where J Sigma_joint J^T without its action rows is Sigma with shifted indices, X_u places
+    the action rows, and Y_u, Y_z `[dU, dX]`, `[dY, dX]` come from H by small products.
     """
-
-    def joint(mean, covariance, controller_t):
-        action_mean = controller_t.gain @ mean + controller_t.offset
-        cross = controller_t.gain @ covariance  # [dU, dX]
-        action_cov = cross @ controller_t.gain.T + controller_t.covariance
-        joint_mean = jnp.concatenate([mean, action_mean])
-        joint_cov = jnp.block([[covariance, cross.T], [cross, action_cov]])
-        return joint_mean, joint_cov
+    maps = dyn.known_maps(layout, dynamics)
+    size = layout.size
+    dim = controller.offset.shape[-1]
+    checked = controller if reference is None else reference
 
     def step(carry, inputs):
         mean, covariance = carry
-        dynamics_t, controller_t = inputs
-        joint_mean, joint_cov = joint(mean, covariance, controller_t)
-        return dyn.pushforward(layout, dynamics_t, joint_mean, joint_cov), (joint_mean, joint_cov)
+        dynamics_t, controller_t, reference_t, hessian_t, gradient_t, constant_t = inputs
+        matrix, offset, noise = dynamics_t
+        gain = controller_t.gain
+        state_matrix, action_matrix = matrix[:, :size], matrix[:, size:]
+        closed_loop = state_matrix + action_matrix @ gain  # G^ [dY, dX]
+        gain_gap = gain - reference_t.gain
+        products = jnp.concatenate([gain, gain_gap, closed_loop]) @ covariance
+        gain_cov, gap_cov, closed_cov = products[:dim], products[dim : 2 * dim], products[2 * dim :]
+        action_mean = gain @ mean + controller_t.offset
+        action_cov = _symmetric(gain_cov @ gain.T + controller_t.covariance)
+        observation_mean = closed_loop @ mean + action_matrix @ controller_t.offset + offset
+        observation_cov = (closed_cov @ closed_loop.T
+                           + action_matrix @ controller_t.covariance @ action_matrix.T + noise)
+        observation_action = closed_cov @ gain.T + action_matrix @ controller_t.covariance
+        rows_action = (dyn.pick(gain_cov, maps.state_source, axis=1)
+                       + 0.5 * dyn.pick(action_cov, maps.action_source, axis=1))
+        rows_observation = (dyn.pick(closed_cov, maps.state_source, axis=1)
+                            + dyn.pick(observation_action, maps.action_source, axis=1)
+                            + 0.5 * dyn.pick(observation_cov, maps.embed, axis=1))
+        placed = (dyn.pick(rows_action, maps.action_source, axis=0)
+                  + dyn.pick(rows_observation, maps.embed, axis=0))
+        shifted = dyn.pick(dyn.pick(covariance, maps.state_source, axis=0), maps.state_source,
+                           axis=1)
+        next_cov = shifted + placed + placed.T
+        next_mean = (dyn.pick(mean, maps.state_source, axis=0)
+                     + dyn.pick(action_mean, maps.action_source, axis=0)
+                     + dyn.pick(observation_mean, maps.embed, axis=0))
+        joint_mean = jnp.concatenate([mean, action_mean])
+        trace = (jnp.sum(hessian_t[:size, :size] * covariance)
+                 + jnp.sum((hessian_t[size:, :size] + hessian_t[:size, size:].T) * gain_cov)
+                 + jnp.sum(hessian_t[size:, size:] * action_cov))
+        step_cost = (0.5 * joint_mean @ hessian_t @ joint_mean + 0.5 * trace
+                     + gradient_t @ joint_mean + constant_t)
+        mean_gap = gain_gap @ mean + controller_t.offset - reference_t.offset
+        step_kl = _kl(controller_t, reference_t, mean_gap,
+                      jnp.sum((reference_t.precision @ gap_cov) * gain_gap))
+        return (next_mean, next_cov), (step_cost, step_kl)
 
-    (final_mean, final_cov), (means, covariances) = jax.lax.scan(
-        step, (initial_mean, initial_covariance), (dynamics, controller)
-    )
-    dim = layout.dim
-    final_mean = jnp.concatenate([final_mean, jnp.zeros(dim, final_mean.dtype)])
-    final_cov = jnp.pad(final_cov, ((0, dim), (0, dim)))
-    return (jnp.concatenate([means, final_mean[None]]),
-            jnp.concatenate([covariances, final_cov[None]]))
+    inputs = (dynamics, controller, checked, cost.hessian[:-1], cost.gradient[:-1],
+              cost.constant[:-1])
+    (mean, covariance), (costs, kls) = jax.lax.scan(
+        step, (initial_mean, initial_covariance), inputs)
+    final_hessian = cost.hessian[-1, :size, :size]
+    final_cost = (0.5 * mean @ final_hessian @ mean + 0.5 * jnp.sum(final_hessian * covariance)
+                  + cost.gradient[-1, :size] @ mean + cost.constant[-1])
+    return jnp.concatenate([costs, final_cost[None]]), kls
 
 
 def _log_det(cholesky):
     return 2.0 * jnp.sum(jnp.log(jnp.diagonal(cholesky, axis1=-2, axis2=-1)), axis=-1)
 
 
+def _kl(controller: Controller, reference: Controller, mean_gap: jax.Array,
+        covariance_term: jax.Array) -> jax.Array:
+    """KL(p || p_ref) averaged over states, from the mean gap E[(K - K_ref) s + k - k_ref]
+    `[..., dU]` and tr(P_ref (K - K_ref) Sigma_s (K - K_ref)^T) `[...]` (any leading axes)."""
+    dim = controller.offset.shape[-1]
+    return 0.5 * (
+        jnp.einsum("...ij,...ji->...", reference.precision, controller.covariance) - dim
+        + _log_det(reference.cholesky) - _log_det(controller.cholesky)
+        + jnp.einsum("...i,...ij,...j->...", mean_gap, reference.precision, mean_gap)
+        + covariance_term
+    )
+
+
 def kl_divergence(layout: feats.StateLayout, controller: Controller, reference: Controller,
                   means: jax.Array, covariances: jax.Array) -> jax.Array:
     """E_{s_t}[KL(p(.|s_t) || p_ref(.|s_t))] `[T]` for state-action marginals `[T+1, ...]`."""
-    horizon, dim = controller.offset.shape
+    horizon = controller.offset.shape[0]
     state_means = means[:horizon, : layout.size]
     state_covs = covariances[:horizon, : layout.size, : layout.size]
     gain_gap = controller.gain - reference.gain
     mean_gap = jnp.einsum("tus,ts->tu", gain_gap, state_means) + controller.offset \
         - reference.offset
     weighted_gain = reference.precision @ gain_gap  # [T, dU, dX]
-    return 0.5 * (
-        jnp.einsum("tij,tji->t", reference.precision, controller.covariance) - dim
-        + _log_det(reference.cholesky) - _log_det(controller.cholesky)
-        + jnp.einsum("ti,tij,tj->t", mean_gap, reference.precision, mean_gap)
-        + jnp.einsum("tus,tsr,tur->t", weighted_gain, state_covs, gain_gap)
-    )
+    return _kl(controller, reference, mean_gap,
+               jnp.einsum("tus,tsr,tur->t", weighted_gain, state_covs, gain_gap))
 
 
 def expected_cost(layout: feats.StateLayout, dynamics: dyn.Dynamics,
                   cost: cost_lib.QuadraticCost, controller: Controller,
                   initial_mean: jax.Array, initial_covariance: jax.Array) -> jax.Array:
     """E[sum_t c_t] `[]` of `controller` under the local model (dynamics and cost)."""
-    means, covariances = forward_pass(layout, dynamics, controller, initial_mean,
-                                      initial_covariance)
-    return cost_lib.expected(cost, means, covariances)
+    costs, _ = forward_pass(layout, dynamics, controller, cost, initial_mean,
+                            initial_covariance)
+    return jnp.sum(costs)
 
 
 class Solution(NamedTuple):
@@ -181,13 +248,12 @@ def optimise(config: Config, layout: feats.StateLayout, dynamics: dyn.Dynamics,
     def evaluate(log_eta):
         eta = jnp.exp(log_eta)
         controller, ok = backward_pass(layout, dynamics, cost, reference, eta)
-        means, covariances = forward_pass(layout, dynamics, controller, initial_mean,
-                                          initial_covariance)
-        kl = jnp.sum(kl_divergence(layout, controller, reference, means, covariances))
+        costs, kls = forward_pass(layout, dynamics, controller, cost, initial_mean,
+                                  initial_covariance, reference)
+        kl = jnp.sum(kls)
         ok = ok & jnp.isfinite(kl)
         gap = jnp.log(jnp.maximum(kl, 1e-12 * kl_bound)) - jnp.log(kl_bound)
-        solution = Solution(controller, eta, kl, cost_lib.expected(cost, means, covariances),
-                            jnp.asarray(0))
+        solution = Solution(controller, eta, kl, jnp.sum(costs), jnp.asarray(0))
         return jnp.where(ok, gap, jnp.inf), solution
 
     low, high = jnp.log(jnp.asarray(config.eta_min, dtype)), jnp.log(
