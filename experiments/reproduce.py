@@ -24,7 +24,8 @@ Writes OUT/NAME/ (figures, report.md and raw numbers) for every experiment and O
 with all reports. Long steps log progress; GPS training and the search checkpoint, so a
 killed run started again with the same flags resumes. With --publish the figures are copied
 to docs/figures/ and the README's `<!-- reproduce:NAME -->` blocks are rewritten, so every
-number in the README's Results section comes from this command. With --export_pretrained the
+number in the README's Results section comes from this command (--republish does that for the
+reports an earlier run left in --out, without running anything). With --export_pretrained the
 learned optimizers trained here are written to lopt/pretrained/ with their provenance.
 """
 
@@ -61,6 +62,8 @@ EXPORT_PRETRAINED = flags.DEFINE_bool("export_pretrained", False, "Write the lea
                                       "optimizers trained here to lopt/pretrained/.")
 PUBLISH = flags.DEFINE_bool("publish", False, "Copy figures to docs/figures/ and rewrite the "
                             "README's Results blocks.")
+REPUBLISH = flags.DEFINE_bool("republish", False, "Publish the reports an earlier run wrote "
+                              "into --out, without running anything.")
 
 
 def selected(names: list[str]) -> list[str]:
@@ -104,14 +107,20 @@ def main(argv):
     for index, name in enumerate(names, start=1):
         started = time.time()
         logging.info("[%d/%d] %s at scale %s", index, len(names), name, SCALE.value)
-        settings = lto_settings if name.startswith("lto_") else nos_settings
-        result = EXPERIMENTS[name](settings, name, command(name))
+        if REPUBLISH.value:
+            try:
+                result = report.load(os.path.join(out, name))
+            except ValueError as error:
+                raise app.UsageError(f"--republish: {error}") from error
+        else:
+            settings = lto_settings if name.startswith("lto_") else nos_settings
+            result = EXPERIMENTS[name](settings, name, command(name))
         path = report.write(result, os.path.join(out, name))
         reports.append(result)
         logging.info("[%d/%d] %s done in %.0fs: %s", index, len(names), name,
                      time.time() - started, result.verdict)
         print(f"{name}: {path}")
-        if PUBLISH.value:
+        if PUBLISH.value or REPUBLISH.value:
             report.publish(result, os.path.join(out, name), os.path.join(REPO_ROOT, "README.md"),
                            os.path.join(REPO_ROOT, "docs", "figures"))
     with open(os.path.join(out, "results.md"), "w") as file:

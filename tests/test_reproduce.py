@@ -91,6 +91,14 @@ def test_publish_replaces_only_its_block_and_copies_figures(tmp_path):
     assert readme.read_text() == text  # publishing twice changes nothing
 
 
+def test_a_written_report_loads_back_equal(tmp_path):
+    result = _report(tmp_path)
+    report.write(result, str(tmp_path / "run"))
+    assert report.load(str(tmp_path / "run")) == result
+    with pytest.raises(ValueError, match="no readable report"):
+        report.load(str(tmp_path))
+
+
 def test_publish_without_a_block_names_the_missing_marker(tmp_path):
     readme = tmp_path / "README.md"
     readme.write_text("no blocks here\n")

@@ -9,6 +9,7 @@ number in the README's Results section comes from a command.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -37,11 +38,25 @@ def markdown(report: Report, figure_dir: str) -> str:
 
 
 def write(report: Report, directory: str) -> str:
-    """Writes `report.md` into `directory` (where the figures are); returns its path."""
+    """Writes `report.md` (for reading) and `report.json` (for `load`) into `directory`
+    (where the figures are); returns the markdown's path."""
     path = os.path.join(directory, "report.md")
     with open(path, "w") as file:
         file.write(f"# {report.name}\n\n" + markdown(report, "."))
+    with open(os.path.join(directory, "report.json"), "w") as file:
+        json.dump(report._asdict(), file, indent=1)
     return path
+
+
+def load(directory: str) -> Report:
+    """The report `write` put into `directory`; ValueError naming the file if there is none."""
+    path = os.path.join(directory, "report.json")
+    try:
+        with open(path) as file:
+            fields = json.load(file)
+        return Report(**{**fields, "figures": tuple(fields["figures"])})
+    except (OSError, ValueError, TypeError, KeyError) as error:
+        raise ValueError(f"no readable report at {path}: {error}") from error
 
 
 def publish(report: Report, directory: str, readme: str, figures_dir: str) -> None:
