@@ -33,6 +33,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from lopt.rules.expression import OPERANDS, WEIGHT_OPERANDS, WEIGHT_SCALES, Rule, operand_names
@@ -193,6 +194,11 @@ def _fold(key: jax.Array | None, data: int) -> jax.Array | None:
     return None if key is None else jax.random.fold_in(key, data)
 
 
+def _lookup(table: Sequence[Any], index: int | jax.Array, dtype=jnp.float32) -> Any:
+    """table[index]: a Python value for an int index, a traced `dtype` scalar for a traced one."""
+    return table[index] if isinstance(index, int) else jnp.asarray(np.array(table, dtype))[index]
+
+
 def _evaluate_leaf(tokens, grad, m, v, gamma, weight, key, choose: Choose) -> jax.Array:
     adam_denominator = lambda: jnp.sqrt(v) + EPSILON
     operands = {
@@ -207,31 +213,83 @@ def _evaluate_leaf(tokens, grad, m, v, gamma, weight, key, choose: Choose) -> ja
         "adam": lambda: m / adam_denominator(),
         "rmsprop": lambda: grad / adam_denominator(),
     }
-    for name, scale in zip(WEIGHT_OPERANDS, WEIGHT_SCALES, strict=True):
-        operands[name] = lambda scale=scale: (scale * weight).astype(grad.dtype)
-    bank = [functools.cache(operands[name]) for name in OPERANDS]  # each computed at most once
+    bank = [functools.cache(operands[name]) for name in _BANK_OPERANDS]  # each at most once
     output = None
     for level in range(len(tokens) // TOKENS_PER_LEVEL):
         first, second, unary1, unary2, binary = tokens[TOKENS_PER_LEVEL * level :][:5]
-        x = _unary(unary1, choose(first, bank), _fold(key, 1 + 2 * level), choose)
-        y = _unary(unary2, choose(second, bank), _fold(key, 2 + 2 * level), choose)
+        slot = lambda operand, unary, data: _unary(
+            unary, _operand(operand, bank, weight, grad.dtype, choose),
+            lambda: random_bits(_fold(key, data), grad.shape), choose)  # fmt: skip
+        x, y = slot(first, unary1, 1 + 2 * level), slot(second, unary2, 2 + 2 * level)
         output = _binary(binary, x, y, choose)
         bank.append(lambda output=output: output)
     return output
 
 
-def _unary(index, x: jax.Array, key: jax.Array | None, choose: Choose) -> jax.Array:
-    return choose(index, [lambda token=token: _UNARIES[token[0]](x, token[1], key)
-                          for token in UNARY_TOKENS])  # fmt: skip
+def _operand(index, bank, weight, dtype, choose: Choose) -> jax.Array:
+    """Bank entry `index` (an operand token); the four scaled weights are one entry, scale · w,
+    with the scale looked up from the token."""
+    first_weight, after_weights = _NUM_BANK_OPERANDS, len(OPERANDS)
+    if isinstance(index, int):
+        scale = WEIGHT_SCALES[index - first_weight] if first_weight <= index < after_weights else 1
+        entry = min(index, first_weight) if index < after_weights else index - after_weights
+        entry += first_weight + 1 if index >= after_weights else 0
+    else:
+        is_weight = (index >= first_weight) & (index < after_weights)
+        scale = jnp.asarray(WEIGHT_SCALES, jnp.float32)[jnp.clip(index - first_weight, 0, 3)]
+        scale = jnp.where(is_weight, scale, 1.0)
+        entry = jnp.where(index < after_weights, jnp.minimum(index, first_weight),
+                          index - after_weights + first_weight + 1)
+    scaled_weight = lambda: (scale * weight).astype(dtype)
+    return choose(entry, [*bank[:first_weight], scaled_weight, *bank[first_weight:]])
+
+
+def _unary(index, x: jax.Array, bits: Callable[[], jax.Array], choose: Choose) -> jax.Array:
+    """Unary token `index` of x; `bits` gives this slot's random bits (for drop)."""
+    parameters = zip(_UNARY_PARAMETERS, _UNARY_DTYPES, strict=True)
+    sign, bound, threshold = (_lookup(table, index, dtype) for table, dtype in parameters)
+    branches = [
+        lambda: _signed_clip_drop(x, sign, bound, threshold, bits),
+        lambda: jnp.exp(x),
+        lambda: jnp.log(jnp.abs(x)),
+        lambda: jnp.sign(x),
+    ]
+    return choose(_lookup(_UNARY_KIND, index, jnp.int32), branches)
+
+
+def _signed_clip_drop(x, sign, bound, threshold, bits: Callable[[], jax.Array]) -> jax.Array:
+    """where(bits ≥ threshold, clip(sign · x, −bound, bound), 0): identity, −x, clip(x, l) and
+    drop(x, p) in one formula (sign ±1, bound l or ∞, threshold ⌈p · 2³²⌉ or 0); the parts that
+    are no-ops for a Python-constant token are skipped."""
+    constant = lambda value, neutral: isinstance(value, float | int) and value == neutral
+    if not constant(sign, 1.0):
+        x = -x if constant(sign, -1.0) else jnp.asarray(sign, x.dtype) * x
+    if not constant(bound, math.inf):
+        bound = jnp.asarray(bound, x.dtype)
+        x = jnp.clip(x, -bound, bound)
+    if not constant(threshold, 0):
+        x = jnp.where(bits() >= jnp.asarray(threshold, jnp.uint32), x, jnp.zeros_like(x))
+    return x
 
 
 def _binary(index, x: jax.Array, y: jax.Array, choose: Choose) -> jax.Array:
-    return choose(index, [lambda fn=fn: fn(x, y) for fn in _BINARIES])
+    """Binary token `index`: x ± y (the sign looked up from the token), x · y, x / (y + ε) or
+    x (keep-left)."""
+    sign = _lookup(_BINARY_SIGN, index)
+    branches = [
+        lambda: _plus_minus(x, y, sign),
+        lambda: x * y,
+        lambda: x / (y + EPSILON),
+        lambda: x,
+    ]
+    return choose(_lookup(_BINARY_KIND, index, jnp.int32), branches)
 
 
-def _drop(x: jax.Array, rate: float, key: jax.Array) -> jax.Array:
-    keep = _uniform(key, x.shape) >= rate
-    return jnp.where(keep, x, jnp.zeros_like(x))
+def _plus_minus(x: jax.Array, y: jax.Array, sign) -> jax.Array:
+    """x + sign · y for sign ±1 (x − y when sign is the constant −1)."""
+    if isinstance(sign, float):
+        return x + y if sign > 0 else x - y
+    return x + jnp.asarray(sign, y.dtype) * y
 
 
 def random_bits(key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
@@ -264,20 +322,32 @@ def _normal(key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
     return math.sqrt(2.0) * jax.lax.erf_inv(2.0 * _uniform(key, shape) - 1.0)
 
 
-_UNARIES = {
-    "identity": lambda x, const, key: x,
-    "neg": lambda x, const, key: -x,
-    "exp": lambda x, const, key: jnp.exp(x),
-    "log": lambda x, const, key: jnp.log(jnp.abs(x)),
-    "clip": lambda x, bound, key: jnp.clip(x, -bound, bound),
-    "drop": _drop,
-    "sign": lambda x, const, key: jnp.sign(x),
+def _drop_threshold(rate: float) -> int:
+    """uint32 t with P(bits ≥ t) = 1 − rate for uniform 32-bit `bits`."""
+    return math.ceil(rate * 2**32)
+
+
+_NUM_BANK_OPERANDS = len(OPERANDS) - len(WEIGHT_OPERANDS)
+_BANK_OPERANDS = OPERANDS[:_NUM_BANK_OPERANDS]
+assert OPERANDS[_NUM_BANK_OPERANDS:] == WEIGHT_OPERANDS  # the scaled weights come last
+# Unary token -> kind (0 signed clip drop, 1 exp, 2 log|x|, 3 sign), sign, clip bound, drop
+# threshold.
+_UNARY_FORMULAS = {
+    "identity": (0, 1.0, math.inf, 0),
+    "neg": (0, -1.0, math.inf, 0),
+    "exp": (1, 1.0, math.inf, 0),
+    "log": (2, 1.0, math.inf, 0),
+    "sign": (3, 1.0, math.inf, 0),
 }
-_BINARY_FUNCTIONS = {
-    "+": lambda x, y: x + y,
-    "-": lambda x, y: x - y,
-    "*": lambda x, y: x * y,
-    "/": lambda x, y: x / (y + EPSILON),
-    "keep_left": lambda x, y: x,
-}
-_BINARIES = [_BINARY_FUNCTIONS[op] for op in BINARY_TOKENS]
+_UNARY_ROWS = [
+    (0, 1.0, const, 0) if fn == "clip" else (0, 1.0, math.inf, _drop_threshold(const))
+    if fn == "drop" else _UNARY_FORMULAS[fn]
+    for fn, const in UNARY_TOKENS
+]
+_UNARY_KIND = tuple(row[0] for row in _UNARY_ROWS)
+_UNARY_PARAMETERS = tuple(tuple(row[k] for row in _UNARY_ROWS) for k in (1, 2, 3))
+_UNARY_DTYPES = (jnp.float32, jnp.float32, jnp.uint32)
+# Binary token -> kind (0 x ± y, 1 x · y, 2 x / (y + ε), 3 keep-left) and the sign of y.
+_BINARY_ROWS = {"+": (0, 1.0), "-": (0, -1.0), "*": (1, 1.0), "/": (2, 1.0), "keep_left": (3, 1.0)}
+_BINARY_KIND = tuple(_BINARY_ROWS[op][0] for op in BINARY_TOKENS)
+_BINARY_SIGN = tuple(_BINARY_ROWS[op][1] for op in BINARY_TOKENS)
