@@ -230,19 +230,16 @@ def _evaluate_leaf(tokens, grad, m, v, gamma, weight, seed, leaf, choose: Choose
 
 
 def _operand(index, bank, weight, dtype, choose: Choose) -> jax.Array:
-    """Bank entry `index` (an operand token); the four scaled weights are one entry, scale · w,
+    """Bank entry of operand token `index`; the four scaled weights are one entry, scale · w,
     with the scale looked up from the token."""
     first_weight, after_weights = _NUM_BANK_OPERANDS, len(OPERANDS)
+    output = index - len(WEIGHT_OPERANDS) + 1  # bank entry of an earlier level's output
     if isinstance(index, int):
-        scale = WEIGHT_SCALES[index - first_weight] if first_weight <= index < after_weights else 1
-        entry = min(index, first_weight) if index < after_weights else index - after_weights
-        entry += first_weight + 1 if index >= after_weights else 0
+        entry = min(index, first_weight) if index < after_weights else output
+        scale = _WEIGHT_SCALE[min(index, after_weights)]
     else:
-        is_weight = (index >= first_weight) & (index < after_weights)
-        scale = jnp.asarray(WEIGHT_SCALES, jnp.float32)[jnp.clip(index - first_weight, 0, 3)]
-        scale = jnp.where(is_weight, scale, 1.0)
-        entry = jnp.where(index < after_weights, jnp.minimum(index, first_weight),
-                          index - after_weights + first_weight + 1)
+        entry = jnp.where(index < after_weights, jnp.minimum(index, first_weight), output)
+        scale = jnp.asarray(_WEIGHT_SCALE, jnp.float32)[jnp.minimum(index, after_weights)]
     scaled_weight = lambda: (scale * weight).astype(dtype)
     return choose(entry, [*bank[:first_weight], scaled_weight, *bank[first_weight:]])
 
@@ -363,6 +360,8 @@ def _drop_threshold(rate: float) -> int:
 _NUM_BANK_OPERANDS = len(OPERANDS) - len(WEIGHT_OPERANDS)
 _BANK_OPERANDS = OPERANDS[:_NUM_BANK_OPERANDS]
 assert OPERANDS[_NUM_BANK_OPERANDS:] == WEIGHT_OPERANDS  # the scaled weights come last
+# Operand token (earlier levels' outputs clipped to one past the operands) -> weight scale.
+_WEIGHT_SCALE = (*[1.0] * _NUM_BANK_OPERANDS, *WEIGHT_SCALES, 1.0)
 # Unary token -> kind (0 signed clip drop, 1 exp, 2 log|x|, 3 sign), sign, clip bound, drop
 # threshold.
 _UNARY_FORMULAS = {
