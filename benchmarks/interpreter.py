@@ -5,8 +5,8 @@
 For a population of 256 random depth-2 rules (sampled under the paper's constraints), one
 optimizer step per member (moving averages, rule, parameter update) is timed, in one run,
 interleaved:
-  - `interpret`: one `jax.vmap`, every member computing every table entry (target: at most
-    2.0 times a fixed rule);
+  - `interpret`: one `jax.vmap`, every member computing every formula of the rule language
+    (target: at most 2.0 times a fixed rule);
   - fixed rules compiled with `to_optax` and vmapped over the 256 members: PowerSign, and each
     of 8 members of the population (their mean is what compiling every member would cost).
 It also counts the XLA compilations caused by a second population of the same shape (must be 0).

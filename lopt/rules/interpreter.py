@@ -3,21 +3,25 @@
 A population is an int32 array `codes [P, 5·D]`: row p is member p's token program (the
 canonical token form of `lopt.rules.tokens` in the full vocabulary), shorter rules padded to
 the common depth D with keep-left levels. `interpret` evaluates every member inside one
-`jax.vmap`: each token position selects among the small tables of operands, unary and binary
-functions with `lax.select_n`, so the compiled program depends only on (P, D) and the shapes
-of the moments, and a new population of the same shape runs without compiling anything.
+`jax.vmap`: each token position selects among the operands and the few unary and binary
+formulas with `lax.select_n` (their constants read from per-token tables), so the compiled
+program depends only on (P, D) and the shapes of the moments, and a new population of the
+same shape runs without compiling anything.
 
 It shares its evaluation code with `to_optax` (`lopt.rules.semantics.evaluate`), so member p's
 direction equals what `to_optax(rule_p, ...)` computes from the same moments, parameters and
 step key, random draws included.
 
-Cost: every member computes every table entry (all fourteen operands, all eleven unary
-functions at each of the 2·D slots, the random draws of `noise` and `drop` included). On a
-CPU, where this elementwise work is compute-bound, a member therefore costs several times a
-compiled rule (`benchmarks/interpreter.py` prints the ratio); on accelerators the step is
-memory-bound and the extra arithmetic is nearly free. A `lax.map` over members with
-`lax.switch` was measured too and was slower at every member size tried on a CPU: its fixed
-cost per member and branch outweighs the arithmetic it saves.
+Cost: every member computes every formula: the operands (the four scaled weights are one,
+scale · w), the four unary results (exp, log|x|, sign and the one formula for identity, −x, clip
+and drop, see `lopt.rules.semantics`) at each of the 2·D slots, the four binary results, and
+the random draws of `noise` and `drop`. XLA fuses the rule and the parameter update into one
+elementwise loop, so on a CPU the cost is the arithmetic of that loop, several times a compiled
+rule's (`benchmarks/interpreter.py` prints the ratio); exp, log and the noise draw are over half
+of it. Two ways to skip what no member needs were measured and were slower on a CPU: a
+`lax.map` over members with `lax.switch` (fixed cost per member and branch), and sorting the
+members by what they read and skipping exp, log, noise and drop per chunk of members with
+`lax.cond` (the conditionals split the loop into many kernels that cost more than they save).
 """
 
 from __future__ import annotations

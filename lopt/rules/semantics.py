@@ -9,19 +9,24 @@ Conventions (Bello et al., 2017, section 4.2), written once here:
 - `noise` is N(0, 0.01²) per element, drawn afresh each step.
 - `drop(x, p)` keeps each element with probability 1 − p and zeroes it otherwise, without
   rescaling (the paper's definition, unlike dropout).
-- Random draws: each draw takes 64 bits from its key with `jax.random.bits` and expands them
-  over the elements with a counter-based integer hash (`random_bits`), because threefry per
-  element would cost more than everything else in a step; uniforms have 24-bit resolution,
-  normals invert the CDF of such a uniform.
+- Random draws: a step takes 64 bits from its key with `jax.random.bits` (`step_seed`); each
+  draw mixes them with its site (below) and expands them over the elements with a
+  counter-based integer hash (`random_bits`), because threefry per element would cost more
+  than everything else in a step. `drop(x, p)` keeps an element when its 32 bits are at least
+  ⌈p·2³²⌉; `noise` inverts the normal CDF (Giles' erf⁻¹) at a uniform of 24-bit resolution.
 - The parameter update is Δw = −lr · rule: rules give a descent direction.
 
 Evaluation runs a rule's token program (`lopt.rules.tokens`) level by level on each leaf of
 the parameter pytree. One function, `evaluate`, serves `to_optax` (token ids are Python ints
 and `choose_static` traces one branch) and the population interpreter (token ids are traced
 and `choose_selected` computes every branch and selects), so they agree by construction.
-Random draws are tied to the program, not to the text: each step's key is folded with the
-leaf's index, then with 0 for `noise` and with 1 + 2·level + slot for a `drop` in unary slot
-`slot` (0 for u1, 1 for u2) of level `level`; `noise` is drawn once per leaf and step.
+Tokens are read as a few numbers each (`_UNARY_ROWS`, `_BINARY_ROWS`): identity, −x, clip and
+drop are one formula, where(bits ≥ threshold, clip(sign·x, −bound, bound), 0), so the
+interpreter selects among four unary results (that formula, exp, log|x|, sign) and four
+binary ones (x ± y, x·y, x / (y + ε), keep-left), and the four scaled weights are one operand.
+Random draws are tied to the program, not to the text: a draw's site is the leaf's index and
+0 for `noise` or 1 + 2·level + slot for a `drop` in unary slot `slot` (0 for u1, 1 for u2) of
+level `level`; `noise` is drawn once per leaf and step.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from lopt.rules.expression import OPERANDS, WEIGHT_OPERANDS, WEIGHT_SCALES, Rule, operand_names
@@ -175,6 +181,7 @@ def evaluate(
     Returns:
       A pytree like `moments.grad`.
     """
+    seed = None if key is None else step_seed(key)
     leaves, treedef = jax.tree.flatten(moments.grad)
     per_leaf = lambda tree: [None] * len(leaves) if tree is None else treedef.flatten_up_to(tree)
     columns = zip(
@@ -183,17 +190,19 @@ def evaluate(
         strict=True,
     )
     directions = [
-        _evaluate_leaf(tokens, grad, m, v, gamma, weight, _fold(key, index), choose)
+        _evaluate_leaf(tokens, grad, m, v, gamma, weight, seed, index, choose)
         for index, (grad, m, v, gamma, weight) in enumerate(columns)
     ]
     return treedef.unflatten(directions)
 
 
-def _fold(key: jax.Array | None, data: int) -> jax.Array | None:
-    return None if key is None else jax.random.fold_in(key, data)
+def _lookup(table: Sequence[Any], index: int | jax.Array, dtype=jnp.float32) -> Any:
+    """table[index]: a Python value for an int index, a traced `dtype` scalar for a traced one."""
+    return table[index] if isinstance(index, int) else jnp.asarray(np.array(table, dtype))[index]
 
 
-def _evaluate_leaf(tokens, grad, m, v, gamma, weight, key, choose: Choose) -> jax.Array:
+def _evaluate_leaf(tokens, grad, m, v, gamma, weight, seed, leaf, choose: Choose):
+    draws = lambda site: lambda: random_bits(_site_seed(seed, leaf, site), grad.shape)
     adam_denominator = lambda: jnp.sqrt(v) + EPSILON
     operands = {
         "g": lambda: grad,
@@ -203,47 +212,106 @@ def _evaluate_leaf(tokens, grad, m, v, gamma, weight, key, choose: Choose) -> ja
         "v": lambda: v,
         "gamma": lambda: gamma,
         "one": lambda: jnp.ones_like(grad),
-        "noise": lambda: (NOISE_SCALE * _normal(_fold(key, 0), grad.shape)).astype(grad.dtype),
+        "noise": lambda: (NOISE_SCALE * _normal(draws(0)())).astype(grad.dtype),
         "adam": lambda: m / adam_denominator(),
         "rmsprop": lambda: grad / adam_denominator(),
     }
-    for name, scale in zip(WEIGHT_OPERANDS, WEIGHT_SCALES, strict=True):
-        operands[name] = lambda scale=scale: (scale * weight).astype(grad.dtype)
-    bank = [functools.cache(operands[name]) for name in OPERANDS]  # each computed at most once
+    bank = [functools.cache(operands[name]) for name in _BANK_OPERANDS]  # each at most once
     output = None
     for level in range(len(tokens) // TOKENS_PER_LEVEL):
         first, second, unary1, unary2, binary = tokens[TOKENS_PER_LEVEL * level :][:5]
-        x = _unary(unary1, choose(first, bank), _fold(key, 1 + 2 * level), choose)
-        y = _unary(unary2, choose(second, bank), _fold(key, 2 + 2 * level), choose)
+        slot = lambda operand, unary, slot, level=level: _unary(
+            unary, _operand(operand, bank, weight, grad.dtype, choose),
+            draws(1 + 2 * level + slot), choose)  # fmt: skip
+        x, y = slot(first, unary1, 0), slot(second, unary2, 1)
         output = _binary(binary, x, y, choose)
         bank.append(lambda output=output: output)
     return output
 
 
-def _unary(index, x: jax.Array, key: jax.Array | None, choose: Choose) -> jax.Array:
-    return choose(index, [lambda token=token: _UNARIES[token[0]](x, token[1], key)
-                          for token in UNARY_TOKENS])  # fmt: skip
+def _operand(index, bank, weight, dtype, choose: Choose) -> jax.Array:
+    """Bank entry of operand token `index`; the four scaled weights are one entry, scale · w,
+    with the scale looked up from the token."""
+    first_weight, after_weights = _NUM_BANK_OPERANDS, len(OPERANDS)
+    output = index - len(WEIGHT_OPERANDS) + 1  # bank entry of an earlier level's output
+    if isinstance(index, int):
+        entry = min(index, first_weight) if index < after_weights else output
+        scale = _WEIGHT_SCALE[min(index, after_weights)]
+    else:
+        entry = jnp.where(index < after_weights, jnp.minimum(index, first_weight), output)
+        scale = jnp.asarray(_WEIGHT_SCALE, jnp.float32)[jnp.minimum(index, after_weights)]
+    scaled_weight = lambda: (scale * weight).astype(dtype)
+    return choose(entry, [*bank[:first_weight], scaled_weight, *bank[first_weight:]])
+
+
+def _unary(index, x: jax.Array, bits: Callable[[], jax.Array], choose: Choose) -> jax.Array:
+    """Unary token `index` of x; `bits` gives this slot's random bits (for drop)."""
+    parameters = zip(_UNARY_PARAMETERS, _UNARY_DTYPES, strict=True)
+    sign, bound, threshold = (_lookup(table, index, dtype) for table, dtype in parameters)
+    branches = [
+        lambda: _signed_clip_drop(x, sign, bound, threshold, bits),
+        lambda: jnp.exp(x),
+        lambda: jnp.log(jnp.abs(x)),
+        lambda: jnp.sign(x),
+    ]
+    return choose(_lookup(_UNARY_KIND, index, jnp.int32), branches)
+
+
+def _signed_clip_drop(x, sign, bound, threshold, bits: Callable[[], jax.Array]) -> jax.Array:
+    """where(bits ≥ threshold, clip(sign · x, −bound, bound), 0): identity, −x, clip(x, l) and
+    drop(x, p) in one formula (sign ±1, bound l or ∞, threshold ⌈p · 2³²⌉ or 0); the parts that
+    are no-ops for a Python-constant token are skipped."""
+    constant = lambda value, neutral: isinstance(value, float | int) and value == neutral
+    if not constant(sign, 1.0):
+        x = -x if constant(sign, -1.0) else jnp.asarray(sign, x.dtype) * x
+    if not constant(bound, math.inf):
+        bound = jnp.asarray(bound, x.dtype)
+        x = jnp.clip(x, -bound, bound)
+    if not constant(threshold, 0):
+        x = jnp.where(bits() >= jnp.asarray(threshold, jnp.uint32), x, jnp.zeros_like(x))
+    return x
 
 
 def _binary(index, x: jax.Array, y: jax.Array, choose: Choose) -> jax.Array:
-    return choose(index, [lambda fn=fn: fn(x, y) for fn in _BINARIES])
+    """Binary token `index`: x ± y (the sign looked up from the token), x · y, x / (y + ε) or
+    x (keep-left)."""
+    sign = _lookup(_BINARY_SIGN, index)
+    branches = [
+        lambda: _plus_minus(x, y, sign),
+        lambda: x * y,
+        lambda: x / (y + EPSILON),
+        lambda: x,
+    ]
+    return choose(_lookup(_BINARY_KIND, index, jnp.int32), branches)
 
 
-def _drop(x: jax.Array, rate: float, key: jax.Array) -> jax.Array:
-    keep = _uniform(key, x.shape) >= rate
-    return jnp.where(keep, x, jnp.zeros_like(x))
+def _plus_minus(x: jax.Array, y: jax.Array, sign) -> jax.Array:
+    """x + sign · y for sign ±1 (x − y when sign is the constant −1)."""
+    if isinstance(sign, float):
+        return x + y if sign > 0 else x - y
+    return x + jnp.asarray(sign, y.dtype) * y
 
 
-def random_bits(key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
-    """32 random bits per element from `key`: uint32 array of `shape`.
+def step_seed(key: jax.Array) -> jax.Array:
+    """The 64 bits (uint32 [2]) that all of a step's random draws derive from."""
+    return jax.random.bits(key, (2,), jnp.uint32)
 
-    bits[i] = h(h(i + s0) ^ s1), with (s0, s1) = `jax.random.bits(key, (2,), uint32)` and h
-    the "lowbias32" integer hash (x ^= x >> 16; x *= 0x7feb352d; x ^= x >> 15;
-    x *= 0x846ca68b; x ^= x >> 16; C. Wellons, hash-prospector). One threefry call per key
-    and about a dozen integer operations per element: threefry for every element costs
-    5–10 ns per element on a CPU, more than the rest of a compiled rule together.
+
+def _site_seed(seed: jax.Array, leaf: int, site: int) -> jax.Array:
+    """uint32 [2] seed of draw `site` on leaf `leaf`: the step seed mixed with the integer hash
+    h below (cheap integer arithmetic per member, no threefry call)."""
+    tag = jnp.uint32(((leaf * 64 + site + 1) * 0x9E3779B9) % 2**32)
+    return jnp.stack([_lowbias32(seed[0] ^ tag), _lowbias32(seed[1] + tag)])
+
+
+def random_bits(seed: jax.Array, shape: tuple[int, ...]) -> jax.Array:
+    """32 random bits per element from a uint32 [2] seed (s0, s1): uint32 array of `shape`.
+
+    bits[i] = h(h(i + s0) ^ s1) with h the "lowbias32" integer hash (x ^= x >> 16;
+    x *= 0x7feb352d; x ^= x >> 15; x *= 0x846ca68b; x ^= x >> 16; C. Wellons,
+    hash-prospector): about a dozen integer operations per element, where threefry for every
+    element costs 5–10 ns per element on a CPU, more than the rest of a compiled rule.
     """
-    seed = jax.random.bits(key, (2,), jnp.uint32)
     counter = jax.lax.iota(jnp.uint32, math.prod(shape)).reshape(shape)
     return _lowbias32(_lowbias32(counter + seed[0]) ^ seed[1])
 
@@ -254,30 +322,64 @@ def _lowbias32(x: jax.Array) -> jax.Array:
     return x ^ (x >> 16)
 
 
-def _uniform(key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
-    """float32 uniform on (0, 1): the top 24 random bits, centred in their interval."""
-    return ((random_bits(key, shape) >> 8).astype(jnp.float32) + 0.5) * 2.0**-24
+def _uniform(bits: jax.Array) -> jax.Array:
+    """float32 uniform on (0, 1) from random bits: the top 24 bits, centred in their interval."""
+    return ((bits >> 8).astype(jnp.float32) + 0.5) * 2.0**-24
 
 
-def _normal(key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
-    """float32 standard normal by inverting the CDF: √2 · erf⁻¹(2u − 1)."""
-    return math.sqrt(2.0) * jax.lax.erf_inv(2.0 * _uniform(key, shape) - 1.0)
+def _normal(bits: jax.Array) -> jax.Array:
+    """float32 standard normal from random bits by inverting the CDF: √2 · erf⁻¹(2u − 1).
+
+    erf⁻¹ is M. Giles' single-precision approximation ("Approximating the erfinv function",
+    GPU Computing Gems, 2011; within 6e-6 relative of `lax.erf_inv` over `_uniform`'s range), with
+    w = −log(1 − (2u − 1)²) computed as −log(4u(1 − u)): one log, one square root and two
+    short polynomials per element, a fraction of what `lax.erf_inv` costs on a CPU.
+    """
+    u = _uniform(bits)
+    w = -jnp.log(4.0 * u * (1.0 - u))
+    central, tail = w - 2.5, jnp.sqrt(w) - 3.0
+    central = functools.reduce(lambda p, c: c + p * central, _ERFINV_CENTRAL[1:],
+                               jnp.full_like(u, _ERFINV_CENTRAL[0]))
+    tail = functools.reduce(lambda p, c: c + p * tail, _ERFINV_TAIL[1:],
+                            jnp.full_like(u, _ERFINV_TAIL[0]))
+    return math.sqrt(2.0) * jnp.where(w < 5.0, central, tail) * (2.0 * u - 1.0)
 
 
-_UNARIES = {
-    "identity": lambda x, const, key: x,
-    "neg": lambda x, const, key: -x,
-    "exp": lambda x, const, key: jnp.exp(x),
-    "log": lambda x, const, key: jnp.log(jnp.abs(x)),
-    "clip": lambda x, bound, key: jnp.clip(x, -bound, bound),
-    "drop": _drop,
-    "sign": lambda x, const, key: jnp.sign(x),
+# Giles' coefficients, highest power first, for w < 5 (in w − 2.5) and w ≥ 5 (in √w − 3).
+_ERFINV_CENTRAL = (2.81022636e-08, 3.43273939e-07, -3.5233877e-06, -4.39150654e-06,
+                   0.00021858087, -0.00125372503, -0.00417768164, 0.246640727, 1.50140941)
+_ERFINV_TAIL = (-0.000200214257, 0.000100950558, 0.00134934322, -0.00367342844, 0.00573950773,
+                -0.0076224613, 0.00943887047, 1.00167406, 2.83297682)
+
+
+def _drop_threshold(rate: float) -> int:
+    """uint32 t with P(bits ≥ t) = 1 − rate for uniform 32-bit `bits`."""
+    return math.ceil(rate * 2**32)
+
+
+_NUM_BANK_OPERANDS = len(OPERANDS) - len(WEIGHT_OPERANDS)
+_BANK_OPERANDS = OPERANDS[:_NUM_BANK_OPERANDS]
+assert OPERANDS[_NUM_BANK_OPERANDS:] == WEIGHT_OPERANDS  # the scaled weights come last
+# Operand token (earlier levels' outputs clipped to one past the operands) -> weight scale.
+_WEIGHT_SCALE = (*[1.0] * _NUM_BANK_OPERANDS, *WEIGHT_SCALES, 1.0)
+# Unary token -> kind (0 signed clip drop, 1 exp, 2 log|x|, 3 sign), sign, clip bound, drop
+# threshold.
+_UNARY_FORMULAS = {
+    "identity": (0, 1.0, math.inf, 0),
+    "neg": (0, -1.0, math.inf, 0),
+    "exp": (1, 1.0, math.inf, 0),
+    "log": (2, 1.0, math.inf, 0),
+    "sign": (3, 1.0, math.inf, 0),
 }
-_BINARY_FUNCTIONS = {
-    "+": lambda x, y: x + y,
-    "-": lambda x, y: x - y,
-    "*": lambda x, y: x * y,
-    "/": lambda x, y: x / (y + EPSILON),
-    "keep_left": lambda x, y: x,
-}
-_BINARIES = [_BINARY_FUNCTIONS[op] for op in BINARY_TOKENS]
+_UNARY_ROWS = [
+    (0, 1.0, const, 0) if fn == "clip" else (0, 1.0, math.inf, _drop_threshold(const))
+    if fn == "drop" else _UNARY_FORMULAS[fn]
+    for fn, const in UNARY_TOKENS
+]
+_UNARY_KIND = tuple(row[0] for row in _UNARY_ROWS)
+_UNARY_PARAMETERS = tuple(tuple(row[k] for row in _UNARY_ROWS) for k in (1, 2, 3))
+_UNARY_DTYPES = (jnp.float32, jnp.float32, jnp.uint32)
+# Binary token -> kind (0 x ± y, 1 x · y, 2 x / (y + ε), 3 keep-left) and the sign of y.
+_BINARY_ROWS = {"+": (0, 1.0), "-": (0, -1.0), "*": (1, 1.0), "/": (2, 1.0), "keep_left": (3, 1.0)}
+_BINARY_KIND = tuple(_BINARY_ROWS[op][0] for op in BINARY_TOKENS)
+_BINARY_SIGN = tuple(_BINARY_ROWS[op][1] for op in BINARY_TOKENS)
