@@ -100,7 +100,8 @@ def main(argv):
     logging.info("Scored %d rules in %.1fs (%.2f rules/s)", len(named_rules), elapsed,
                  len(named_rules) / elapsed)
 
-    rows = sorted(zip([name for name, _ in named_rules], *scores[1:], strict=True),
+    rows = sorted(zip([name for name, _ in named_rules], scores.val_accuracy,
+                      scores.learning_rate, scores.train_loss, scores.diverged, strict=True),
                   key=lambda row: -row[1])
     with open(os.path.join(OUT.value, "scores.csv"), "w", newline="") as file:
         writer = csv.writer(file)

@@ -1,6 +1,7 @@
 """The population evaluator: accuracy, isolation of diverging members, sweep choice, dedup,
 zero recompiles, sharding over 4 CPU devices, and sequence labels (the language model)."""
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -148,6 +149,31 @@ def test_language_model_reward_is_next_character_accuracy():
     scores = evaluator.evaluate([rules.parse("adam")], task, config, jax.random.key(0))
     assert not scores.diverged[0]
     assert 5 / 97 < scores.reward[0] == scores.val_accuracy[0] < 1
+
+
+def test_best_validation_over_epochs_is_the_best_epoch_end():
+    task = tasks.quadratic()
+    base = evaluator.EvaluatorConfig(learning_rates=(1e-3, 1e-2), steps_per_epoch=10,
+                                     final_epochs=3, chunk_size=2)
+    candidates = [rules.parse("g"), rules.parse("-g")]  # descent improves, ascent worsens
+    key = jax.random.key(0)
+    once = evaluator.evaluate(candidates, task, base, key)
+    every = evaluator.evaluate(candidates, task,
+                               dataclasses.replace(base, validate_every_epoch=True), key)
+    np.testing.assert_allclose(every.val_accuracy, once.val_accuracy, rtol=1e-6)
+    np.testing.assert_array_equal(once.best_val_accuracy, once.val_accuracy)
+    # Ascent from the start gets worse every epoch: its best is after the first epoch.
+    start = task.family.loss(task.problem, task.start)
+    rate = float(every.learning_rate[1])
+    x = np.asarray(task.start, np.float64)
+    gradient = jax.grad(lambda y: task.family.loss(task.problem, y))
+    for _ in range(10):
+        x = x + rate * np.asarray(gradient(jax.numpy.asarray(x, np.float32)))
+    after_one_epoch = -float(task.family.loss(task.problem, jax.numpy.asarray(x, np.float32)))
+    assert after_one_epoch < -float(start)
+    np.testing.assert_allclose(every.best_val_accuracy[1], after_one_epoch, rtol=1e-4)
+    assert every.best_val_accuracy[1] > every.val_accuracy[1]
+    np.testing.assert_allclose(every.best_val_accuracy[0], every.val_accuracy[0], rtol=1e-6)
 
 
 def test_bad_input_raises_clear_errors():

@@ -68,6 +68,8 @@ class EvaluatorConfig:
       paper's Table 1. Encoded arrays are used as given.
     failure_reward: reward of a diverged candidate; None = chance accuracy (data tasks) or
       the negated initial objective (data-free tasks).
+    validate_every_epoch: also validate after every epoch of the final run, for
+      `Scores.best_val_accuracy` (the paper's "Best Val"; costs one validation per epoch).
     """
 
     learning_rates: tuple[float, ...] = PAPER_LEARNING_RATES
@@ -79,6 +81,7 @@ class EvaluatorConfig:
     eval_batch_size: int = 512
     depth: int = 3
     failure_reward: float | None = None
+    validate_every_epoch: bool = False
 
     def __post_init__(self):
         for name in ("batch_size", "sweep_epochs", "final_epochs", "chunk_size",
@@ -110,6 +113,8 @@ class Scores(NamedTuple):
     learning_rate: the learning rate chosen by the sweep.
     train_loss: mean training loss over the final run's last epoch.
     diverged: True if every sweep run or the final run became non-finite.
+    best_val_accuracy: the best validation accuracy after any epoch of the final run with
+      `EvaluatorConfig.validate_every_epoch` (the paper's "Best Val"), else `val_accuracy`.
     """
 
     reward: np.ndarray
@@ -117,6 +122,7 @@ class Scores(NamedTuple):
     learning_rate: np.ndarray
     train_loss: np.ndarray
     diverged: np.ndarray
+    best_val_accuracy: np.ndarray
 
 
 def _member_keys(key: jax.Array, member_ids: jax.Array) -> jax.Array:
@@ -124,17 +130,20 @@ def _member_keys(key: jax.Array, member_ids: jax.Array) -> jax.Array:
 
 
 def _train_members(task, codes, learning_rates, member_keys, init_params, batch_indices,
-                   train_inputs, train_labels):
-    """Trains M children, one per (rule, learning rate), with the interpreter.
+                   train_inputs, train_labels, validate):
+    """Trains M children, one per (rule, learning rate), with the interpreter, validating
+    them after each of V segments of steps.
 
     Args:
       codes: int32 [M, 5·D]; learning_rates: [M]; member_keys: [M] keys for drop/noise.
       init_params: one child's parameters (shared start).
-      batch_indices: int32 [num_steps, batch_size] (ignored by data-free tasks).
+      batch_indices: int32 [V, steps_per_segment, batch_size] (ignored by data-free tasks).
       train_inputs, train_labels: the training set on device (None for data-free tasks).
+      validate: params with leading axis M -> validation scores [M].
 
     Returns:
-      (params with leading axis M, diverged [M] bool, losses [num_steps, M]).
+      (validation scores after each segment [V, M], diverged [M] bool, losses
+       [V * steps_per_segment, M]).
     """
     num_members = codes.shape[0]
     params = jax.tree.map(lambda p: jnp.broadcast_to(p, (num_members, *p.shape)), init_params)
@@ -167,9 +176,13 @@ def _train_members(task, codes, learning_rates, member_keys, init_params, batch_
         params = jax.tree.map(keep, new_params, params)
         return (params, new_state, diverged), loss
 
+    def segment(carry, indices):
+        carry, losses = jax.lax.scan(step, carry, indices)
+        return carry, (validate(carry[0]), losses)
+
     carry = (params, state, jnp.zeros(num_members, bool))
-    (params, _, diverged), losses = jax.lax.scan(step, carry, batch_indices)
-    return params, diverged, losses
+    (_, _, diverged), (scores, losses) = jax.lax.scan(segment, carry, batch_indices)
+    return scores, diverged, losses.reshape(-1, num_members)
 
 
 def _validation_scores(task, params, val_inputs, val_labels, eval_batch_size):
@@ -188,11 +201,10 @@ def _validation_scores(task, params, val_inputs, val_labels, eval_batch_size):
 
 def _score_members(task, eval_batch_size, codes, learning_rates, member_keys, init_params,
                    batch_indices, train_inputs, train_labels, val_inputs, val_labels):
-    params, diverged, losses = _train_members(task, codes, learning_rates, member_keys,
-                                              init_params, batch_indices, train_inputs,
-                                              train_labels)
-    accuracy = _validation_scores(task, params, val_inputs, val_labels, eval_batch_size)
-    return accuracy, diverged, losses
+    validate = partial(_validation_scores, task, val_inputs=val_inputs, val_labels=val_labels,
+                       eval_batch_size=eval_batch_size)
+    return _train_members(task, codes, learning_rates, member_keys, init_params, batch_indices,
+                          train_inputs, train_labels, validate)
 
 
 @partial(jax.jit, static_argnames=("task", "eval_batch_size", "mesh"))
@@ -205,21 +217,22 @@ def _score_members_sharded(task, eval_batch_size, mesh, codes, learning_rates, m
         lambda c, lr, k, p, b, d: score(c, lr, k, p, b, *d),
         mesh=mesh,
         in_specs=(members, members, members, shared, shared, shared),
-        out_specs=(members, members, P(None, "population")),
+        out_specs=(P(None, "population"), members, P(None, "population")),
         check_vma=False,
     )
     return sharded(codes, learning_rates, member_keys, init_params, batch_indices, data)
 
 
-def _batch_indices(key, num_examples, batch_size, steps_per_epoch, num_epochs):
-    """Minibatch indices [num_epochs * steps_per_epoch, batch_size]: a fresh permutation per
-    epoch, cycled if an epoch asks for more examples than the training set has."""
+def _batch_indices(key, num_examples, batch_size, steps_per_epoch, num_epochs, num_segments):
+    """Minibatch indices [num_segments, num_epochs * steps_per_epoch / num_segments,
+    batch_size]: a fresh permutation per epoch, cycled if an epoch asks for more examples
+    than the training set has; validation follows each segment."""
     needed = steps_per_epoch * batch_size
     def epoch(k):
         order = jax.random.permutation(k, num_examples)
         return jnp.resize(order, (needed,)).reshape(steps_per_epoch, batch_size)
     per_epoch = jax.vmap(epoch)(jax.random.split(key, num_epochs))
-    return per_epoch.reshape(-1, batch_size)
+    return per_epoch.reshape(num_segments, -1, batch_size)
 
 
 def _mesh() -> Mesh:
@@ -242,14 +255,15 @@ def _device_data(task):
 
 
 def _run_stage(task, config, codes, learning_rates, key, init_params, num_epochs,
-               chunk_members):
+               chunk_members, num_segments=1):
     """Trains and validates members (codes [M, 5·D], learning_rates [M]) in chunks of equal
-    shape; returns NumPy (validation scores [M], diverged [M], losses [num_steps, M])."""
+    shape, validating after each of `num_segments` equal parts of the run; returns NumPy
+    (validation scores [num_segments, M], diverged [M], losses [num_steps, M])."""
     mesh = _mesh()
     steps = config.epoch_steps(task)
     num_examples = len(task.dataset.train.labels) if task.has_data else 1
     indices = _batch_indices(jax.random.fold_in(key, 0), num_examples, config.batch_size, steps,
-                             num_epochs)
+                             num_epochs, num_segments)
     num_members = codes.shape[0]
     member_keys = _member_keys(jax.random.fold_in(key, 1), jnp.arange(num_members))
     chunk_members = _pad(chunk_members, mesh.size)
@@ -262,10 +276,11 @@ def _run_stage(task, config, codes, learning_rates, key, init_params, num_epochs
                                         learning_rates[take], member_keys[take], init_params,
                                         indices, _device_data(task))
         scores, diverged, losses = map(np.asarray, result)
-        outputs.append((scores[: stop - start], diverged[: stop - start],
+        outputs.append((scores[:, : stop - start], diverged[: stop - start],
                         losses[:, : stop - start]))
     scores, diverged, losses = zip(*outputs, strict=True)
-    return np.concatenate(scores), np.concatenate(diverged), np.concatenate(losses, axis=1)
+    return (np.concatenate(scores, axis=1), np.concatenate(diverged),
+            np.concatenate(losses, axis=1))
 
 
 def _failure_reward(task, config, init_params) -> float:
@@ -287,19 +302,23 @@ def _score_unique(codes, task, config, key) -> Scores:
     sweep_scores, sweep_diverged, _ = _run_stage(
         task, config, sweep_codes, sweep_rates, jax.random.fold_in(key, 1), init_params,
         config.sweep_epochs, config.chunk_size * num_rates)
-    sweep_scores = np.where(sweep_diverged, -np.inf, sweep_scores).reshape(num_rules, num_rates)
+    sweep_scores = np.where(sweep_diverged, -np.inf, sweep_scores[-1]).reshape(num_rules,
+                                                                               num_rates)
     best = np.argmax(sweep_scores, axis=1)
     all_diverged = np.all(np.isneginf(sweep_scores), axis=1)
     chosen = np.asarray(config.learning_rates, np.float64)[best]
 
-    scores, diverged, losses = _run_stage(
+    per_epoch, diverged, losses = _run_stage(
         task, config, codes, jnp.asarray(chosen, jnp.float32), jax.random.fold_in(key, 2),
-        init_params, config.final_epochs, config.chunk_size)
+        init_params, config.final_epochs, config.chunk_size,
+        config.final_epochs if config.validate_every_epoch else 1)
+    scores = per_epoch[-1]
     failed = diverged | all_diverged
     reward = np.where(failed, _failure_reward(task, config, init_params), scores)
     train_loss = losses[-config.epoch_steps(task):].mean(axis=0)
     return Scores(reward.astype(np.float64), scores.astype(np.float64),
-                  np.where(all_diverged, np.nan, chosen), train_loss.astype(np.float64), failed)
+                  np.where(all_diverged, np.nan, chosen), train_loss.astype(np.float64), failed,
+                  per_epoch.max(axis=0).astype(np.float64))
 
 
 def evaluate(rules, task, config: EvaluatorConfig = EvaluatorConfig(), key=None, *,
