@@ -58,11 +58,16 @@ class Config:
     policy_batch_size: int = 256  # our choice
     policy_learning_rate: float = 1e-3  # our choice (Adam)
 
+    # Where the samples come from and which local model the LQG uses (`lopt.gps.trainer`).
+    sampling: str = "policy"  # MD on-policy: the policy plus noise; or "controllers" (LA)
+    dynamics_model: str = "exact"  # derivatives of f (`exact_dynamics`); or "fitted" (LM, LA)
+    imitation_epochs: int = 50  # our choice: policy fitted to the initial controllers first
+
     def __post_init__(self):
         positive_ints = ("num_samples", "horizon", "num_iterations", "gmm_components",
                          "gmm_max_iterations", "gmm_max_points", "eta_max_iterations",
                          "lqg_batch_size", "policy_hidden", "policy_epochs",
-                         "policy_batch_size")
+                         "policy_batch_size", "imitation_epochs")
         for name in positive_ints:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -75,8 +80,11 @@ class Config:
         for name in positive:
             if not getattr(self, name) > 0:
                 raise ValueError(f"Config.{name} must be positive, got {getattr(self, name)!r}")
-        if self.coupling not in COUPLINGS:
-            raise ValueError(f"Config.coupling must be one of {COUPLINGS}, got {self.coupling!r}")
+        for name, allowed in (("coupling", COUPLINGS), ("sampling", SAMPLINGS),
+                              ("dynamics_model", DYNAMICS_MODELS)):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"Config.{name} must be one of {allowed}, got "
+                                 f"{getattr(self, name)!r}")
         if not self.min_step_mult <= 1.0 <= self.max_step_mult:
             raise ValueError("Config needs min_step_mult <= 1 <= max_step_mult, got "
                              f"{self.min_step_mult} and {self.max_step_mult}")
@@ -98,6 +106,8 @@ class Config:
 
 
 COUPLINGS = ("mirror_descent", "trajectory")
+SAMPLINGS = ("policy", "controllers")
+DYNAMICS_MODELS = ("exact", "fitted")
 
 PRESETS = {
     "paper": {},

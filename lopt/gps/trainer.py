@@ -49,9 +49,12 @@ from absl import logging
 
 from lopt import evaluation
 from lopt.gps import controllers as ctrl
+from lopt.gps import cost as cost_lib
+from lopt.gps import dynamics as dynamics_lib
+from lopt.gps import exact_dynamics, trajectory_opt
+from lopt.gps import features as features_lib
 from lopt.gps import learned as learned_lib
 from lopt.gps import policy as policy_lib
-from lopt.gps import trajectory_opt
 from lopt.gps.config import Config
 
 CHECKPOINT_ARRAYS = "checkpoint.npz"
@@ -67,36 +70,95 @@ class TrainState(NamedTuple):
 
 
 def initial_state(config: Config, family, problems, x0: jax.Array, key: jax.Array):
-    """Tuned momentum controllers and a random policy whitened on samples of them; also
-    returns the momentum choices."""
-    key_policy, key_sample = jax.random.split(key)
+    """Tuned momentum controllers and a policy whitened on samples of them (and, with
+    on-policy sampling, fitted to them for `imitation_epochs`); also returns the momentum
+    choices."""
+    key_policy, key_sample, key_fit = jax.random.split(key, 3)
     loop, momentum = trajectory_opt.initial_state(config, family, problems, x0)
     layout = config.features.layout(family.dim)
     policy = policy_lib.init(key_policy, layout.size - layout.dim, family.dim,
                              config.policy_hidden, x0.dtype)
     samples = trajectory_opt.sample_stage(config, family, problems, x0, loop, key_sample)
-    policy = policy_lib.normalise(policy, policy_lib.targets(layout, loop.controller, samples))
+    data = policy_lib.targets(layout, loop.controller, samples)
+    policy = policy_lib.normalise(policy, data)
+    if config.sampling == "policy":
+        policy, _ = _fit_policy(config, policy, data, key_fit, config.imitation_epochs)
     return TrainState(loop, policy), momentum
 
 
-def policy_stage(config: Config, family, state: TrainState, samples: ctrl.Samples, key):
-    """S-step: the policy fitted to the current controllers at the samples; returns (policy,
-    loss after each epoch `[policy_epochs]`)."""
-    layout = config.features.layout(family.dim)
-    data = policy_lib.targets(layout, state.loop.controller, samples)
-    return policy_lib.fit(state.policy, data, key, epochs=config.policy_epochs,
-                          batch_size=config.policy_batch_size,
+def _fit_policy(config: Config, policy: policy_lib.Policy, data: policy_lib.Targets, key,
+                epochs: int):
+    return policy_lib.fit(policy, data, key, epochs=epochs, batch_size=config.policy_batch_size,
                           learning_rate=config.policy_learning_rate)
 
 
-def optimise_stage(config: Config, family, model: trajectory_opt.Model, state: TrainState,
-                   policy: policy_lib.Policy, samples: ctrl.Samples):
-    """C-step: new controllers in the trust region of the coupling's reference."""
+def policy_stage(config: Config, family, policy: policy_lib.Policy,
+                 controller: ctrl.Controller, samples: ctrl.Samples, key):
+    """S-step: `policy` fitted to `controller` `[N, T, ...]` at the samples; returns (policy,
+    loss after each epoch `[policy_epochs]`)."""
     layout = config.features.layout(family.dim)
-    reference = None
-    if config.coupling == "mirror_descent":
-        reference = policy_lib.linearise(layout, policy, samples, config.horizon)
-    return trajectory_opt.optimise_stage(config, family, model, state.loop, reference)
+    data = policy_lib.targets(layout, controller, samples)
+    return _fit_policy(config, policy, data, key, config.policy_epochs)
+
+
+def sample_policy(config: Config, family, problems, x0: jax.Array, policy: policy_lib.Policy,
+                  key: jax.Array) -> ctrl.Samples:
+    """`num_samples` rollouts per objective of the policy's mean plus Gaussian noise of its
+    variance (on-policy sampling, MD section 4): Samples `[N, S, ...]`."""
+    layout = config.features.layout(family.dim)
+    std = jnp.sqrt(policy.variance)
+
+    def one_rollout(loss_fn, start, noise):  # noise [T, dU]
+        state0, tracker0 = features_lib.start(config.features, loss_fn, start)
+
+        def body(carry, noise_t):
+            state, tracker = carry
+            action = policy_lib.state_mean(layout, policy, state) + std * noise_t
+            state, tracker, observation = features_lib.step(config.features, loss_fn, state,
+                                                            tracker, action)
+            return (state, tracker), (state, action, observation, tracker.value)
+
+        _, (states, actions, observations, values) = jax.lax.scan(body, (state0, tracker0),
+                                                                  noise)
+        return ctrl.Samples(jnp.concatenate([state0[None], states]), actions, observations,
+                            jnp.concatenate([tracker0.value[None], values]))
+
+    num = x0.shape[0]
+    noise = jax.random.normal(key, (num, config.num_samples, config.horizon, family.dim),
+                              x0.dtype)
+
+    def one_objective(problem, start, noises):
+        loss_fn = family.objective(problem)
+        return jax.vmap(lambda n: one_rollout(loss_fn, start, n))(noises)
+
+    return jax.vmap(one_objective)(problems, x0, noise)
+
+
+def fit_stage(config: Config, family, problems, samples: ctrl.Samples, key):
+    """The local model (cost, dynamics, initial states) around the samples; the dynamics are
+    exact derivatives of f or fitted with the GMM prior (`Config.dynamics_model`)."""
+    if config.dynamics_model == "fitted":
+        return trajectory_opt.fit_stage(config, family, problems, samples, key)
+    layout = config.features.layout(family.dim)
+    return trajectory_opt.Model(
+        exact_dynamics.linearise(family, config.features, problems, samples,
+                                 config.dynamics_regularization),
+        cost_lib.expand(family, layout, problems, samples),
+        dynamics_lib.initial_distribution(samples, config.dynamics_regularization),
+        None)
+
+
+def optimise_stage(config: Config, family, model: trajectory_opt.Model, loop, reference,
+                   samples: ctrl.Samples):
+    """C-step: new controllers in the trust region of `reference` (None: the current
+    controllers); the step size adapts to how the cost of `loop.controller` changed."""
+    del samples
+    return trajectory_opt.optimise_stage(config, family, model, loop, reference)
+
+
+def linearise_stage(config: Config, family, policy: policy_lib.Policy, samples: ctrl.Samples):
+    return policy_lib.linearise(config.features.layout(family.dim), policy, samples,
+                                config.horizon)
 
 
 def policy_cost(config: Config, family, problems, x0: jax.Array, policy: policy_lib.Policy):
@@ -112,8 +174,10 @@ def _jit(function):
 
 _stages = {
     "sample": _jit(trajectory_opt.sample_stage),
-    "fit": _jit(trajectory_opt.fit_stage),
+    "sample_policy": _jit(sample_policy),
+    "fit": _jit(fit_stage),
     "policy": _jit(policy_stage),
+    "linearise": _jit(linearise_stage),
     "optimise": _jit(optimise_stage),
 }
 _jit_initial_state = _jit(initial_state)
@@ -130,11 +194,27 @@ def _timed(name, *args):
 def iteration(config: Config, family, problems, x0, state: TrainState, key):
     """One GPS iteration (module docstring): returns (new TrainState, diagnostics dict)."""
     key_sample, key_fit, key_policy = jax.random.split(key, 3)
-    samples, sample_s = _timed("sample", config, family, problems, x0, state.loop, key_sample)
-    model, fit_s = _timed("fit", config, family, problems, samples, key_fit)
-    (policy, losses), policy_s = _timed("policy", config, family, state, samples, key_policy)
-    (loop, solution, kl_bound), optimise_s = _timed("optimise", config, family, model, state,
-                                                    policy, samples)
+    if config.sampling == "policy":
+        samples, sample_s = _timed("sample_policy", config, family, problems, x0, state.policy,
+                                   key_sample)
+        model, fit_s = _timed("fit", config, family, problems, samples, key_fit)
+        reference = _stages["linearise"](config, family, state.policy, samples)
+        (loop, solution, kl_bound), optimise_s = _timed(
+            "optimise", config, family, model, state.loop._replace(controller=reference),
+            reference, samples)
+        (policy, losses), policy_s = _timed("policy", config, family, state.policy,
+                                            loop.controller, samples, key_policy)
+    else:
+        samples, sample_s = _timed("sample", config, family, problems, x0, state.loop,
+                                   key_sample)
+        model, fit_s = _timed("fit", config, family, problems, samples, key_fit)
+        (policy, losses), policy_s = _timed("policy", config, family, state.policy,
+                                            state.loop.controller, samples, key_policy)
+        reference = None
+        if config.coupling == "mirror_descent":
+            reference = _stages["linearise"](config, family, policy, samples)
+        (loop, solution, kl_bound), optimise_s = _timed("optimise", config, family, model,
+                                                        state.loop, reference, samples)
     record = {
         "sample_cost": float(jnp.mean(samples.values[:, :, 1:])),
         "policy_loss": float(losses[-1]),
