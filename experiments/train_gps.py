@@ -1,7 +1,8 @@
 r"""Learns predicted step descent with Guided Policy Search on training objectives.
 
   python -m experiments.train_gps --family=logistic_regression --out=runs/gps_logistic \
-      [--config=smoke|cpu|paper] [--coupling=mirror_descent|trajectory] [--resume]
+      [--config=smoke|cpu|paper] [--coupling=mirror_descent|trajectory] \
+      [--sampling=policy|controllers] [--dynamics_model=exact|fitted] [--resume]
 
 Training problems are drawn with `--seed` (the paper's number for the family unless
 `--num_train` is given). Writes into --out:
@@ -34,9 +35,13 @@ NUM_ITERATIONS = flags.DEFINE_integer("num_iterations", None,
                                       "GPS iterations (default: the preset's).", lower_bound=0)
 COUPLING = flags.DEFINE_enum("coupling", None, list(gps.config.COUPLINGS),
                              "Coupling of controllers and policy (default: the preset's).")
-SHARED_MOMENTUM = flags.DEFINE_bool(
-    "shared_momentum", False, "Initialise every objective's controller with the same tuned "
-    "momentum (instead of tuning it per objective as the paper does).")
+PER_OBJECTIVE_MOMENTUM = flags.DEFINE_bool(
+    "per_objective_momentum", False, "Tune the initial momentum per objective as the paper "
+    "does (default: the one setting best on average, which the policy can imitate).")
+SAMPLING = flags.DEFINE_enum("sampling", None, list(gps.config.SAMPLINGS),
+                             "Where samples come from (default: the preset's).")
+DYNAMICS_MODEL = flags.DEFINE_enum("dynamics_model", None, list(gps.config.DYNAMICS_MODELS),
+                                   "Local dynamics for the LQG (default: the preset's).")
 SEED = flags.DEFINE_integer("seed", 0, "Seed for the training problems and the training.")
 RESUME = flags.DEFINE_bool("resume", False, "Continue from the checkpoint in --out.")
 OUT = flags.DEFINE_string("out", None, "Output directory (created if missing).", required=True)
@@ -50,10 +55,12 @@ def main(argv):
         raise app.UsageError(f"--out={out} already holds a checkpoint; pass --resume to "
                              "continue it or choose another directory")
     overrides = {name: flag.value for name, flag in (("num_iterations", NUM_ITERATIONS),
-                                                     ("coupling", COUPLING))
+                                                     ("coupling", COUPLING),
+                                                     ("sampling", SAMPLING),
+                                                     ("dynamics_model", DYNAMICS_MODEL))
                  if flag.value is not None}
-    if SHARED_MOMENTUM.value:
-        overrides["momentum_per_objective"] = False
+    if PER_OBJECTIVE_MOMENTUM.value:
+        overrides["momentum_per_objective"] = True
     config = gps.Config.preset(CONFIG.value, **overrides)
     family = objectives.get(FAMILY.value)
     num_train = NUM_TRAIN.value or objectives.PAPER_NUM_TRAIN.get(FAMILY.value, 90)

@@ -50,7 +50,7 @@ def test_training_improves_on_the_initial_policy(uninterrupted):
                                                                       x0, policy)))
         untrained, trained = cost(state.policy), cost(uninterrupted.policy)
     assert trained < untrained - 1e-3
-    assert trained == pytest.approx(history[-1]["policy_cost"], rel=1e-9)
+    assert trained == pytest.approx(min(record["policy_cost"] for record in history), rel=1e-9)
     for record in history:
         assert np.isfinite(record["kl"]) and record["eta"] > 0
         assert np.isfinite(record["policy_loss"])
@@ -88,9 +88,9 @@ def test_shared_momentum_picks_one_setting_with_the_best_mean():
     with jax.enable_x64():
         problems = jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), PROBLEMS)
         x0 = FAMILY.init(jax.random.key(2), 4).astype(jnp.float64)
-        shared = dataclasses.replace(CONFIG, momentum_per_objective=False)
-        each = initialisation.tune_momentum(CONFIG, FAMILY, problems, x0)
-        one = initialisation.tune_momentum(shared, FAMILY, problems, x0)
+        per_objective = dataclasses.replace(CONFIG, momentum_per_objective=True)
+        each = initialisation.tune_momentum(per_objective, FAMILY, problems, x0)
+        one = initialisation.tune_momentum(CONFIG, FAMILY, problems, x0)
     assert np.unique(np.asarray(one.step_size)).size == 1
     assert np.unique(np.asarray(one.decay)).size == 1
     assert np.all(np.asarray(each.final_value) <= np.asarray(one.final_value) + 1e-12)

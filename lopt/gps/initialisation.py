@@ -1,14 +1,15 @@
-"""Initial controllers: gradient descent with momentum, tuned per objective (LM section 5).
+"""Initial controllers: gradient descent with momentum, tuned on the objectives (LM section 5).
 
 The mean action of the initial controller is the momentum step
     u_t = -step_size * sum_{j >= 0} decay^j g_{t-j},
 written as a time-invariant linear function of the state: gain -step_size * decay^j on
 gradient slot j (truncated to the `history` slots of the state), or, with `past_steps`, the
-exact recursion u_t = decay * u_{t-1} - step_size * g_t (gain decay on step slot 0). For each
-objective the (step_size, decay) pair with the lowest final objective value of a noiseless
-rollout is chosen from a grid (or, with `momentum_per_objective=False`, the one pair with the
-lowest mean over all objectives, which a single stationary policy can imitate exactly); the
-grid is evaluated with `lax.map` over batches of grid points and `vmap` over objectives.
+exact recursion u_t = decay * u_{t-1} - step_size * g_t (gain decay on step slot 0). By
+default the one (step_size, decay) pair of a grid with the lowest mean final objective value
+of noiseless rollouts over all objectives is chosen, which a single stationary policy can
+imitate exactly; with `momentum_per_objective=True` (the paper's choice) each objective gets
+its own best pair. The grid is evaluated with `lax.map` over batches of grid points and
+`vmap` over objectives.
 The covariance is `initial_action_std^2 I`, for exploration.
 """
 

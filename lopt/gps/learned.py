@@ -28,7 +28,7 @@ from lopt.gps import features as feats
 from lopt.gps import policy as policy_lib
 
 FORMAT = "lopt.gps.learned"
-VERSION = 1
+VERSION = 2  # 2: the policy clips whitened inputs at 20 standard deviations (1: at 5)
 METADATA_FILE = "learned.json"
 ARRAYS_FILE = "policy.npz"
 

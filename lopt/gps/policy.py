@@ -15,6 +15,10 @@ steps it is run for (LM test for 100 steps after training on 40). Clipping the w
 input bounds the step on states far outside the training distribution: without it, a policy
 run past the states it was trained on can feed growing objective changes back into growing
 steps and diverge (measured: mean cost 1e35 on the training objectives after two iterations).
+The bound is 20 standard deviations: at 5 the first step, whose gradient lies 6-12 standard
+deviations out, was clipped (logistic regression: f after one step 0.546 against gradient
+descent's 0.501), and training at 20 reached a lower cost in two GPS iterations than at 5 in
+six.
 
 Training (`fit`) minimises the mean of the squared Mahalanobis distance
     (mu(s) - mu_psi(s))^T Sigma_psi^{-1} (mu(s) - mu_psi(s))
@@ -43,7 +47,7 @@ import optax
 from lopt.gps import controllers as ctrl
 from lopt.gps import features as feats
 
-INPUT_CLIP = 5.0  # our choice: whitened inputs are clipped to this many standard deviations
+INPUT_CLIP = 20.0  # our choice: whitened inputs are clipped to this many standard deviations
 
 
 class Network(nn.Module):

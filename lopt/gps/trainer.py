@@ -1,31 +1,39 @@
 """The GPS outer loop: linear-Gaussian controllers and the neural policy, trained together.
 
-Coupling: mirror-descent GPS (MD, Montgomery & Levine 2016). One iteration is
+Coupling: mirror-descent GPS (MD, Montgomery & Levine 2016), on-policy by default
+(`Config.sampling="policy"`, MD section 4). Before the first iteration the policy imitates the
+initial (tuned momentum) controllers for `imitation_epochs`. One iteration is then
 
-  sample    rollouts of the current controllers p_i on every training objective
-  fit       cost expansion and dynamics (GMM prior) around the samples
-  policy    supervised step (S-step): the policy is trained to match p_i's mean actions at the
-            sampled states under p_i's precisions (`lopt.gps.policy.fit`)
+  sample    rollouts of the policy's mean plus Gaussian noise of its variance
+  fit       the local model around those samples: cost expansion and dynamics, exact
+            derivatives of f (`exact_dynamics`, default) or fitted with the GMM prior
   optimise  C-step: the LQG minimises the expected cost with a KL trust region around the
-            policy linearised at the samples (`policy.linearise`), giving p_{i+1}
+            policy linearised at its own samples (`policy.linearise`), giving p_i
+  policy    S-step: the policy is trained to match p_i's mean actions at the sampled states
+            under p_i's precisions (`lopt.gps.policy.fit`)
+
+With `sampling="controllers"` (LA's and part 2's first loop) the samples come from the
+controllers, the S-step runs first and the C-step's trust region is around the policy
+linearised at the controllers' samples (`coupling="trajectory"`: around the previous
+controllers).
 
 Why mirror descent rather than BADMM: the KL trust region around the linearised policy is
 exactly the constraint the part-1 LQG already solves (`lqg.optimise` takes any reference
 controller), so the coupling needs no dual variables, no extra cost terms and no tuning of
 their step sizes; the trust-region size is still adapted from predicted vs actual
-improvement. `Config.coupling="trajectory"` keeps the trust region around the previous
-controllers instead (the policy is then trained only by imitation, as in LA's first variant).
+improvement.
 
-Known limitation (measured on logistic regression, `cpu` preset): with the paper's
-per-objective momentum initialisation the mirror-descent loop does not improve. The step
-sizes tuned per objective spread over four decades, which one stationary policy imitates only
-roughly (training cost 0.32-0.53 against momentum's 0.30-0.36); the policy's linearisation at
-the mean sampled states is worse still on its own trajectories and unstable under the fitted
-dynamics, so the C-step leaves the region where the model holds and the costs grow until the
-fourth iteration diverges. With `momentum_per_objective=False` (one shared momentum setting)
-the policy imitates the controllers (Mahalanobis loss 0.007 -> 0.0004) and the loop is stable,
-but three iterations did not improve on the initialisation (controllers 0.2979, policy
-0.2973, momentum 0.2942).
+Why on-policy, exact dynamics and the best policy (measured on logistic regression, `cpu`
+preset, 90 objectives): sampling the controllers and linearising the policy at their states,
+with per-objective momentum, diverged by iteration 4; with shared momentum it was stable but
+did not improve in three iterations (policy 0.2973 vs momentum 0.2942). On-policy with exact
+dynamics improves every iteration (policy 0.2992 -> 0.2893 in six), because the controllers
+are optimised where the policy actually goes and the S-step only has to follow a small
+change. Once the trust region had grown (KL 40 nats over 40 steps) the loop became unstable:
+a few controllers blew up on the real objective at iteration 8-9 and the policy that imitated
+them fell back to 0.331, so `train` returns the policy with the lowest training cost seen.
+Keeping a controller only where its rollout beat the policy's did not help (99% were kept,
+and the policy got worse from the second iteration: 0.2994 -> 0.3052 at the fourth).
 
 The policy's whitening and action scale are fitted once, on samples of the initial (tuned
 momentum) controllers, and kept fixed. Everything runs in float64 inside
@@ -49,9 +57,12 @@ from absl import logging
 
 from lopt import evaluation
 from lopt.gps import controllers as ctrl
+from lopt.gps import cost as cost_lib
+from lopt.gps import dynamics as dynamics_lib
+from lopt.gps import exact_dynamics, trajectory_opt
+from lopt.gps import features as features_lib
 from lopt.gps import learned as learned_lib
 from lopt.gps import policy as policy_lib
-from lopt.gps import trajectory_opt
 from lopt.gps.config import Config
 
 CHECKPOINT_ARRAYS = "checkpoint.npz"
@@ -60,43 +71,106 @@ CHECKPOINT_METADATA = "checkpoint.json"
 
 class TrainState(NamedTuple):
     """The loop state between iterations: controllers and step sizes (`LoopState`, leaves
-    `[N, ...]`) and the policy."""
+    `[N, ...]`), the policy, and the policy with the lowest mean training cost so far and that
+    cost `[]` (what `train` returns)."""
 
     loop: trajectory_opt.LoopState
     policy: policy_lib.Policy
+    best_policy: policy_lib.Policy
+    best_cost: jax.Array
 
 
 def initial_state(config: Config, family, problems, x0: jax.Array, key: jax.Array):
-    """Tuned momentum controllers and a random policy whitened on samples of them; also
-    returns the momentum choices."""
-    key_policy, key_sample = jax.random.split(key)
+    """Tuned momentum controllers and a policy whitened on samples of them (and, with
+    on-policy sampling, fitted to them for `imitation_epochs`); also returns the momentum
+    choices."""
+    key_policy, key_sample, key_fit = jax.random.split(key, 3)
     loop, momentum = trajectory_opt.initial_state(config, family, problems, x0)
     layout = config.features.layout(family.dim)
     policy = policy_lib.init(key_policy, layout.size - layout.dim, family.dim,
                              config.policy_hidden, x0.dtype)
     samples = trajectory_opt.sample_stage(config, family, problems, x0, loop, key_sample)
-    policy = policy_lib.normalise(policy, policy_lib.targets(layout, loop.controller, samples))
-    return TrainState(loop, policy), momentum
+    data = policy_lib.targets(layout, loop.controller, samples)
+    policy = policy_lib.normalise(policy, data)
+    if config.sampling == "policy":
+        policy, _ = _fit_policy(config, policy, data, key_fit, config.imitation_epochs)
+    cost = jnp.mean(policy_cost(config, family, problems, x0, policy))
+    return TrainState(loop, policy, policy, cost), momentum
 
 
-def policy_stage(config: Config, family, state: TrainState, samples: ctrl.Samples, key):
-    """S-step: the policy fitted to the current controllers at the samples; returns (policy,
-    loss after each epoch `[policy_epochs]`)."""
-    layout = config.features.layout(family.dim)
-    data = policy_lib.targets(layout, state.loop.controller, samples)
-    return policy_lib.fit(state.policy, data, key, epochs=config.policy_epochs,
-                          batch_size=config.policy_batch_size,
+def _fit_policy(config: Config, policy: policy_lib.Policy, data: policy_lib.Targets, key,
+                epochs: int):
+    return policy_lib.fit(policy, data, key, epochs=epochs, batch_size=config.policy_batch_size,
                           learning_rate=config.policy_learning_rate)
 
 
-def optimise_stage(config: Config, family, model: trajectory_opt.Model, state: TrainState,
-                   policy: policy_lib.Policy, samples: ctrl.Samples):
-    """C-step: new controllers in the trust region of the coupling's reference."""
+def policy_stage(config: Config, family, policy: policy_lib.Policy,
+                 controller: ctrl.Controller, samples: ctrl.Samples, key):
+    """S-step: `policy` fitted to `controller` `[N, T, ...]` at the samples; returns (policy,
+    loss after each epoch `[policy_epochs]`)."""
     layout = config.features.layout(family.dim)
-    reference = None
-    if config.coupling == "mirror_descent":
-        reference = policy_lib.linearise(layout, policy, samples, config.horizon)
-    return trajectory_opt.optimise_stage(config, family, model, state.loop, reference)
+    data = policy_lib.targets(layout, controller, samples)
+    return _fit_policy(config, policy, data, key, config.policy_epochs)
+
+
+def sample_policy(config: Config, family, problems, x0: jax.Array, policy: policy_lib.Policy,
+                  key: jax.Array) -> ctrl.Samples:
+    """`num_samples` rollouts per objective of the policy's mean plus Gaussian noise of its
+    variance (on-policy sampling, MD section 4): Samples `[N, S, ...]`."""
+    layout = config.features.layout(family.dim)
+    std = jnp.sqrt(policy.variance)
+
+    def one_rollout(loss_fn, start, noise):  # noise [T, dU]
+        state0, tracker0 = features_lib.start(config.features, loss_fn, start)
+
+        def body(carry, noise_t):
+            state, tracker = carry
+            action = policy_lib.state_mean(layout, policy, state) + std * noise_t
+            state, tracker, observation = features_lib.step(config.features, loss_fn, state,
+                                                            tracker, action)
+            return (state, tracker), (state, action, observation, tracker.value)
+
+        _, (states, actions, observations, values) = jax.lax.scan(body, (state0, tracker0),
+                                                                  noise)
+        return ctrl.Samples(jnp.concatenate([state0[None], states]), actions, observations,
+                            jnp.concatenate([tracker0.value[None], values]))
+
+    num = x0.shape[0]
+    noise = jax.random.normal(key, (num, config.num_samples, config.horizon, family.dim),
+                              x0.dtype)
+
+    def one_objective(problem, start, noises):
+        loss_fn = family.objective(problem)
+        return jax.vmap(lambda n: one_rollout(loss_fn, start, n))(noises)
+
+    return jax.vmap(one_objective)(problems, x0, noise)
+
+
+def fit_stage(config: Config, family, problems, samples: ctrl.Samples, key):
+    """The local model (cost, dynamics, initial states) around the samples; the dynamics are
+    exact derivatives of f or fitted with the GMM prior (`Config.dynamics_model`)."""
+    if config.dynamics_model == "fitted":
+        return trajectory_opt.fit_stage(config, family, problems, samples, key)
+    layout = config.features.layout(family.dim)
+    return trajectory_opt.Model(
+        exact_dynamics.linearise(family, config.features, problems, samples,
+                                 config.dynamics_regularization),
+        cost_lib.expand(family, layout, problems, samples),
+        dynamics_lib.initial_distribution(samples, config.dynamics_regularization),
+        None)
+
+
+def optimise_stage(config: Config, family, model: trajectory_opt.Model, loop, reference,
+                   samples: ctrl.Samples):
+    """C-step: new controllers in the trust region of `reference` (None: the current
+    controllers); the step size adapts to how the cost of `loop.controller` changed."""
+    del samples
+    return trajectory_opt.optimise_stage(config, family, model, loop, reference)
+
+
+def linearise_stage(config: Config, family, policy: policy_lib.Policy, samples: ctrl.Samples):
+    return policy_lib.linearise(config.features.layout(family.dim), policy, samples,
+                                config.horizon)
 
 
 def policy_cost(config: Config, family, problems, x0: jax.Array, policy: policy_lib.Policy):
@@ -112,8 +186,10 @@ def _jit(function):
 
 _stages = {
     "sample": _jit(trajectory_opt.sample_stage),
-    "fit": _jit(trajectory_opt.fit_stage),
+    "sample_policy": _jit(sample_policy),
+    "fit": _jit(fit_stage),
     "policy": _jit(policy_stage),
+    "linearise": _jit(linearise_stage),
     "optimise": _jit(optimise_stage),
 }
 _jit_initial_state = _jit(initial_state)
@@ -130,11 +206,27 @@ def _timed(name, *args):
 def iteration(config: Config, family, problems, x0, state: TrainState, key):
     """One GPS iteration (module docstring): returns (new TrainState, diagnostics dict)."""
     key_sample, key_fit, key_policy = jax.random.split(key, 3)
-    samples, sample_s = _timed("sample", config, family, problems, x0, state.loop, key_sample)
-    model, fit_s = _timed("fit", config, family, problems, samples, key_fit)
-    (policy, losses), policy_s = _timed("policy", config, family, state, samples, key_policy)
-    (loop, solution, kl_bound), optimise_s = _timed("optimise", config, family, model, state,
-                                                    policy, samples)
+    if config.sampling == "policy":
+        samples, sample_s = _timed("sample_policy", config, family, problems, x0, state.policy,
+                                   key_sample)
+        model, fit_s = _timed("fit", config, family, problems, samples, key_fit)
+        reference = _stages["linearise"](config, family, state.policy, samples)
+        (loop, solution, kl_bound), optimise_s = _timed(
+            "optimise", config, family, model, state.loop._replace(controller=reference),
+            reference, samples)
+        (policy, losses), policy_s = _timed("policy", config, family, state.policy,
+                                            loop.controller, samples, key_policy)
+    else:
+        samples, sample_s = _timed("sample", config, family, problems, x0, state.loop,
+                                   key_sample)
+        model, fit_s = _timed("fit", config, family, problems, samples, key_fit)
+        (policy, losses), policy_s = _timed("policy", config, family, state.policy,
+                                            state.loop.controller, samples, key_policy)
+        reference = None
+        if config.coupling == "mirror_descent":
+            reference = _stages["linearise"](config, family, policy, samples)
+        (loop, solution, kl_bound), optimise_s = _timed("optimise", config, family, model,
+                                                        state.loop, reference, samples)
     record = {
         "sample_cost": float(jnp.mean(samples.values[:, :, 1:])),
         "policy_loss": float(losses[-1]),
@@ -147,7 +239,7 @@ def iteration(config: Config, family, problems, x0, state: TrainState, key):
         "policy_seconds": policy_s,
         "optimise_seconds": optimise_s,
     }
-    return TrainState(loop, policy), record
+    return state._replace(loop=loop, policy=policy), record
 
 
 def _to_float64(leaf):
@@ -212,7 +304,9 @@ def train(family, train_problems, config: Config, key: jax.Array, *, callback=No
 
     Returns:
       A `Learned` (policy, features, dimension, history); `lopt.gps.as_optax` makes it an
-      optimizer. Runs in float64 inside `jax.enable_x64()` (the global setting is left alone).
+      optimizer. The policy is the one with the lowest mean training cost (noiseless runs)
+      among the initial policy and the policy after each iteration. Runs in float64 inside
+      `jax.enable_x64()` (the global setting is left alone).
     """
     num = evaluation.num_problems(train_problems)
     fingerprint = _fingerprint(config, family, num)
@@ -255,11 +349,14 @@ def train(family, train_problems, config: Config, key: jax.Array, *, callback=No
                 record["sample_cost"], record["policy_loss"], record["kl"], record["kl_bound"],
                 record["eta"], record["step_mult"], record["sample_seconds"],
                 record["fit_seconds"], record["policy_seconds"], record["optimise_seconds"])
+            if record["policy_cost"] < float(state.best_cost):
+                state = state._replace(best_policy=state.policy,
+                                       best_cost=jnp.asarray(record["policy_cost"]))
             history.append(record)
             if checkpoint_dir is not None:
                 _save_checkpoint(checkpoint_dir, state, index + 1, history, fingerprint)
             if callback is not None:
                 callback(index, record)
-        policy = jax.tree.map(np.asarray, state.policy)
+        policy = jax.tree.map(np.asarray, state.best_policy)
     return learned_lib.Learned(policy, config.features, family.dim, family.name, tuple(history))
 
