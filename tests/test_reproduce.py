@@ -43,7 +43,8 @@ def test_a_trained_optimizer_is_reused_and_exported_with_provenance(tmp_path, mo
     assert "GPS, `smoke` preset" in origin and len(learned.history) == 3
     provenance = json.loads((tmp_path / "pretrained" / family.name / "provenance.json")
                             .read_text())
-    assert provenance["command"] == "CMD" and provenance["scale"] == "smoke"
+    assert provenance["command"] == "CMD --export_pretrained"
+    assert provenance["scale"] == "smoke"
     exported = gps.load(str(tmp_path / "pretrained" / family.name))
     np.testing.assert_array_equal(exported.policy.network["Dense_0"]["kernel"],
                                   learned.policy.network["Dense_0"]["kernel"])
