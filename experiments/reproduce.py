@@ -35,19 +35,8 @@ import time
 from absl import app, flags, logging
 
 from experiments.common import prepare_output_dir
-from experiments.reproduction import lto, nos, report
+from experiments.reproduction import EXPERIMENTS, lto, nos, report
 
-EXPERIMENTS = {
-    "lto_logistic": lto.family_figure,
-    "lto_robust": lto.family_figure,
-    "lto_mlp": lto.family_figure,
-    "lto_transfer": lto.transfer,
-    "lto_trajectories": lto.trajectories,
-    "nos_table": nos.table,
-    "nos_rosenbrock": nos.rosenbrock,
-    "nos_search": nos.search,
-    "nos_transfer": nos.larger_models,
-}
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 WHICH = flags.DEFINE_list("which", ["all"], f"Experiments: {', '.join(EXPERIMENTS)} or all.")

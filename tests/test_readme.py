@@ -29,7 +29,7 @@ def test_readme_main_job_names_an_existing_binary():
 
 
 def test_readme_results_blocks_name_experiments_and_link_existing_figures():
-    from experiments.reproduce import EXPERIMENTS
+    from experiments.reproduction import EXPERIMENTS
 
     readme = _read("README.md")
     blocks = re.findall(r"<!-- reproduce:(\w+) -->(.*?)<!-- /reproduce:(\w+) -->", readme, re.S)
