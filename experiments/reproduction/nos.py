@@ -248,13 +248,13 @@ def search(settings: Settings, which: str, command: str) -> Report:
     named = {row["rule"]: rules.parse(row["rule"]) for row in top}
     named.update({name: rules.LIBRARY[name] for name in BASELINE_RULES})
     seeds = [settings.seed + 1000 + offset for offset in range(settings.sizes.rescore_seeds)]
-    config_here = settings.config(chunk_size=len(named))
-    transfer_config = lambda task: dataclasses.replace(
-        config.evaluator if task == config.task else config_here,
-        chunk_size=len(named), steps_per_epoch=100 if task == "rosenbrock" else None)
-    columns = {task: score_over_seeds(named, tasks.get(task, data_dir=settings.data_dir),
-                                      transfer_config(task), seeds)
-               for task in (config.task, *settings.sizes.transfer_children)}
+    # The search's own child keeps the search's protocol; the others get this scale's.
+    protocols = {config.task: dataclasses.replace(config.evaluator, chunk_size=len(named))}
+    protocols.update({task: settings.config(chunk_size=len(named))
+                      for task in settings.sizes.transfer_children})
+    children = {task: tasks.get(task, data_dir=settings.data_dir) for task in protocols}
+    columns = {task: score_over_seeds(named, children[task], protocols[task], seeds)
+               for task in protocols}
     search_scores = {row["rule"]: row["score"] for row in top}
     search_scores.update({name: result.baselines[name]["score"] for name in BASELINE_RULES})
     names = list(named)
@@ -266,8 +266,7 @@ def search(settings: Settings, which: str, command: str) -> Report:
         for task, scores in columns.items():
             values = scores["reward"][:, i]
             diverged = int(scores["diverged"][:, i].sum())
-            cells.append(_mean_std(values if tasks.get(task, data_dir=settings.data_dir).has_data
-                                   else -values)
+            cells.append(_mean_std(values if children[task].has_data else -values)
                          + (f" ({diverged} diverged)" if diverged else ""))
         label = name if name in BASELINE_RULES else f"`{name}`"
         lines.append(f"| {label} | {search_scores[name]:.4f} | " + " | ".join(cells) + " |")
