@@ -2,8 +2,8 @@
 
 All four optimizers run in the same harness (`lopt.evaluation.run`). Sign convention: the
 returned updates are *added* to the parameters (`optax.apply_updates`). Conjugate gradient and
-L-BFGS use line searches and are `GradientTransformationExtraArgs`: their `update` takes
-`value`, `grad` and `value_fn` keyword arguments (as `optax.lbfgs`).
+L-BFGS use line searches (`lopt.linesearch`) and are `GradientTransformationExtraArgs`: their
+`update` takes `value`, `grad` and `value_fn` keyword arguments (as `optax.lbfgs`).
 
 `tune` grid-searches hyperparameters on training problems: the whole grid x problems x steps
 is one compiled program (vmap over grid points and problems, scan over steps). The criterion
@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from lopt import evaluation
+from lopt import evaluation, linesearch
 
 
 def gradient_descent(learning_rate: float) -> optax.GradientTransformation:
@@ -84,46 +84,6 @@ def scale_by_conjugate_gradient(restart_every: int) -> optax.GradientTransformat
     return optax.GradientTransformation(init, update)
 
 
-def scale_by_exact_linesearch(num_newton_steps: int = 3) -> optax.GradientTransformationExtraArgs:
-    """Scales a direction d by the step alpha minimising phi(alpha) = f(x + alpha d).
-
-    Newton's method on phi from alpha = 0, with phi' and phi'' from forward-mode derivatives
-    of `value_fn`; exact in one step on quadratics. A Newton step is skipped where phi'' <= 0
-    or the result is not finite, and alpha falls back to 0 if it does not decrease f.
-
-    Args:
-      num_newton_steps: Newton iterations on alpha.
-
-    Returns:
-      A transformation whose `update(direction, state, params, *, value, grad, value_fn)`
-      returns alpha * direction.
-    """
-
-    def init(params):
-        del params
-        return optax.EmptyState()
-
-    def update(direction, state, params, *, value, grad=None, value_fn, **extra_args):
-        del grad, extra_args
-
-        def phi(alpha):
-            return value_fn(optax.tree.add_scale(params, alpha, direction))
-
-        def newton(alpha, _):
-            slope = lambda a: jax.jvp(phi, (a,), (jnp.ones_like(a),))[1]
-            first, second = jax.jvp(slope, (alpha,), (jnp.ones_like(alpha),))
-            candidate = alpha - first / second
-            ok = (second > 0) & jnp.isfinite(candidate)
-            return jnp.where(ok, candidate, alpha), None
-
-        zero = jnp.zeros([], jnp.result_type(value))
-        alpha, _ = jax.lax.scan(newton, zero, None, length=num_newton_steps)
-        alpha = jnp.where(phi(alpha) <= value, alpha, zero)
-        return optax.tree.scale(alpha, direction), state
-
-    return optax.GradientTransformationExtraArgs(init, update)
-
-
 def conjugate_gradient(
     restart_every: int = 10,
     line_search: str = "wolfe",
@@ -134,8 +94,8 @@ def conjugate_gradient(
 
     Args:
       restart_every: restart the direction at -grad every this many steps.
-      line_search: "wolfe" (optax's zoom line search under the strong Wolfe conditions) or
-        "exact" (Newton on the step length; exact on quadratics).
+      line_search: "wolfe" (`lopt.linesearch.scale_by_wolfe_linesearch`, the strong Wolfe
+        conditions) or "exact" (Newton on the step length; exact on quadratics).
       curvature: the strong-Wolfe curvature constant c2 ("wolfe" only); CG wants it small.
       max_linesearch_steps: cap on line-search evaluations ("wolfe" only).
 
@@ -143,11 +103,9 @@ def conjugate_gradient(
       A GradientTransformationExtraArgs; `update` needs `value`, `grad`, `value_fn`.
     """
     if line_search == "wolfe":
-        search = optax.scale_by_zoom_linesearch(
-            max_linesearch_steps=max_linesearch_steps, curv_rtol=curvature
-        )
+        search = linesearch.scale_by_wolfe_linesearch(max_linesearch_steps, curvature=curvature)
     elif line_search == "exact":
-        search = scale_by_exact_linesearch()
+        search = linesearch.scale_by_exact_linesearch()
     else:
         raise ValueError(f"line_search must be 'wolfe' or 'exact', got {line_search!r}")
     return optax.chain(scale_by_conjugate_gradient(restart_every), search)
@@ -156,7 +114,7 @@ def conjugate_gradient(
 def lbfgs(
     memory_size: int = 10, curvature: float = 0.9, max_linesearch_steps: int = 20
 ) -> optax.GradientTransformationExtraArgs:
-    """L-BFGS (`optax.lbfgs`) with the zoom line search under the strong Wolfe conditions.
+    """L-BFGS (`optax.lbfgs` directions) with a line search under the strong Wolfe conditions.
 
     Args:
       memory_size: number of past (step, gradient change) pairs kept.
@@ -165,9 +123,8 @@ def lbfgs(
     """
     return optax.lbfgs(
         memory_size=memory_size,
-        linesearch=optax.scale_by_zoom_linesearch(
-            max_linesearch_steps=max_linesearch_steps, curv_rtol=curvature
-        ),
+        linesearch=linesearch.scale_by_wolfe_linesearch(max_linesearch_steps,
+                                                        curvature=curvature),
     )
 
 
