@@ -52,9 +52,10 @@ def expand(family, layout: feats.StateLayout, problems, samples: Samples) -> Qua
         return jax.tree.map(lambda a: jnp.mean(a, axis=0), per_point)
 
     iterates = feats.iterate(layout, samples.states)
-    hessian, gradient, constant = jax.vmap(one_objective)(problems, iterates)
-    num, steps = constant.shape
-    full_hessian = jnp.zeros((num, steps, size, size), hessian.dtype)
-    full_gradient = jnp.zeros((num, steps, size), gradient.dtype)
-    return QuadraticCost(full_hessian.at[..., :dim, :dim].set(hessian),
-                         full_gradient.at[..., :dim].set(gradient), constant)
+    # Objectives one at a time, as in `exact_dynamics.linearise`: vmapping them as well holds
+    # every point's Hessian intermediates at once.
+    hessian, gradient, constant = jax.lax.map(lambda inputs: one_objective(*inputs),
+                                              (problems, iterates))
+    pad = size - dim
+    return QuadraticCost(jnp.pad(hessian, ((0, 0), (0, 0), (0, pad), (0, pad))),
+                         jnp.pad(gradient, ((0, 0), (0, 0), (0, pad))), constant)
