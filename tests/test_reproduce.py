@@ -53,9 +53,15 @@ def test_a_trained_optimizer_is_reused_and_exported_with_provenance(tmp_path, mo
         raise AssertionError("trained again")
 
     monkeypatch.setattr(gps, "train", no_training)
-    again, _ = lto.learned_optimizer(settings, str(tmp_path / "lto_logistic"), family,
-                                     family.name, train, jax.random.key(1), "CMD")
+    (tmp_path / "pretrained").rename(tmp_path / "first_export")
+    again, again_origin = lto.learned_optimizer(settings, str(tmp_path / "lto_logistic"),
+                                                family, family.name, train,
+                                                jax.random.key(1), "CMD")
     assert again.history == learned.history
+    assert again_origin == origin, "a reused optimizer is reported like the trained one"
+    reexported = json.loads((tmp_path / "pretrained" / family.name / "provenance.json")
+                            .read_text())
+    assert reexported["training_seconds"] == provenance["training_seconds"]
 
 
 @pytest.mark.parametrize("flags, message", [

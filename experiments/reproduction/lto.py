@@ -61,6 +61,7 @@ FAMILIES = {
     "lto_mlp": "mlp_classifier",
 }
 TRAJECTORY_TOLERANCE = 1e-4
+TRAINING_FILE = "training.json"  # GPS wall time, next to `learned/`, so reuse reports it too
 PAPER_FIGURES = {"lto_logistic": "Figure 1", "lto_robust": "Figure 2", "lto_mlp": "Figure 3"}
 
 
@@ -97,24 +98,30 @@ def learned_optimizer(settings: Settings, directory: str, family, family_name: s
                       key: jax.Array, command: str) -> tuple[gps.Learned, str]:
     """The learned optimizer for `family`: the shipped one (`settings.use_pretrained`), the
     one already in `directory/learned`, or a new one trained by GPS (resuming from
-    `directory/gps`). Returns (learned, a sentence saying where it came from)."""
+    `directory/gps`); exported when `settings.export_dir` is set, whether trained now or
+    reused. Returns (learned, a sentence saying where it came from)."""
     if settings.use_pretrained:
         return gps.pretrained(family_name), "the optimizer shipped in `lopt/pretrained/`"
     saved = os.path.join(directory, "learned")
+    training_file = os.path.join(directory, TRAINING_FILE)
     if os.path.exists(os.path.join(saved, gps.learned.METADATA_FILE)):
         learned = gps.load(saved)
-        return learned, f"GPS, `{settings.sizes.gps}` preset, {len(learned.history)} iterations"
-    config = gps.Config.preset(settings.sizes.gps)
-    started = time.time()
-    learned = gps.train(family, train, config, key,
-                        checkpoint_dir=os.path.join(directory, "gps"))
-    seconds = time.time() - started
-    gps.save(learned, saved)
-    logging.info("%s: GPS trained in %.0fs", family_name, seconds)
+        with open(training_file) as file:
+            seconds = json.load(file)["seconds"]
+    else:
+        config = gps.Config.preset(settings.sizes.gps)
+        started = time.time()
+        learned = gps.train(family, train, config, key,
+                            checkpoint_dir=os.path.join(directory, "gps"))
+        seconds = time.time() - started
+        logging.info("%s: GPS trained in %.0fs", family_name, seconds)
+        with open(training_file, "w") as file:
+            json.dump({"seconds": seconds}, file)
+        gps.save(learned, saved)
     if settings.export_dir is not None:
         export(learned, os.path.join(settings.export_dir, family_name), command, settings,
                seconds)
-    return learned, (f"GPS, `{settings.sizes.gps}` preset, {config.num_iterations} iterations "
+    return learned, (f"GPS, `{settings.sizes.gps}` preset, {len(learned.history)} iterations "
                      f"on {evaluation.num_problems(train)} training problems, {seconds:.0f} s")
 
 
