@@ -11,9 +11,11 @@ Conventions (Bello et al., 2017, section 4.2), written once here:
   rescaling (the paper's definition, unlike dropout).
 - Random draws: a step takes 64 bits from its key with `jax.random.bits` (`step_seed`); each
   draw mixes them with its site (below) and expands them over the elements with a
-  counter-based integer hash (`random_bits`), because threefry per element would cost more
-  than everything else in a step. `drop(x, p)` keeps an element when its 32 bits are at least
-  ⌈p·2³²⌉; `noise` inverts the normal CDF (Giles' erf⁻¹) at a uniform of 24-bit resolution.
+  counter-based integer hash (`_site_bits`), because threefry per element would cost more
+  than everything else in a step. The inner hash depends only on the leaf, so a leaf's draws
+  share it and each further draw costs one hash per element. `drop(x, p)` keeps an element
+  when its 32 bits are at least ⌈p·2³²⌉; `noise` inverts the normal CDF (Giles' erf⁻¹) at a
+  uniform of 24-bit resolution.
 - The parameter update is Δw = −lr · rule: rules give a descent direction.
 
 Evaluation runs a rule's token program (`lopt.rules.tokens`) level by level on each leaf of
@@ -202,7 +204,8 @@ def _lookup(table: Sequence[Any], index: int | jax.Array, dtype=jnp.float32) -> 
 
 
 def _evaluate_leaf(tokens, grad, m, v, gamma, weight, seed, leaf, choose: Choose):
-    draws = lambda site: lambda: random_bits(_site_seed(seed, leaf, site), grad.shape)
+    counter_hash = functools.cache(lambda: _counter_hash(_site_seed(seed, leaf, 0), grad.shape))
+    draws = lambda site: lambda: _site_bits(counter_hash(), _site_seed(seed, leaf, site))
     adam_denominator = lambda: jnp.sqrt(v) + EPSILON
     operands = {
         "g": lambda: grad,
@@ -298,22 +301,30 @@ def step_seed(key: jax.Array) -> jax.Array:
 
 
 def _site_seed(seed: jax.Array, leaf: int, site: int) -> jax.Array:
-    """uint32 [2] seed of draw `site` on leaf `leaf`: the step seed mixed with the integer hash
-    h below (cheap integer arithmetic per member, no threefry call)."""
+    """uint32 [2] seed (s0, s1) of draw `site` on leaf `leaf`: the step seed mixed with the
+    integer hash h below (cheap integer arithmetic per member, no threefry call); s0 depends
+    only on the leaf, so that the draws of a leaf share the inner hash (`_counter_hash`)."""
+    leaf_tag = jnp.uint32(((leaf * 64 + 1) * 0x9E3779B9) % 2**32)
     tag = jnp.uint32(((leaf * 64 + site + 1) * 0x9E3779B9) % 2**32)
-    return jnp.stack([_lowbias32(seed[0] ^ tag), _lowbias32(seed[1] + tag)])
+    return jnp.stack([_lowbias32(seed[0] ^ leaf_tag), _lowbias32(seed[1] + tag)])
 
 
-def random_bits(seed: jax.Array, shape: tuple[int, ...]) -> jax.Array:
-    """32 random bits per element from a uint32 [2] seed (s0, s1): uint32 array of `shape`.
-
-    bits[i] = h(h(i + s0) ^ s1) with h the "lowbias32" integer hash (x ^= x >> 16;
-    x *= 0x7feb352d; x ^= x >> 15; x *= 0x846ca68b; x ^= x >> 16; C. Wellons,
-    hash-prospector): about a dozen integer operations per element, where threefry for every
-    element costs 5–10 ns per element on a CPU, more than the rest of a compiled rule.
-    """
+def _counter_hash(seed: jax.Array, shape: tuple[int, ...]) -> jax.Array:
+    """h(i + s0) for the elements i of `shape`, from a uint32 [2] seed (s0, s1): the part of
+    `_site_bits` that a leaf's draws share."""
     counter = jax.lax.iota(jnp.uint32, math.prod(shape)).reshape(shape)
-    return _lowbias32(_lowbias32(counter + seed[0]) ^ seed[1])
+    return _lowbias32(counter + seed[0])
+
+
+def _site_bits(counter_hash: jax.Array, seed: jax.Array) -> jax.Array:
+    """32 random bits per element: bits[i] = h(h(i + s0) ^ s1), given h(i + s0).
+
+    h is the "lowbias32" integer hash (x ^= x >> 16; x *= 0x7feb352d; x ^= x >> 15;
+    x *= 0x846ca68b; x ^= x >> 16; C. Wellons, hash-prospector): about a dozen integer
+    operations per element, where threefry for every element costs 5–10 ns per element on a
+    CPU, more than the rest of a compiled rule.
+    """
+    return _lowbias32(counter_hash ^ seed[1])
 
 
 def _lowbias32(x: jax.Array) -> jax.Array:
