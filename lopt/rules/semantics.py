@@ -4,7 +4,9 @@ Conventions (Bello et al., 2017, section 4.2), written once here:
 - m̂, v̂, γ̂ are bias-corrected exponential moving averages of g, g², g³ with β1 = 0.9,
   β2 = β3 = 0.999: after t updates m = β1·m + (1 − β1)·g and m̂ = m / (1 − β1^t); the EMAs live
   in the parameters' dtype and the arithmetic happens in the gradients' dtype, as in optax.
-- `adam` = m̂ / (√v̂ + ε), `rmsprop` = g / (√v̂ + ε) with the same v̂; ε = 1e-8;
+- `adam` = m̂ / (√v̂ + ε), `rmsprop` = g / (√v̂ + ε) with the same v̂; ε = 1e-8 (computed as
+  m̂ · (1 / (√v̂ + ε)), within two ulps of the quotient: a product, unlike a quotient, XLA fuses
+  into the interpreter's loop, which saves three passes over memory per step);
   `x / y` = x / (y + ε); `log(x)` = log|x|; `clip(x, l)` clips to [−l, l].
 - `noise` is N(0, 0.01²) per element, drawn afresh each step.
 - `drop(x, p)` keeps each element with probability 1 − p and zeroes it otherwise, without
@@ -206,7 +208,7 @@ def _lookup(table: Sequence[Any], index: int | jax.Array, dtype=jnp.float32) -> 
 def _evaluate_leaf(tokens, grad, m, v, gamma, weight, seed, leaf, choose: Choose):
     counter_hash = functools.cache(lambda: _counter_hash(_site_seed(seed, leaf, 0), grad.shape))
     draws = lambda site: lambda: _site_bits(counter_hash(), _site_seed(seed, leaf, site))
-    adam_denominator = lambda: jnp.sqrt(v) + EPSILON
+    inverse_denominator = functools.cache(lambda: 1.0 / (jnp.sqrt(v) + EPSILON))
     operands = {
         "g": lambda: grad,
         "g2": lambda: grad * grad,
@@ -216,8 +218,8 @@ def _evaluate_leaf(tokens, grad, m, v, gamma, weight, seed, leaf, choose: Choose
         "gamma": lambda: gamma,
         "one": lambda: jnp.ones_like(grad),
         "noise": lambda: (NOISE_SCALE * _normal(draws(0)())).astype(grad.dtype),
-        "adam": lambda: m / adam_denominator(),
-        "rmsprop": lambda: grad / adam_denominator(),
+        "adam": lambda: m * inverse_denominator(),
+        "rmsprop": lambda: grad * inverse_denominator(),
     }
     bank = [functools.cache(operands[name]) for name in _BANK_OPERANDS]  # each at most once
     output = None
