@@ -10,6 +10,8 @@ interleaved:
   - fixed rules compiled with `to_optax` and vmapped over the 256 members: PowerSign, and each
     of 8 members of the population (their mean is what compiling every member would cost).
 It also counts the XLA compilations caused by a second population of the same shape (must be 0).
+The gradients are an argument of the compiled steps, as in training: closed over as constants,
+XLA would fold g², g³ into extra constant arrays that each step reads from memory.
 """
 
 from __future__ import annotations
@@ -47,7 +49,7 @@ def _interpreter_runner(codes, params, grads, keys):
     """One population step: advance every member's moments, interpret, apply −lr·d."""
 
     @jax.jit
-    def step(codes, params, state):
+    def step(codes, params, state, grads):
         state, moments, step_keys = jax.vmap(rules.advance)(state, grads)
         directions = rules.interpret(codes, moments, params, step_keys)
         params = jax.tree.map(lambda p, d: p - LEARNING_RATE * d, params, directions)
@@ -57,7 +59,7 @@ def _interpreter_runner(codes, params, grads, keys):
     carry = [params, jax.vmap(init)(params, keys)]
 
     def run(codes=codes):
-        carry[0], carry[1] = step(codes, carry[0], carry[1])
+        carry[0], carry[1] = step(codes, carry[0], carry[1], grads)
         return carry[0]
 
     return run
@@ -68,7 +70,7 @@ def _fixed_runner(rule, params, grads, keys):
     optimizer = lambda key=None: rules.to_optax(rule, LEARNING_RATE, key=key)
 
     @jax.jit
-    def step(params, state):
+    def step(params, state, grads):
         update = lambda g, s, p: optimizer().update(g, s, p)
         updates, state = jax.vmap(update)(grads, state, params)
         return jax.tree.map(jnp.add, params, updates), state
@@ -76,7 +78,7 @@ def _fixed_runner(rule, params, grads, keys):
     carry = [params, jax.vmap(lambda p, k: optimizer(k).init(p))(params, keys)]
 
     def run():
-        carry[0], carry[1] = step(carry[0], carry[1])
+        carry[0], carry[1] = step(carry[0], carry[1], grads)
         return carry[0]
 
     return run

@@ -4,16 +4,20 @@ Conventions (Bello et al., 2017, section 4.2), written once here:
 - m̂, v̂, γ̂ are bias-corrected exponential moving averages of g, g², g³ with β1 = 0.9,
   β2 = β3 = 0.999: after t updates m = β1·m + (1 − β1)·g and m̂ = m / (1 − β1^t); the EMAs live
   in the parameters' dtype and the arithmetic happens in the gradients' dtype, as in optax.
-- `adam` = m̂ / (√v̂ + ε), `rmsprop` = g / (√v̂ + ε) with the same v̂; ε = 1e-8;
+- `adam` = m̂ / (√v̂ + ε), `rmsprop` = g / (√v̂ + ε) with the same v̂; ε = 1e-8 (computed as
+  m̂ · (1 / (√v̂ + ε)), within two ulps of the quotient: a product, unlike a quotient, XLA fuses
+  into the interpreter's loop, which saves three passes over memory per step);
   `x / y` = x / (y + ε); `log(x)` = log|x|; `clip(x, l)` clips to [−l, l].
 - `noise` is N(0, 0.01²) per element, drawn afresh each step.
 - `drop(x, p)` keeps each element with probability 1 − p and zeroes it otherwise, without
   rescaling (the paper's definition, unlike dropout).
 - Random draws: a step takes 64 bits from its key with `jax.random.bits` (`step_seed`); each
   draw mixes them with its site (below) and expands them over the elements with a
-  counter-based integer hash (`random_bits`), because threefry per element would cost more
-  than everything else in a step. `drop(x, p)` keeps an element when its 32 bits are at least
-  ⌈p·2³²⌉; `noise` inverts the normal CDF (Giles' erf⁻¹) at a uniform of 24-bit resolution.
+  counter-based integer hash (`_site_bits`), because threefry per element would cost more
+  than everything else in a step. The inner hash depends only on the leaf, so a leaf's draws
+  share it and each further draw costs one hash per element. `drop(x, p)` keeps an element
+  when its 32 bits are at least ⌈p·2³²⌉; `noise` inverts the normal CDF (Giles' erf⁻¹) at a
+  uniform of 24-bit resolution.
 - The parameter update is Δw = −lr · rule: rules give a descent direction.
 
 Evaluation runs a rule's token program (`lopt.rules.tokens`) level by level on each leaf of
@@ -202,8 +206,9 @@ def _lookup(table: Sequence[Any], index: int | jax.Array, dtype=jnp.float32) -> 
 
 
 def _evaluate_leaf(tokens, grad, m, v, gamma, weight, seed, leaf, choose: Choose):
-    draws = lambda site: lambda: random_bits(_site_seed(seed, leaf, site), grad.shape)
-    adam_denominator = lambda: jnp.sqrt(v) + EPSILON
+    counter_hash = functools.cache(lambda: _counter_hash(_site_seed(seed, leaf, 0), grad.shape))
+    draws = lambda site: lambda: _site_bits(counter_hash(), _site_seed(seed, leaf, site))
+    inverse_denominator = functools.cache(lambda: 1.0 / (jnp.sqrt(v) + EPSILON))
     operands = {
         "g": lambda: grad,
         "g2": lambda: grad * grad,
@@ -213,8 +218,8 @@ def _evaluate_leaf(tokens, grad, m, v, gamma, weight, seed, leaf, choose: Choose
         "gamma": lambda: gamma,
         "one": lambda: jnp.ones_like(grad),
         "noise": lambda: (NOISE_SCALE * _normal(draws(0)())).astype(grad.dtype),
-        "adam": lambda: m / adam_denominator(),
-        "rmsprop": lambda: grad / adam_denominator(),
+        "adam": lambda: m * inverse_denominator(),
+        "rmsprop": lambda: grad * inverse_denominator(),
     }
     bank = [functools.cache(operands[name]) for name in _BANK_OPERANDS]  # each at most once
     output = None
@@ -248,13 +253,71 @@ def _unary(index, x: jax.Array, bits: Callable[[], jax.Array], choose: Choose) -
     """Unary token `index` of x; `bits` gives this slot's random bits (for drop)."""
     parameters = zip(_UNARY_PARAMETERS, _UNARY_DTYPES, strict=True)
     sign, bound, threshold = (_lookup(table, index, dtype) for table, dtype in parameters)
+    kind = _lookup(_UNARY_KIND, index, jnp.int32)
+    exp_or_log = functools.cache(lambda: _exp_or_log(x, kind == 1))  # one for both branches
     branches = [
         lambda: _signed_clip_drop(x, sign, bound, threshold, bits),
-        lambda: jnp.exp(x),
-        lambda: jnp.log(jnp.abs(x)),
+        exp_or_log,
+        exp_or_log,
         lambda: jnp.sign(x),
     ]
-    return choose(_lookup(_UNARY_KIND, index, jnp.int32), branches)
+    return choose(kind, branches)
+
+
+def _exp_or_log(x: jax.Array, is_exp: bool | jax.Array) -> jax.Array:
+    """exp(x) where `is_exp`, else log|x|; `is_exp` a Python bool or a traced scalar.
+
+    For float32 both are Cephes' single-precision algorithms (S. Moshier), within one ulp of
+    the exact values (XLA's CPU exp is off by up to 5): x = k·ln 2 + r with |r| ≤ ln 2 / 2 and
+    exp(x) = 2^k · (1 + r + r²·P(r)), or |x| = 2^k · (1 + t) with 1 + t in [√½, √2) and
+    log|x| = k·ln 2 + t + t²·Q(t). The two share one polynomial evaluation (P padded with
+    zero leading coefficients, which is exact), so a traced `is_exp`, where every member
+    computes both, costs one polynomial instead of two. exp is 0 below −104 and ∞ above 89,
+    log|0| = −∞, NaN stays NaN. Other dtypes use `jnp.exp` and `jnp.log`.
+    """
+    static = isinstance(is_exp, bool)
+    pick = (lambda a, b: a() if is_exp else b()) if static else (
+        lambda a, b: jnp.where(is_exp, a(), b()))
+    if x.dtype != jnp.float32:
+        return pick(lambda: jnp.exp(x), lambda: jnp.log(jnp.abs(x)))
+
+    def exp_reduction():
+        clipped = jnp.clip(x, -104.0, 89.0)
+        k = jnp.floor(clipped * math.log2(math.e) + 0.5)
+        return clipped - k * _LN2_HIGH - k * _LN2_LOW, k
+
+    def log_reduction():
+        bits = jax.lax.bitcast_convert_type(jnp.abs(x), jnp.int32) - _SQRT_HALF_BITS
+        mantissa = (bits & 0x7FFFFF) + _SQRT_HALF_BITS
+        return jax.lax.bitcast_convert_type(mantissa, jnp.float32) - 1.0, (
+            bits >> 23).astype(jnp.float32)
+
+    if static:
+        z, k = exp_reduction() if is_exp else log_reduction()
+        coefficients = _EXP_POLYNOMIAL if is_exp else _LOG_POLYNOMIAL
+    else:
+        (r, k_exp), (t, k_log) = exp_reduction(), log_reduction()
+        z, k = jnp.where(is_exp, r, t), jnp.where(is_exp, k_exp, k_log)
+        padded = (0.0,) * (len(_LOG_POLYNOMIAL) - len(_EXP_POLYNOMIAL)) + _EXP_POLYNOMIAL
+        pairs = zip(padded, _LOG_POLYNOMIAL, strict=True)
+        coefficients = [jnp.where(is_exp, exp_c, log_c) for exp_c, log_c in pairs]
+    polynomial = functools.reduce(lambda p, c: p * z + c, coefficients[1:],
+                                  jnp.full_like(z, coefficients[0]))
+    series = z + z * z * polynomial
+
+    def exp_value():
+        k_int = k.astype(jnp.int32)  # 2^k as two factors, so k may reach 128 or go below -126
+        half = k_int >> 1
+        power = lambda e: jax.lax.bitcast_convert_type((e + 127) << 23, jnp.float32)
+        return (1.0 + series) * power(half) * power(k_int - half)
+
+    def log_value():
+        magnitude = jnp.abs(x)
+        value = series + k * _LN2_LOW + k * _LN2_HIGH
+        return jnp.where(magnitude == 0, -jnp.inf,
+                         jnp.where(magnitude < jnp.inf, value, magnitude))
+
+    return pick(exp_value, log_value)
 
 
 def _signed_clip_drop(x, sign, bound, threshold, bits: Callable[[], jax.Array]) -> jax.Array:
@@ -298,22 +361,30 @@ def step_seed(key: jax.Array) -> jax.Array:
 
 
 def _site_seed(seed: jax.Array, leaf: int, site: int) -> jax.Array:
-    """uint32 [2] seed of draw `site` on leaf `leaf`: the step seed mixed with the integer hash
-    h below (cheap integer arithmetic per member, no threefry call)."""
+    """uint32 [2] seed (s0, s1) of draw `site` on leaf `leaf`: the step seed mixed with the
+    integer hash h below (cheap integer arithmetic per member, no threefry call); s0 depends
+    only on the leaf, so that the draws of a leaf share the inner hash (`_counter_hash`)."""
+    leaf_tag = jnp.uint32(((leaf * 64 + 1) * 0x9E3779B9) % 2**32)
     tag = jnp.uint32(((leaf * 64 + site + 1) * 0x9E3779B9) % 2**32)
-    return jnp.stack([_lowbias32(seed[0] ^ tag), _lowbias32(seed[1] + tag)])
+    return jnp.stack([_lowbias32(seed[0] ^ leaf_tag), _lowbias32(seed[1] + tag)])
 
 
-def random_bits(seed: jax.Array, shape: tuple[int, ...]) -> jax.Array:
-    """32 random bits per element from a uint32 [2] seed (s0, s1): uint32 array of `shape`.
-
-    bits[i] = h(h(i + s0) ^ s1) with h the "lowbias32" integer hash (x ^= x >> 16;
-    x *= 0x7feb352d; x ^= x >> 15; x *= 0x846ca68b; x ^= x >> 16; C. Wellons,
-    hash-prospector): about a dozen integer operations per element, where threefry for every
-    element costs 5–10 ns per element on a CPU, more than the rest of a compiled rule.
-    """
+def _counter_hash(seed: jax.Array, shape: tuple[int, ...]) -> jax.Array:
+    """h(i + s0) for the elements i of `shape`, from a uint32 [2] seed (s0, s1): the part of
+    `_site_bits` that a leaf's draws share."""
     counter = jax.lax.iota(jnp.uint32, math.prod(shape)).reshape(shape)
-    return _lowbias32(_lowbias32(counter + seed[0]) ^ seed[1])
+    return _lowbias32(counter + seed[0])
+
+
+def _site_bits(counter_hash: jax.Array, seed: jax.Array) -> jax.Array:
+    """32 random bits per element: bits[i] = h(h(i + s0) ^ s1), given h(i + s0).
+
+    h is the "lowbias32" integer hash (x ^= x >> 16; x *= 0x7feb352d; x ^= x >> 15;
+    x *= 0x846ca68b; x ^= x >> 16; C. Wellons, hash-prospector): about a dozen integer
+    operations per element, where threefry for every element costs 5–10 ns per element on a
+    CPU, more than the rest of a compiled rule.
+    """
+    return _lowbias32(counter_hash ^ seed[1])
 
 
 def _lowbias32(x: jax.Array) -> jax.Array:
@@ -336,7 +407,7 @@ def _normal(bits: jax.Array) -> jax.Array:
     short polynomials per element, a fraction of what `lax.erf_inv` costs on a CPU.
     """
     u = _uniform(bits)
-    w = -jnp.log(4.0 * u * (1.0 - u))
+    w = -_exp_or_log(4.0 * u * (1.0 - u), False)
     central, tail = w - 2.5, jnp.sqrt(w) - 3.0
     central = functools.reduce(lambda p, c: c + p * central, _ERFINV_CENTRAL[1:],
                                jnp.full_like(u, _ERFINV_CENTRAL[0]))
@@ -344,6 +415,16 @@ def _normal(bits: jax.Array) -> jax.Array:
                             jnp.full_like(u, _ERFINV_TAIL[0]))
     return math.sqrt(2.0) * jnp.where(w < 5.0, central, tail) * (2.0 * u - 1.0)
 
+
+# Cephes expf and logf (S. Moshier): exp(r) = 1 + r + r²·P(r), log(1 + t) = t + t²·Q(t), highest
+# power first; ln 2 split in a part exact in products with k and the rest.
+_EXP_POLYNOMIAL = (1.9875691500e-4, 1.3981999507e-3, 8.3334519073e-3, 4.1665795894e-2,
+                   1.6666665459e-1, 5.0000001201e-1)
+_LOG_POLYNOMIAL = (7.0376836292e-2, -1.1514610310e-1, 1.1676998740e-1, -1.2420140846e-1,
+                   1.4249322787e-1, -1.6668057665e-1, 2.0000714765e-1, -2.4999993993e-1,
+                   3.3333331174e-1, -0.5)
+_LN2_HIGH, _LN2_LOW = 0.693359375, -2.12194440e-4
+_SQRT_HALF_BITS = 0x3F3504F3  # float32 bits of √½
 
 # Giles' coefficients, highest power first, for w < 5 (in w − 2.5) and w ≥ 5 (in √w − 3).
 _ERFINV_CENTRAL = (2.81022636e-08, 3.43273939e-07, -3.5233877e-06, -4.39150654e-06,
