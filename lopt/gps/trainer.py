@@ -57,7 +57,6 @@ from absl import logging
 
 from lopt import evaluation
 from lopt.gps import controllers as ctrl
-from lopt.gps import cost as cost_lib
 from lopt.gps import dynamics as dynamics_lib
 from lopt.gps import exact_dynamics, trajectory_opt
 from lopt.gps import features as features_lib
@@ -155,7 +154,7 @@ def fit_stage(config: Config, family, problems, samples: ctrl.Samples, key):
     return trajectory_opt.Model(
         exact_dynamics.linearise(family, config.features, problems, samples,
                                  config.dynamics_regularization),
-        cost_lib.expand(family, layout, problems, samples),
+        trajectory_opt.expand_cost(config, family, layout, problems, samples),
         dynamics_lib.initial_distribution(samples, config.dynamics_regularization),
         None)
 
@@ -173,10 +172,12 @@ def linearise_stage(config: Config, family, policy: policy_lib.Policy, samples: 
                                 config.horizon)
 
 
-def policy_cost(config: Config, family, problems, x0: jax.Array, policy: policy_lib.Policy):
-    """Mean f(x_t) over t = 1..T of the policy's own (noiseless) runs: `[N]`."""
+def policy_cost(config: Config, family, problems, x0: jax.Array, policy: policy_lib.Policy,
+                num_steps: int | None = None):
+    """Mean f(x_t) over t = 1..num_steps (default: the horizon T) of the policy's own
+    (noiseless) runs: `[N]`."""
     opt = learned_lib.predicted_step_descent(policy, config.features, family.dim)
-    curves = evaluation.batch_curves(opt, family, problems, x0, config.horizon)
+    curves = evaluation.batch_curves(opt, family, problems, x0, num_steps or config.horizon)
     return jnp.mean(curves[:, 1:], axis=1)
 
 
@@ -194,7 +195,7 @@ _stages = {
 }
 _jit_initial_state = _jit(initial_state)
 _jit_controller_cost = _jit(trajectory_opt.mean_cost)
-_jit_policy_cost = _jit(policy_cost)
+_jit_policy_cost = jax.jit(policy_cost, static_argnums=(0, 1, 5))
 
 
 def _timed(name, *args):
@@ -313,7 +314,14 @@ def train(family, train_problems, config: Config, key: jax.Array, *, callback=No
     with jax.enable_x64():
         problems = jax.tree.map(_to_float64, train_problems)
         key_x0, key_state, key = jax.random.split(key, 3)
-        x0 = family.init(key_x0, num).astype(jnp.float64)
+        starts = config.starts_per_objective
+        if starts > 1:  # condition i * starts + j: objective i from start j
+            problems = jax.tree.map(lambda leaf: jnp.repeat(leaf, starts, axis=0), problems)
+        x0 = family.init(key_x0, num * starts).astype(jnp.float64)
+        validation = None
+        if config.validation_steps:  # fresh starts, one per training objective
+            validation = (jax.tree.map(_to_float64, train_problems),
+                          family.init(jax.random.fold_in(key_x0, 1), num).astype(jnp.float64))
         make_initial = functools.partial(_jit_initial_state, config, family)
         resumed = None
         if checkpoint_dir is not None:
@@ -321,6 +329,9 @@ def train(family, train_problems, config: Config, key: jax.Array, *, callback=No
             resumed = _load_checkpoint(checkpoint_dir, template, fingerprint)
         if resumed is None:
             state, momentum = make_initial(problems, x0, key_state)
+            if validation is not None:
+                state = state._replace(best_cost=jnp.mean(_jit_policy_cost(
+                    config, family, *validation, state.policy, config.validation_steps)))
             first, history = 0, []
             logging.info("GPS: tuned momentum initialisation, mean training cost %.6f",
                          float(jnp.mean(_jit_controller_cost(config, family, problems, x0,
@@ -349,9 +360,14 @@ def train(family, train_problems, config: Config, key: jax.Array, *, callback=No
                 record["sample_cost"], record["policy_loss"], record["kl"], record["kl_bound"],
                 record["eta"], record["step_mult"], record["sample_seconds"],
                 record["fit_seconds"], record["policy_seconds"], record["optimise_seconds"])
-            if record["policy_cost"] < float(state.best_cost):
+            selection_cost = record["policy_cost"]
+            if validation is not None:
+                selection_cost = float(jnp.mean(_jit_policy_cost(
+                    config, family, *validation, state.policy, config.validation_steps)))
+                record["validation_cost"] = selection_cost
+            if selection_cost < float(state.best_cost):
                 state = state._replace(best_policy=state.policy,
-                                       best_cost=jnp.asarray(record["policy_cost"]))
+                                       best_cost=jnp.asarray(selection_cost))
             history.append(record)
             if checkpoint_dir is not None:
                 _save_checkpoint(checkpoint_dir, state, index + 1, history, fingerprint)
