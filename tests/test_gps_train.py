@@ -49,11 +49,32 @@ def test_training_improves_on_the_initial_policy(uninterrupted):
         cost = lambda policy: float(jnp.mean(trainer._jit_policy_cost(CONFIG, FAMILY, problems,
                                                                       x0, policy)))
         untrained, trained = cost(state.policy), cost(uninterrupted.policy)
+        # The returned policy is the best on fresh starts over validation_steps steps.
+        fresh = FAMILY.init(jax.random.fold_in(key_x0, 1), 4).astype(jnp.float64)
+        validation = lambda policy: float(jnp.mean(trainer._jit_policy_cost(
+            CONFIG, FAMILY, problems, fresh, policy, CONFIG.validation_steps)))
+        validated, initial = validation(uninterrupted.policy), validation(state.policy)
     assert trained < untrained - 1e-3
-    assert trained == pytest.approx(min(record["policy_cost"] for record in history), rel=1e-9)
+    assert validated == pytest.approx(min(min(record["validation_cost"] for record in history),
+                                          initial), rel=1e-9)
     for record in history:
         assert np.isfinite(record["kl"]) and record["eta"] > 0
         assert np.isfinite(record["policy_loss"])
+
+
+def test_without_validation_the_lowest_training_cost_is_returned():
+    config = dataclasses.replace(CONFIG, validation_steps=0)
+    learned = trainer.train(FAMILY, PROBLEMS, config, KEY)
+    assert all("validation_cost" not in record for record in learned.history)
+    with jax.enable_x64():
+        problems = jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), PROBLEMS)
+        key_x0, key_state, _ = jax.random.split(KEY, 3)
+        x0 = FAMILY.init(key_x0, 4).astype(jnp.float64)
+        state, _ = trainer._jit_initial_state(config, FAMILY, problems, x0, key_state)
+        cost = lambda policy: float(jnp.mean(trainer._jit_policy_cost(config, FAMILY, problems,
+                                                                      x0, policy)))
+        best = min([cost(state.policy)] + [r["policy_cost"] for r in learned.history])
+        assert cost(learned.policy) == pytest.approx(best, rel=1e-9)
 
 
 def test_kill_and_resume_equals_uninterrupted(uninterrupted, tmp_path):

@@ -59,3 +59,16 @@ def expand(family, layout: feats.StateLayout, problems, samples: Samples) -> Qua
     pad = size - dim
     return QuadraticCost(jnp.pad(hessian, ((0, 0), (0, 0), (0, pad), (0, pad))),
                          jnp.pad(gradient, ((0, 0), (0, 0), (0, pad))), constant)
+
+
+def time_weights(horizon: int, early_weight: float, early_steps: int, dtype) -> jax.Array:
+    """Weights `[horizon + 1]` of the cost of f(x_t): 1 + early_weight for t = 1..early_steps,
+    1 elsewhere (`Config.early_cost_weight`)."""
+    t = jnp.arange(horizon + 1)
+    return 1.0 + early_weight * ((t >= 1) & (t <= early_steps)).astype(dtype)
+
+
+def weighted(cost: QuadraticCost, weights: jax.Array) -> QuadraticCost:
+    """`cost` `[N, T+1, ...]` with time step t scaled by `weights[t]`."""
+    return QuadraticCost(cost.hessian * weights[:, None, None], cost.gradient * weights[:, None],
+                         cost.constant * weights)

@@ -83,9 +83,19 @@ def sample_stage(config: Config, family, problems, x0, state: LoopState, key) ->
                        config.num_samples)
 
 
+def expand_cost(config: Config, family, layout, problems, samples: ctrl.Samples):
+    """The cost expansion (`cost.expand`), early steps weighted by `Config.early_cost_weight`."""
+    cost = cost_lib.expand(family, layout, problems, samples)
+    if not config.early_cost_weight:
+        return cost
+    weights = cost_lib.time_weights(config.horizon, config.early_cost_weight,
+                                    config.early_cost_steps, cost.constant.dtype)
+    return cost_lib.weighted(cost, weights)
+
+
 def fit_stage(config: Config, family, problems, samples: ctrl.Samples, key) -> Model:
     layout = config.features.layout(family.dim)
-    cost = cost_lib.expand(family, layout, problems, samples)
+    cost = expand_cost(config, family, layout, problems, samples)
     dynamics, mixture = dyn.fit(config, layout, samples, key)
     initial = dyn.initial_distribution(samples, config.dynamics_regularization)
     return Model(dynamics, cost, initial, mixture)
