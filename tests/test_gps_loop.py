@@ -51,6 +51,10 @@ def test_bad_config_values_are_rejected_with_the_name():
         gps.Config(momentum_decays=(1.0,))
     with pytest.raises(ValueError, match="unknown Config preset 'huge'"):
         gps.Config.preset("huge")
+    past_steps = gps.FeatureConfig(past_steps=True)
+    with pytest.raises(ValueError, match="past_steps=True.*dynamics_model='fitted'"):
+        gps.Config(features=past_steps)
+    gps.Config(features=past_steps, dynamics_model="fitted", structured_dynamics=False)
 
 
 def test_trajectory_loop_lowers_the_mean_training_cost():

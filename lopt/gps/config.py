@@ -116,6 +116,13 @@ class Config:
             if getattr(self, name) not in allowed:
                 raise ValueError(f"Config.{name} must be one of {allowed}, got "
                                  f"{getattr(self, name)!r}")
+        if self.features.past_steps and (self.dynamics_model == "exact"
+                                         or self.structured_dynamics):
+            raise ValueError(
+                "FeatureConfig(past_steps=True) needs Config(dynamics_model='fitted', "
+                "structured_dynamics=False): the step u_t then enters the next state twice (in "
+                "the iterate and in the step history), which the structured model's known maps "
+                "(used by exact dynamics too) cannot express")
         if not self.min_step_mult <= 1.0 <= self.max_step_mult:
             raise ValueError("Config needs min_step_mult <= 1 <= max_step_mult, got "
                              f"{self.min_step_mult} and {self.max_step_mult}")
