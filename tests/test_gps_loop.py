@@ -21,7 +21,8 @@ def test_state_sizes_match_the_documented_ones():
 def test_momentum_controller_reproduces_momentum(past_steps):
     family = objectives.logistic_regression()
     config = gps.Config.preset("smoke", features=gps.FeatureConfig(history=8,
-                                                                   past_steps=past_steps))
+                                                                   past_steps=past_steps),
+                               dynamics_model="fitted", structured_dynamics=not past_steps)
     with jax.enable_x64():
         problem = jax.tree.map(lambda a: a[0], family.sample(jax.random.key(0), 1))
         x0 = family.init(jax.random.key(1), 1)[0]
