@@ -62,6 +62,10 @@ def test_a_trained_optimizer_is_reused_and_exported_with_provenance(tmp_path, mo
     reexported = json.loads((tmp_path / "pretrained" / family.name / "provenance.json")
                             .read_text())
     assert reexported["training_seconds"] == provenance["training_seconds"]
+    (tmp_path / "lto_logistic" / lto.TRAINING_FILE).unlink()  # a directory from before
+    _, unknown_time = lto.learned_optimizer(settings, str(tmp_path / "lto_logistic"), family,
+                                            family.name, train, jax.random.key(1), "CMD")
+    assert unknown_time == origin.rsplit(",", 1)[0]
 
 
 @pytest.mark.parametrize("flags, message", [

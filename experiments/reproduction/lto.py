@@ -106,8 +106,10 @@ def learned_optimizer(settings: Settings, directory: str, family, family_name: s
     training_file = os.path.join(directory, TRAINING_FILE)
     if os.path.exists(os.path.join(saved, gps.learned.METADATA_FILE)):
         learned = gps.load(saved)
-        with open(training_file) as file:
-            seconds = json.load(file)["seconds"]
+        seconds = None  # unknown for directories written before the time was recorded
+        if os.path.exists(training_file):
+            with open(training_file) as file:
+                seconds = json.load(file)["seconds"]
     else:
         config = gps.Config.preset(settings.sizes.gps)
         started = time.time()
@@ -121,20 +123,22 @@ def learned_optimizer(settings: Settings, directory: str, family, family_name: s
     if settings.export_dir is not None:
         export(learned, os.path.join(settings.export_dir, family_name), command, settings,
                seconds)
+    took = "" if seconds is None else f", {seconds:.0f} s"
     return learned, (f"GPS, `{settings.sizes.gps}` preset, {len(learned.history)} iterations "
-                     f"on {evaluation.num_problems(train)} training problems, {seconds:.0f} s")
+                     f"on {evaluation.num_problems(train)} training problems{took}")
 
 
 def export(learned: gps.Learned, path: str, command: str, settings: Settings,
-           seconds: float) -> None:
-    """Writes `learned` to `path` with `provenance.json` (command, seed, scale, time)."""
+           seconds: float | None) -> None:
+    """Writes `learned` to `path` with `provenance.json` (command, seed, scale, training time
+    in seconds or null where unknown)."""
     if os.path.isdir(path):
         shutil.rmtree(path)
     gps.save(learned, path)
     with open(os.path.join(path, gps.learned.PROVENANCE_FILE), "w") as file:
         json.dump({"command": f"{command} --export_pretrained", "seed": settings.seed,
                    "scale": settings.scale, "gps_preset": settings.sizes.gps,
-                   "training_seconds": round(seconds),
+                   "training_seconds": None if seconds is None else round(seconds),
                    "date": datetime.date.today().isoformat()}, file, indent=1)
 
 
