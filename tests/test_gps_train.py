@@ -36,18 +36,26 @@ def _without_timings(history):
     return [{k: v for k, v in record.items() if "seconds" not in k} for record in history]
 
 
+def _training_setup(config):
+    """What `trainer.train` builds first, with the trainer's compiled functions (call inside
+    `jax.enable_x64()`): (problems, key of the starts, initial TrainState, training cost of a
+    policy from the training starts)."""
+    problems = jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), PROBLEMS)
+    key_x0, key_state, _ = jax.random.split(KEY, 3)
+    x0 = FAMILY.init(key_x0, 4).astype(jnp.float64)
+    state, _ = trainer._jit_initial_state(config, FAMILY, problems, x0, key_state)
+    cost = lambda policy: float(jnp.mean(trainer._jit_policy_cost(config, FAMILY, problems,
+                                                                  x0, policy)))
+    return problems, key_x0, state, cost
+
+
 def test_training_improves_on_the_initial_policy(uninterrupted):
     assert not jax.config.jax_enable_x64  # float64 stayed inside train
     history = uninterrupted.history
     assert [record["iteration"] for record in history] == [0, 1, 2]
     with jax.enable_x64():
-        problems = jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), PROBLEMS)
-        key_x0, key_state, _ = jax.random.split(KEY, 3)
-        x0 = FAMILY.init(key_x0, 4).astype(jnp.float64)
         # The trainer's compiled functions, already compiled by the fixture's run.
-        state, _ = trainer._jit_initial_state(CONFIG, FAMILY, problems, x0, key_state)
-        cost = lambda policy: float(jnp.mean(trainer._jit_policy_cost(CONFIG, FAMILY, problems,
-                                                                      x0, policy)))
+        problems, key_x0, state, cost = _training_setup(CONFIG)
         untrained, trained = cost(state.policy), cost(uninterrupted.policy)
         # The returned policy is the best on fresh starts over validation_steps steps.
         fresh = FAMILY.init(jax.random.fold_in(key_x0, 1), 4).astype(jnp.float64)
@@ -67,12 +75,7 @@ def test_without_validation_the_lowest_training_cost_is_returned():
     learned = trainer.train(FAMILY, PROBLEMS, config, KEY)
     assert all("validation_cost" not in record for record in learned.history)
     with jax.enable_x64():
-        problems = jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), PROBLEMS)
-        key_x0, key_state, _ = jax.random.split(KEY, 3)
-        x0 = FAMILY.init(key_x0, 4).astype(jnp.float64)
-        state, _ = trainer._jit_initial_state(config, FAMILY, problems, x0, key_state)
-        cost = lambda policy: float(jnp.mean(trainer._jit_policy_cost(config, FAMILY, problems,
-                                                                      x0, policy)))
+        _, _, state, cost = _training_setup(config)
         best = min([cost(state.policy)] + [r["policy_cost"] for r in learned.history])
         assert cost(learned.policy) == pytest.approx(best, rel=1e-9)
 
