@@ -63,8 +63,10 @@ def define_comparison_flags() -> types.SimpleNamespace:
             "num_train", None, "Training problems for tuning the baselines (default: the "
             "paper's size for the family, else 90).", lower_bound=1),
         num_steps=flags.DEFINE_integer("num_steps", 100, "Optimizer steps.", lower_bound=1),
-        baselines=flags.DEFINE_list("baselines", list(baselines.BASELINES),
-                                    f"Baselines to compare, from {list(baselines.BASELINES)}."),
+        baselines=flags.DEFINE_list(
+            "baselines", list(baselines.LINE_SEARCH_BASELINES),
+            f"Baselines to compare, from {list(baselines.BASELINES)}; the paper's Table 1 forms "
+            f"are {','.join(baselines.PAPER_BASELINES)}."),
         seed=flags.DEFINE_integer("seed", 0, "Seed for problems and initial iterates."),
         out=flags.DEFINE_string("out", None, "Output directory (created if missing).",
                                 required=True),

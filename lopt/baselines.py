@@ -1,9 +1,18 @@
 """Hand-engineered baselines of Li & Malik (2017) as optax transformations, and their tuning.
 
-All four optimizers run in the same harness (`lopt.evaluation.run`). Sign convention: the
-returned updates are *added* to the parameters (`optax.apply_updates`). Conjugate gradient and
-L-BFGS use line searches (`lopt.linesearch`) and are `GradientTransformationExtraArgs`: their
-`update` takes `value`, `grad` and `value_fn` keyword arguments (as `optax.lbfgs`).
+All of them run in the same harness (`lopt.evaluation.run`). Sign convention: the returned
+updates are *added* to the parameters (`optax.apply_updates`). Conjugate gradient and L-BFGS
+come in two forms:
+
+* with line searches (`conjugate_gradient`, `lbfgs`; `lopt.linesearch`), the strong form and
+  our default (`LINE_SEARCH_BASELINES`). They are `GradientTransformationExtraArgs`: their
+  `update` takes `value`, `grad` and `value_fn` keyword arguments (as `optax.lbfgs`), and one
+  iteration may evaluate the objective several times;
+* with a fixed, tuned step (`fixed_step_conjugate_gradient`, `fixed_step_lbfgs`), one gradient
+  per iteration like the learned optimizer. This is the conjugate gradient of Li & Malik's
+  Table 1 (Fletcher-Reeves directions times a step size gamma); their text tunes every
+  baseline's hyperparameters and reports CG and L-BFGS diverging on the MLP classifier, which a
+  line search would prevent, so we read both as fixed-step methods (`PAPER_BASELINES`).
 
 `tune` grid-searches hyperparameters on training problems: the whole grid x problems x steps
 is one compiled program (vmap over grid points and problems, scan over steps). The criterion
@@ -49,21 +58,32 @@ class ConjugateGradientState(NamedTuple):
     previous_direction: optax.Updates
 
 
-def scale_by_conjugate_gradient(restart_every: int) -> optax.GradientTransformation:
-    """Nonlinear conjugate-gradient directions, Polak-Ribiere+ with restarts.
+CONJUGATE_GRADIENT_FORMULAS = ("polak_ribiere_plus", "fletcher_reeves")
 
-    d_k = -g_k + beta_k d_{k-1},  beta_k = max(0, g_k.(g_k - g_{k-1}) / |g_{k-1}|^2),
+
+def scale_by_conjugate_gradient(
+    restart_every: int | None, formula: str = "polak_ribiere_plus"
+) -> optax.GradientTransformation:
+    """Nonlinear conjugate-gradient directions.
+
+    d_k = -g_k + beta_k d_{k-1} with
+      polak_ribiere_plus: beta_k = max(0, g_k.(g_k - g_{k-1}) / |g_{k-1}|^2),
+      fletcher_reeves:    beta_k = |g_k|^2 / |g_{k-1}|^2 (Li & Malik, Table 1),
     restarted to d_k = -g_k every `restart_every` steps and whenever d_k is not a descent
-    direction (d_k . g_k >= 0). Chain with a line search to get a step.
+    direction (d_k . g_k >= 0). Chain with a line search or a step size to get a step.
 
     Args:
-      restart_every: restart period in steps (commonly the dimension of the problem).
+      restart_every: restart period in steps (commonly the dimension of the problem); None
+        restarts only at the first step and on non-descent directions.
+      formula: one of CONJUGATE_GRADIENT_FORMULAS.
 
     Returns:
       A transformation mapping gradients to descent directions.
     """
-    if restart_every < 1:
-        raise ValueError(f"restart_every must be >= 1, got {restart_every}")
+    if restart_every is not None and restart_every < 1:
+        raise ValueError(f"restart_every must be >= 1 or None, got {restart_every}")
+    if formula not in CONJUGATE_GRADIENT_FORMULAS:
+        raise ValueError(f"formula must be one of {CONJUGATE_GRADIENT_FORMULAS}, got {formula!r}")
 
     def init(params):
         zeros = optax.tree.zeros_like(params)
@@ -71,13 +91,16 @@ def scale_by_conjugate_gradient(restart_every: int) -> optax.GradientTransformat
 
     def update(grad, state, params=None):
         del params
-        grad_change = optax.tree.sub(grad, state.previous_grad)
         previous_norm = optax.tree.vdot(state.previous_grad, state.previous_grad)
-        beta = optax.tree.vdot(grad, grad_change) / jnp.where(previous_norm > 0, previous_norm, 1)
-        beta = jnp.maximum(beta, 0.0)
+        if formula == "fletcher_reeves":
+            numerator = optax.tree.vdot(grad, grad)
+        else:
+            numerator = optax.tree.vdot(grad, optax.tree.sub(grad, state.previous_grad))
+        beta = jnp.maximum(numerator / jnp.where(previous_norm > 0, previous_norm, 1), 0.0)
         direction = optax.tree.add_scale(optax.tree.scale(-1.0, grad), beta,
                                          state.previous_direction)
-        restart = (state.count % restart_every == 0) | (optax.tree.vdot(direction, grad) >= 0)
+        period = state.count if restart_every is None else state.count % restart_every
+        restart = (period == 0) | (optax.tree.vdot(direction, grad) >= 0)
         direction = optax.tree.where(restart, optax.tree.scale(-1.0, grad), direction)
         return direction, ConjugateGradientState(state.count + 1, grad, direction)
 
@@ -128,12 +151,30 @@ def lbfgs(
     )
 
 
+def fixed_step_conjugate_gradient(learning_rate: float) -> optax.GradientTransformation:
+    """Li & Malik's Table 1 conjugate gradient: x <- x + learning_rate * d, with d the
+    Fletcher-Reeves direction (`scale_by_conjugate_gradient`, no periodic restarts)."""
+    return optax.chain(scale_by_conjugate_gradient(None, "fletcher_reeves"),
+                       optax.scale(learning_rate))
+
+
+def fixed_step_lbfgs(learning_rate: float, memory_size: int = 10) -> optax.GradientTransformation:
+    """L-BFGS directions (`optax.lbfgs`) times a fixed step `learning_rate`, no line search."""
+    return optax.lbfgs(learning_rate, memory_size=memory_size, linesearch=None)
+
+
 BASELINES: dict[str, Callable[..., optax.GradientTransformation]] = {
     "gradient_descent": gradient_descent,
     "momentum": momentum,
     "conjugate_gradient": conjugate_gradient,
     "lbfgs": lbfgs,
+    "fixed_step_conjugate_gradient": fixed_step_conjugate_gradient,
+    "fixed_step_lbfgs": fixed_step_lbfgs,
 }
+# The four algorithms a learned optimizer is compared with (module docstring).
+LINE_SEARCH_BASELINES = ("gradient_descent", "momentum", "conjugate_gradient", "lbfgs")
+PAPER_BASELINES = ("gradient_descent", "momentum", "fixed_step_conjugate_gradient",
+                   "fixed_step_lbfgs")
 
 # Default tuning grids: learning rates one third of a decade apart, the usual momentum decays,
 # and the strong-Wolfe curvature constant for the line-search methods.
@@ -145,6 +186,8 @@ DEFAULT_GRIDS: dict[str, dict[str, Sequence[float]]] = {
     },
     "conjugate_gradient": {"curvature": [0.01, 0.1, 0.4]},
     "lbfgs": {"curvature": [0.1, 0.5, 0.9]},
+    "fixed_step_conjugate_gradient": {"learning_rate": np.logspace(-3, 1, 13).tolist()},
+    "fixed_step_lbfgs": {"learning_rate": np.logspace(-3, 1, 13).tolist()},
 }
 
 

@@ -19,6 +19,8 @@ DISPLAY_NAMES = {
     "momentum": "Momentum",
     "conjugate_gradient": "Conjugate Gradient",
     "lbfgs": "L-BFGS",
+    "fixed_step_conjugate_gradient": "Conjugate Gradient (fixed step)",
+    "fixed_step_lbfgs": "L-BFGS (fixed step)",
     "predicted_step_descent": "Predicted Step Descent",
 }
 _COLOURS = {
@@ -26,6 +28,8 @@ _COLOURS = {
     "momentum": "tab:green",
     "conjugate_gradient": "tab:red",
     "lbfgs": "tab:cyan",
+    "fixed_step_conjugate_gradient": "tab:red",
+    "fixed_step_lbfgs": "tab:cyan",
     "predicted_step_descent": "tab:purple",
     # Neural Optimizer Search's Figure 6 (optax names).
     "sgd": "tab:blue",

@@ -116,5 +116,38 @@ def test_bad_names_and_settings_raise():
 
 def test_baselines_are_optax_transformations():
     for name, factory in baselines.BASELINES.items():
-        settings = {"learning_rate": 0.1} if name in ("gradient_descent", "momentum") else {}
+        settings = {key: values[0] for key, values in baselines.DEFAULT_GRIDS[name].items()}
         assert isinstance(factory(**settings), optax.GradientTransformation), name
+    for group in (baselines.LINE_SEARCH_BASELINES, baselines.PAPER_BASELINES):
+        assert len(group) == 4 and set(group) <= set(baselines.BASELINES)
+
+
+def test_fixed_step_conjugate_gradient_is_li_malik_table_1(quadratic_problem):
+    """Table 1: step -gamma * (g_i + sum_j prod_k |g_k|^2 / |g_{k-1}|^2 g_j), as a NumPy sum."""
+    family, problems, _ = quadratic_problem
+    gamma, num_steps = 0.02, 6
+    problem = jax.tree.map(lambda a: np.asarray(a[0], np.float64), problems)
+    with jax.enable_x64():
+        _, iterates = evaluation.run(baselines.fixed_step_conjugate_gradient(gamma), family,
+                                     problems, num_steps, x0=jnp.ones((1, 8)),
+                                     return_iterates=True)
+    x, grads = np.ones(8), []
+    for _ in range(num_steps):
+        grads.append(problem["matrix"] @ x - problem["vector"])
+        norms = [g @ g for g in grads]
+        direction = sum(np.prod([norms[k] / norms[k - 1] for k in range(j + 1, len(grads))])
+                        * grads[j] for j in range(len(grads)))
+        x = x - gamma * direction
+    np.testing.assert_allclose(np.asarray(iterates[0, -1]), x, rtol=1e-9)
+
+
+def test_fixed_step_lbfgs_evaluates_one_gradient_per_step_and_converges(quadratic_problem):
+    family, problems, minimum = quadratic_problem
+    with jax.enable_x64():
+        curve = np.asarray(evaluation.run(baselines.fixed_step_lbfgs(1.0), family, problems, 60,
+                                          x0=jnp.ones((1, 8))))[0]
+    assert curve[-1] - minimum < 1e-6
+    transform = baselines.fixed_step_lbfgs(0.5)
+    params = jnp.ones(3)
+    updates, _ = transform.update(params, transform.init(params), params)  # no value, no value_fn
+    assert updates.shape == (3,)

@@ -31,6 +31,8 @@ def test_every_experiment_runs_at_smoke_scale_and_resumes(run_module, tmp_path):
         assert f"## {name}" in results
     margins = (out / "lto_logistic" / "report.md").read_text()
     assert "| predicted_step_descent |" in margins and "learned beats it at" in margins
+    assert "Against the paper's baselines" in margins
+    assert "line_search_margin_of_victory.png" in margins
     assert (out / "lto_mlp" / "learned" / "learned.json").exists()
 
 
