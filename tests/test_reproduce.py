@@ -34,6 +34,8 @@ def test_every_experiment_runs_at_smoke_scale_and_resumes(run_module, tmp_path):
     assert "Against the paper's baselines" in margins
     assert "line_search_margin_of_victory.png" in margins
     assert (out / "lto_mlp" / "learned" / "learned.json").exists()
+    search = (out / "nos_search" / "report.md").read_text()
+    assert "on selection seeds" in search and "| selection (1 seeds) |" in search
 
 
 def test_a_trained_optimizer_is_reused_and_exported_with_provenance(tmp_path, monkeypatch):
