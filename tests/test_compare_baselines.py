@@ -5,6 +5,9 @@ import os
 import numpy as np
 import pytest
 
+from experiments.common import summary_table
+from lopt import evaluation
+
 MODULE = "experiments.compare_baselines"
 
 
@@ -41,3 +44,13 @@ def test_unwritable_out_is_refused_before_work(run_module, tmp_path):
     assert result.returncode != 0
     assert "is not a writable directory" in result.stderr
     assert "grid points tuned" not in result.stderr
+
+
+def test_summary_table_median_gap_is_robust_to_one_failed_problem():
+    curves = {"a": np.array([[1.0, 0.5, 0.1], [1.0, 0.5, 0.1], [1.0, 0.9, 5.0]]),
+              "b": np.array([[1.0, 0.6, 0.2]] * 3)}
+    margins = {name: values.mean(axis=0) for name, values in
+               evaluation.margin_of_victory(curves, per_problem=True).items()}
+    table = summary_table(curves, {"a": {}, "b": {}}, margins)
+    assert "| a | - | 1.733333 | 0.0e+00 |" in table  # worse mean, best on 2 of 3 problems
+    assert "| b | - | 0.200000 | 1.0e-01 |" in table
