@@ -38,9 +38,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lopt.rules.expression import Rule
-from lopt.rules.semantics import Moments, choose_selected, evaluate
+from lopt.rules.expression import OPERANDS, Rule
+from lopt.rules.semantics import Moments, choose_selected, draw_noise, evaluate
 from lopt.rules.tokens import TOKENS_PER_LEVEL, to_tokens
+
+# Members per step of the loops that compute an expensive value only for the members that
+# read it.
+CHUNK = 16
+_NOISE = OPERANDS.index("noise")
 
 
 def encode(rules: Sequence[Rule], depth: int | None = None) -> jax.Array:
@@ -82,5 +87,40 @@ def interpret(codes: jax.Array, moments: Moments, params: Any, key: jax.Array) -
     Example:
       >>> directions = interpret(encode(rules), moments, params, jax.random.split(key, len(rules)))
     """
-    member = lambda *args: evaluate(*args, choose_selected)
-    return jax.vmap(member)(codes, moments, params, key)
+    levels = codes.reshape(codes.shape[0], -1, TOKENS_PER_LEVEL)
+    noise = _for_members_that_need(
+        jnp.any(levels[:, :, :2] == _NOISE, axis=(1, 2)),
+        lambda rows: jax.vmap(draw_noise, (0, None))(key[rows], _row_shapes(moments.grad)),
+        moments.grad,
+    )
+    member = lambda *args: evaluate(*args[:4], choose_selected, noise=args[4])
+    return jax.vmap(member)(codes, moments, params, key, noise)
+
+
+def _row_shapes(tree: Any) -> Any:
+    return jax.tree.map(lambda leaf: jax.ShapeDtypeStruct(leaf.shape[1:], leaf.dtype), tree)
+
+
+def _for_members_that_need(need: jax.Array, compute, like: Any) -> Any:
+    """compute(rows) for the rows where `need`, in loop steps of `CHUNK` members that run
+    only as often as the number of such members requires; a pytree like `like` whose other
+    rows hold arbitrary values.
+
+    `compute` maps int32 [CHUNK] row indices to a pytree like `like` with CHUNK rows.
+    """
+    size = need.shape[0]
+    padded = -(-size // CHUNK) * CHUNK
+    order = jnp.argsort(~need, stable=True).astype(jnp.int32)  # the members that need it first
+    order = jnp.concatenate([order, jnp.zeros([padded - size], jnp.int32)])
+    position = jnp.argsort(order[:size]).astype(jnp.int32)
+
+    def chunk(index, values):
+        rows = jax.lax.dynamic_slice_in_dim(order, index * CHUNK, CHUNK)
+        update = lambda buffer, new: jax.lax.dynamic_update_slice_in_dim(
+            buffer, new, index * CHUNK, 0)  # fmt: skip
+        return jax.tree.map(update, values, compute(rows))
+
+    empty = jax.tree.map(lambda leaf: jnp.zeros((padded, *leaf.shape[1:]), leaf.dtype), like)
+    steps = (jnp.sum(need, dtype=jnp.int32) + CHUNK - 1) // CHUNK
+    values = jax.lax.fori_loop(0, steps, chunk, empty)
+    return jax.tree.map(lambda leaf: leaf[position], values)
