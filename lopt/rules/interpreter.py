@@ -45,6 +45,12 @@ from lopt.rules.tokens import TOKENS_PER_LEVEL, to_tokens
 # Members per step of the loops that compute an expensive value only for the members that
 # read it.
 CHUNK = 16
+# Largest buffer (bytes, all leaves) that such a loop fills. XLA's CPU backend allocates a
+# program's temporary buffers afresh for every call, and glibc maps allocations above 32 MiB
+# from the kernel each time: at 256 members x 65,536 parameters the 64 MiB noise buffer cost
+# 24 ms of page faults per step (system time), more than the draws it saved (28 ms).
+# Larger populations draw noise inline, for every member.
+BUFFER_BYTES = 16 * 2**20
 _NOISE = OPERANDS.index("noise")
 
 
@@ -88,11 +94,13 @@ def interpret(codes: jax.Array, moments: Moments, params: Any, key: jax.Array) -
       >>> directions = interpret(encode(rules), moments, params, jax.random.split(key, len(rules)))
     """
     levels = codes.reshape(codes.shape[0], -1, TOKENS_PER_LEVEL)
-    noise = _for_members_that_need(
-        jnp.any(levels[:, :, :2] == _NOISE, axis=(1, 2)),
-        lambda rows: jax.vmap(draw_noise, (0, None))(key[rows], _row_shapes(moments.grad)),
-        moments.grad,
-    )
+    noise = None
+    if sum(leaf.nbytes for leaf in jax.tree.leaves(moments.grad)) <= BUFFER_BYTES:
+        noise = _for_members_that_need(
+            jnp.any(levels[:, :, :2] == _NOISE, axis=(1, 2)),
+            lambda rows: jax.vmap(draw_noise, (0, None))(key[rows], _row_shapes(moments.grad)),
+            moments.grad,
+        )
     member = lambda *args: evaluate(*args[:4], choose_selected, noise=args[4])
     return jax.vmap(member)(codes, moments, params, key, noise)
 
@@ -112,7 +120,8 @@ def _for_members_that_need(need: jax.Array, compute, like: Any) -> Any:
     padded = -(-size // CHUNK) * CHUNK
     order = jnp.argsort(~need, stable=True).astype(jnp.int32)  # the members that need it first
     order = jnp.concatenate([order, jnp.zeros([padded - size], jnp.int32)])
-    position = jnp.argsort(order[:size]).astype(jnp.int32)
+    # Rows that are not computed all read row 0, which stays in cache.
+    position = jnp.where(need, jnp.argsort(order[:size]), 0).astype(jnp.int32)
 
     def chunk(index, values):
         rows = jax.lax.dynamic_slice_in_dim(order, index * CHUNK, CHUNK)
