@@ -15,18 +15,33 @@ step key, random draws included.
 Cost: every member computes every formula: the operands (the four scaled weights are one,
 scale · w), the unary results (exp and log|x| as one shared polynomial, sign and the one formula
 for identity, −x, clip and drop, see `lopt.rules.semantics`) at each of the 2·D slots, the four
-binary results, and the random draws of `noise` and `drop`. XLA fuses the rule, `adam`,
-`rmsprop` and the parameter update into one elementwise loop (about 560 vector instructions per
-8 elements at depth 2 on AVX2, from 800 before exp and log shared their polynomial and the
-draws their inner hash); the moving averages are three more loops. On a CPU the cost is that
-loop's arithmetic and these passes over memory, several times a compiled rule's at 4k
-parameters per member and about 2.2 times at 65k (`benchmarks/interpreter.py` prints the ratios).
+binary results, and the random draws of `drop`. XLA fuses the rule, `adam`, `rmsprop` and the
+parameter update into one elementwise loop (about 470 vector instructions per 8 elements at
+depth 2 on AVX2); the moving averages are three more loops. The noise operand, the costliest
+(a hash, a logarithm, a square root and two polynomials per element), is drawn beforehand only
+for the members that read it (`_for_members_that_need`: a loop over chunks of `CHUNK` members,
+as many steps as there are readers), and the main loop gathers each member's row; a population
+whose buffer would exceed `BUFFER_BYTES` draws it inline instead, because XLA's CPU backend
+allocates temporaries for every call and glibc maps allocations above 32 MiB afresh each time,
+whose page faults cost more than the draws saved.
+On a CPU the cost is the main loop's arithmetic, 3 to 4 times a compiled rule's per member
+(`benchmarks/interpreter.py` prints the ratios, with fresh buffers per step and in place).
 XLA does not fuse an expensive operation (a quotient, a square root) into a loop that reads its
-result more than once, so the formulas avoid quotients that several slots read. Two ways to
-skip what no member needs were measured and were slower on a CPU: a `lax.map` over members with
-`lax.switch` (fixed cost per member and branch), and sorting the members by what they read and
-skipping exp, log, noise and drop per chunk of members with `lax.cond` (the conditionals split
-the loop into many kernels that cost more than they save).
+result more than once, so the formulas avoid quotients that several slots read. Ways to skip
+what no member needs that were measured and were slower on a CPU:
+  - a `lax.map` over members with `lax.switch` (fixed cost per member and branch);
+  - sorting the members by what they read and skipping exp, log, noise and drop per chunk of
+    members with `lax.cond` (the conditionals split the loop into many kernels);
+  - computing the first level's exp and log|x| only for the pairs (member, slot) that apply
+    them, in a loop like the noise one: any loop that reads the moments makes XLA write the
+    bias-corrected m̂, v̂, γ̂ to memory, and with that buffer's initialisation this cost more
+    than the two exp/log evaluations per element it saved (ratio 3.2 -> 4.8 at 4,096
+    parameters, measured side by side);
+  - choosing among branches by indexing a stack of them (`jnp.stack(branches)[index]`, a
+    gather XLA emits as a branch, so only the chosen formula runs): three times faster than
+    `lax.select_n` for one choice in a small loop, where LLVM unswitches the loop into one
+    vectorised copy per branch, but twenty times slower when every choice of the interpreter
+    is made that way (one loop with too many choices to unswitch).
 """
 
 from __future__ import annotations
