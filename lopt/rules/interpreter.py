@@ -16,8 +16,9 @@ Cost: every member computes every formula: the operands (the four scaled weights
 scale · w), the unary results (exp and log|x| as one shared polynomial, sign and the one formula
 for identity, −x, clip and drop, see `lopt.rules.semantics`) at each of the 2·D slots, the four
 binary results, and the random draws of `drop`. XLA fuses the rule, `adam`, `rmsprop` and the
-parameter update into one elementwise loop (about 470 vector instructions per 8 elements at
-depth 2 on AVX2); the moving averages are three more loops. The noise operand, the costliest
+parameter update into one elementwise loop (about 470 LLVM vector operations per 8 elements
+at depth 2 on AVX2, 560 when every member drew noise); the moving averages are three more
+loops. The noise operand, the costliest
 (a hash, a logarithm, a square root and two polynomials per element), is drawn beforehand only
 for the members that read it (`_for_members_that_need`: a loop over chunks of `CHUNK` members,
 as many steps as there are readers), and the main loop gathers each member's row; a population
