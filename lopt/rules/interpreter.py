@@ -38,6 +38,9 @@ what no member needs that were measured and were slower on a CPU:
     bias-corrected m̂, v̂, γ̂ to memory, and with that buffer's initialisation this cost more
     than the two exp/log evaluations per element it saved (ratio 3.2 -> 4.8 at 4,096
     parameters, measured side by side);
+  - drawing the keep masks of `drop` beforehand in the same way, for the slots that apply it
+    (a byte per element, gathered by the main loop): the gathers cost more than the hashes
+    they saved (ratio in CPU seconds 3.00 -> 3.23 at 4,096 parameters, side by side);
   - choosing among branches by indexing a stack of them (`jnp.stack(branches)[index]`, a
     gather XLA emits as a branch, so only the chosen formula runs): three times faster than
     `lax.select_n` for one choice in a small loop, where LLVM unswitches the loop into one
