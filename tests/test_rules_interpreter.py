@@ -12,6 +12,7 @@ from lopt.rules import (
     from_tokens,
     init_state,
     interpret,
+    interpreter,
     random_tokens,
     to_optax,
 )
@@ -89,6 +90,22 @@ def test_interpreter_equals_to_optax_for_every_member(setting):
                 atol=1e-7,
                 err_msg=f"member {index}: {rule}",
             )
+
+
+def test_noise_drawn_for_its_readers_equals_noise_drawn_inline(setting, monkeypatch):
+    """Small populations draw noise only for the members that read it, in a loop before the
+    rule; above `BUFFER_BYTES` every member draws it inline. Both give the same values."""
+    rules, params, grads, keys = setting
+    moments, step_keys = _interpreter_inputs(params, grads, keys)
+    codes = encode(rules, DEPTH)
+    assert any("noise" in str(rule) for rule in rules)
+    run = lambda: jax.jit(lambda *args: interpreter.interpret.__wrapped__(*args))(
+        codes, moments, params, step_keys)  # fmt: skip
+    in_loop = run()
+    monkeypatch.setattr(interpreter, "BUFFER_BYTES", 0)
+    inline = run()
+    for name in SHAPES:
+        np.testing.assert_array_equal(in_loop[name], inline[name])
 
 
 def test_new_population_of_the_same_shape_compiles_nothing(setting):

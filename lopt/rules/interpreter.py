@@ -15,18 +15,37 @@ step key, random draws included.
 Cost: every member computes every formula: the operands (the four scaled weights are one,
 scale · w), the unary results (exp and log|x| as one shared polynomial, sign and the one formula
 for identity, −x, clip and drop, see `lopt.rules.semantics`) at each of the 2·D slots, the four
-binary results, and the random draws of `noise` and `drop`. XLA fuses the rule, `adam`,
-`rmsprop` and the parameter update into one elementwise loop (about 560 vector instructions per
-8 elements at depth 2 on AVX2, from 800 before exp and log shared their polynomial and the
-draws their inner hash); the moving averages are three more loops. On a CPU the cost is that
-loop's arithmetic and these passes over memory, several times a compiled rule's at 4k
-parameters per member and about 2.2 times at 65k (`benchmarks/interpreter.py` prints the ratios).
+binary results, and the random draws of `drop`. XLA fuses the rule, `adam`, `rmsprop` and the
+parameter update into one elementwise loop (about 470 LLVM vector operations per 8 elements
+at depth 2 on AVX2, 560 when every member drew noise); the moving averages are three more
+loops. The noise operand, the costliest
+(a hash, a logarithm, a square root and two polynomials per element), is drawn beforehand only
+for the members that read it (`_for_members_that_need`: a loop over chunks of `CHUNK` members,
+as many steps as there are readers), and the main loop gathers each member's row; a population
+whose buffer would exceed `BUFFER_BYTES` draws it inline instead, because XLA's CPU backend
+allocates temporaries for every call and glibc maps allocations above 32 MiB afresh each time,
+whose page faults cost more than the draws saved.
+On a CPU the cost is the main loop's arithmetic, 3 to 4 times a compiled rule's per member
+(`benchmarks/interpreter.py` prints the ratios, with fresh buffers per step and in place).
 XLA does not fuse an expensive operation (a quotient, a square root) into a loop that reads its
-result more than once, so the formulas avoid quotients that several slots read. Two ways to
-skip what no member needs were measured and were slower on a CPU: a `lax.map` over members with
-`lax.switch` (fixed cost per member and branch), and sorting the members by what they read and
-skipping exp, log, noise and drop per chunk of members with `lax.cond` (the conditionals split
-the loop into many kernels that cost more than they save).
+result more than once, so the formulas avoid quotients that several slots read. Ways to skip
+what no member needs that were measured and were slower on a CPU:
+  - a `lax.map` over members with `lax.switch` (fixed cost per member and branch);
+  - sorting the members by what they read and skipping exp, log, noise and drop per chunk of
+    members with `lax.cond` (the conditionals split the loop into many kernels);
+  - computing the first level's exp and log|x| only for the pairs (member, slot) that apply
+    them, in a loop like the noise one: any loop that reads the moments makes XLA write the
+    bias-corrected m̂, v̂, γ̂ to memory, and with that buffer's initialisation this cost more
+    than the two exp/log evaluations per element it saved (ratio 3.2 -> 4.8 at 4,096
+    parameters, measured side by side);
+  - drawing the keep masks of `drop` beforehand in the same way, for the slots that apply it
+    (a byte per element, gathered by the main loop): the gathers cost more than the hashes
+    they saved (ratio in CPU seconds 3.00 -> 3.23 at 4,096 parameters, side by side);
+  - choosing among branches by indexing a stack of them (`jnp.stack(branches)[index]`, a
+    gather XLA emits as a branch, so only the chosen formula runs): three times faster than
+    `lax.select_n` for one choice in a small loop, where LLVM unswitches the loop into one
+    vectorised copy per branch, but twenty times slower when every choice of the interpreter
+    is made that way (one loop with too many choices to unswitch).
 """
 
 from __future__ import annotations
@@ -38,9 +57,20 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lopt.rules.expression import Rule
-from lopt.rules.semantics import Moments, choose_selected, evaluate
+from lopt.rules.expression import OPERANDS, Rule
+from lopt.rules.semantics import Moments, choose_selected, draw_noise, evaluate
 from lopt.rules.tokens import TOKENS_PER_LEVEL, to_tokens
+
+# Members per step of the loops that compute an expensive value only for the members that
+# read it.
+CHUNK = 16
+# Largest buffer (bytes, all leaves) that such a loop fills. XLA's CPU backend allocates a
+# program's temporary buffers afresh for every call, and glibc maps allocations above 32 MiB
+# from the kernel each time: at 256 members x 65,536 parameters the 64 MiB noise buffer cost
+# 24 ms of page faults per step (system time), more than the draws it saved (28 ms).
+# Larger populations draw noise inline, for every member.
+BUFFER_BYTES = 16 * 2**20
+_NOISE = OPERANDS.index("noise")
 
 
 def encode(rules: Sequence[Rule], depth: int | None = None) -> jax.Array:
@@ -82,5 +112,43 @@ def interpret(codes: jax.Array, moments: Moments, params: Any, key: jax.Array) -
     Example:
       >>> directions = interpret(encode(rules), moments, params, jax.random.split(key, len(rules)))
     """
-    member = lambda *args: evaluate(*args, choose_selected)
-    return jax.vmap(member)(codes, moments, params, key)
+    levels = codes.reshape(codes.shape[0], -1, TOKENS_PER_LEVEL)
+    noise = None
+    if sum(leaf.nbytes for leaf in jax.tree.leaves(moments.grad)) <= BUFFER_BYTES:
+        noise = _for_members_that_need(
+            jnp.any(levels[:, :, :2] == _NOISE, axis=(1, 2)),
+            lambda rows: jax.vmap(draw_noise, (0, None))(key[rows], _row_shapes(moments.grad)),
+            moments.grad,
+        )
+    member = lambda *args: evaluate(*args[:4], choose_selected, noise=args[4])
+    return jax.vmap(member)(codes, moments, params, key, noise)
+
+
+def _row_shapes(tree: Any) -> Any:
+    return jax.tree.map(lambda leaf: jax.ShapeDtypeStruct(leaf.shape[1:], leaf.dtype), tree)
+
+
+def _for_members_that_need(need: jax.Array, compute, like: Any) -> Any:
+    """compute(rows) for the rows where `need`, in loop steps of `CHUNK` members that run
+    only as often as the number of such members requires; a pytree like `like` whose other
+    rows hold arbitrary values.
+
+    `compute` maps int32 [CHUNK] row indices to a pytree like `like` with CHUNK rows.
+    """
+    size = need.shape[0]
+    padded = -(-size // CHUNK) * CHUNK
+    order = jnp.argsort(~need, stable=True).astype(jnp.int32)  # the members that need it first
+    order = jnp.concatenate([order, jnp.zeros([padded - size], jnp.int32)])
+    # Rows that are not computed all read row 0, which stays in cache.
+    position = jnp.where(need, jnp.argsort(order[:size]), 0).astype(jnp.int32)
+
+    def chunk(index, values):
+        rows = jax.lax.dynamic_slice_in_dim(order, index * CHUNK, CHUNK)
+        update = lambda buffer, new: jax.lax.dynamic_update_slice_in_dim(
+            buffer, new, index * CHUNK, 0)  # fmt: skip
+        return jax.tree.map(update, values, compute(rows))
+
+    empty = jax.tree.map(lambda leaf: jnp.zeros((padded, *leaf.shape[1:]), leaf.dtype), like)
+    steps = (jnp.sum(need, dtype=jnp.int32) + CHUNK - 1) // CHUNK
+    values = jax.lax.fori_loop(0, steps, chunk, empty)
+    return jax.tree.map(lambda leaf: leaf[position], values)

@@ -172,6 +172,7 @@ def evaluate(
     params: Any,
     key: jax.Array | None,
     choose: Choose,
+    noise: Any = None,
 ) -> Any:
     """The rule's value (a descent direction) for every leaf of the gradient pytree.
 
@@ -181,6 +182,8 @@ def evaluate(
       params: the parameters (may be None when the program reads no scaled weight).
       key: this step's key (may be None when the program draws nothing).
       choose: `choose_static` for Python-int tokens, `choose_selected` for traced ones.
+      noise: this step's `noise` operand (`draw_noise(key, moments.grad)`) if computed
+        beforehand, else None (drawn here when the program reads it).
 
     Returns:
       A pytree like `moments.grad`.
@@ -190,12 +193,12 @@ def evaluate(
     per_leaf = lambda tree: [None] * len(leaves) if tree is None else treedef.flatten_up_to(tree)
     columns = zip(
         leaves,
-        *(per_leaf(tree) for tree in (moments.m, moments.v, moments.gamma, params)),
+        *(per_leaf(tree) for tree in (moments.m, moments.v, moments.gamma, params, noise)),
         strict=True,
     )
     directions = [
-        _evaluate_leaf(tokens, grad, m, v, gamma, weight, seed, index, choose)
-        for index, (grad, m, v, gamma, weight) in enumerate(columns)
+        _evaluate_leaf(tokens, grad, m, v, gamma, weight, noise, seed, index, choose)
+        for index, (grad, m, v, gamma, weight, noise) in enumerate(columns)
     ]
     return treedef.unflatten(directions)
 
@@ -205,9 +208,24 @@ def _lookup(table: Sequence[Any], index: int | jax.Array, dtype=jnp.float32) -> 
     return table[index] if isinstance(index, int) else jnp.asarray(np.array(table, dtype))[index]
 
 
-def _evaluate_leaf(tokens, grad, m, v, gamma, weight, seed, leaf, choose: Choose):
+def draw_noise(key: jax.Array, grads: Any) -> Any:
+    """The `noise` operand of the step with key `key`: a pytree like `grads`."""
+    seed = step_seed(key)
+    leaves, treedef = jax.tree.flatten(grads)
+    return treedef.unflatten([_noise_leaf(seed, leaf, grad.shape, grad.dtype)
+                              for leaf, grad in enumerate(leaves)])
+
+
+def _noise_leaf(seed, leaf, shape, dtype, counter_hash=None):
+    site_seed = _site_seed(seed, leaf, 0)
+    counter_hash = _counter_hash(site_seed, shape) if counter_hash is None else counter_hash
+    return (NOISE_SCALE * _normal(_site_bits(counter_hash, site_seed))).astype(dtype)
+
+
+def _evaluate_leaf(tokens, grad, m, v, gamma, weight, noise, seed, leaf, choose: Choose):
     counter_hash = functools.cache(lambda: _counter_hash(_site_seed(seed, leaf, 0), grad.shape))
     draws = lambda site: lambda: _site_bits(counter_hash(), _site_seed(seed, leaf, site))
+    precomputed_noise = noise
     inverse_denominator = functools.cache(lambda: 1.0 / (jnp.sqrt(v) + EPSILON))
     operands = {
         "g": lambda: grad,
@@ -217,7 +235,8 @@ def _evaluate_leaf(tokens, grad, m, v, gamma, weight, seed, leaf, choose: Choose
         "v": lambda: v,
         "gamma": lambda: gamma,
         "one": lambda: jnp.ones_like(grad),
-        "noise": lambda: (NOISE_SCALE * _normal(draws(0)())).astype(grad.dtype),
+        "noise": lambda: precomputed_noise if precomputed_noise is not None else _noise_leaf(
+            seed, leaf, grad.shape, grad.dtype, counter_hash()),
         "adam": lambda: m * inverse_denominator(),
         "rmsprop": lambda: grad * inverse_denominator(),
     }
