@@ -50,16 +50,15 @@ def _symmetric_batch(matrices):
 
 
 class Expansion(NamedTuple):
-    """A QuadraticCost in the form both passes read, computed once per objective (`expand`):
-    the symmetrised state block `[T, dX, dX]`, the symmetrised action rows `[T, dU, n]`, the
-    gradient `[T, n]` and constant `[T]` of steps t < T, and the last step's symmetrised state
-    block `[dX, dX]`, state gradient `[dX]` and constant `[]`."""
+    """A QuadraticCost in the form both passes read (`expand`): the Hessians `[T+1, n, n]` as
+    given (each step reads its state block in place; the passes only use it in symmetric
+    forms), the symmetrised action rows `[T, dU, n]`, the gradient `[T, n]` and constant `[T]`
+    of steps t < T, and the last step's state gradient `[dX]` and constant `[]`."""
 
-    state_hessian: jax.Array
+    hessian: jax.Array
     action_rows: jax.Array
     gradient: jax.Array
     constant: jax.Array
-    final_hessian: jax.Array
     final_gradient: jax.Array
     final_constant: jax.Array
 
@@ -68,10 +67,15 @@ def expand(layout: feats.StateLayout, cost: cost_lib.QuadraticCost) -> Expansion
     """`cost` `[T+1, ...]` as an Expansion (its eta-independent parts, split by step)."""
     size = layout.size
     hessian = cost.hessian
-    state_hessian = _symmetric_batch(hessian[:, :size, :size])
     action_rows = 0.5 * (hessian[:-1, size:] + jnp.swapaxes(hessian[:-1, :, size:], -1, -2))
-    return Expansion(state_hessian[:-1], action_rows, cost.gradient[:-1], cost.constant[:-1],
-                     state_hessian[-1], cost.gradient[-1, :size], cost.constant[-1])
+    return Expansion(hessian, action_rows, cost.gradient[:-1], cost.constant[:-1],
+                     cost.gradient[-1, :size], cost.constant[-1])
+
+
+def _state_block(layout: feats.StateLayout, expansion: Expansion, t) -> jax.Array:
+    """The state block `[dX, dX]` of step t's cost Hessian (a slice, fused into its user)."""
+    hessian_t = jax.lax.dynamic_index_in_dim(expansion.hessian, t, keepdims=False)
+    return hessian_t[: layout.size, : layout.size]
 
 
 class ReferenceTerms(NamedTuple):
@@ -117,17 +121,20 @@ def expanded_backward_pass(layout: feats.StateLayout, dynamics: dyn.Dynamics,
     FLOPs). Only the action rows of Q are formed; the new value Hessian
         V' = Q_ss - Q_us^T Q_uu^{-1} Q_us = (J^T V J)_ss + L^T R + R^T L + C_ss
     takes a single product of [dY + 2 dU, dX] factors: L = [A_s^T; eta/2 P K_ref; -1/2 B],
-    R = [G_s; K_ref; B], B = chol(Q_uu)^{-1} Q_us.
+    R = [G_s; K_ref; B], B = chol(Q_uu)^{-1} Q_us. The recursion carries W with
+    V = (W + W^T) / 2 instead of V, W' = (J^T W J)_ss + 2 L^T R + C_ss, so no step transposes a
+    [dX, dX] matrix (the [dY + dU, dX] slices of V it reads are symmetrised instead).
     """
     maps = dyn.known_maps(layout, dynamics)
     size = layout.size
     num_outputs = dynamics.offset.shape[-1]
 
     def step(carry, inputs):
-        value_hessian, value_gradient = carry
-        ((matrix, offset, _), state_hessian, action_hessian, gradient_t, reference_rows,
-         weighted_gain, reference_gradient, reference_gain) = inputs
-        embedded = dyn.embed_transpose(maps, value_hessian, num_outputs)  # E^T V [dY, dX]
+        unsymmetric, value_gradient = carry  # W [dX, dX], v [dX]
+        (t, (matrix, offset, _), action_hessian, gradient_t, reference_rows, weighted_gain,
+         reference_gradient, reference_gain) = inputs
+        embedded = 0.5 * (dyn.embed_transpose(maps, unsymmetric, num_outputs)  # E^T V [dY, dX]
+                          + dyn.embed_transpose(maps, unsymmetric.T, num_outputs))
         inner = dyn.embed_transpose(maps, embedded.T, num_outputs)  # E^T V E [dY, dY]
         half = dyn.pick(embedded, maps.shift, axis=1) + 0.5 * inner @ matrix  # A^T [dY, n]
         next_gradient = offset @ embedded + value_gradient  # V f + v, f = E offset
@@ -138,9 +145,11 @@ def expanded_backward_pass(layout: feats.StateLayout, dynamics: dyn.Dynamics,
         # concatenated, not a transposed concatenation): XLA then hands them to its fast
         # small-matrix kernels instead of a transposed-operand contraction (4x faster here).
         action_factor = jnp.concatenate([half[:, size:].T, matrix[:, size:].T], axis=1)
+        shifted_rows = 0.5 * (  # (J^T V J)_u. [dU, n]
+            dyn.pick(dyn.pick(unsymmetric, maps.shift[size:], axis=0), maps.shift, axis=1)
+            + dyn.pick(dyn.pick(unsymmetric, maps.shift, axis=0), maps.shift[size:], axis=1).T)
         action_rows = (  # Q_u. [dU, n]
-            dyn.pick(dyn.pick(value_hessian, maps.shift[size:], axis=0), maps.shift, axis=1)
-            + action_factor @ jnp.concatenate([matrix, half])
+            shifted_rows + action_factor @ jnp.concatenate([matrix, half])
             + action_hessian + eta * reference_rows)
         q_uu, q_us = _symmetric(action_rows[:, size:]), action_rows[:, :size]
         cholesky = jnp.linalg.cholesky(q_uu)
@@ -153,15 +162,16 @@ def expanded_backward_pass(layout: feats.StateLayout, dynamics: dyn.Dynamics,
                                 -0.5 * whitened_us.T], axis=1)  # L^T [dX, dY + 2 dU]
         right = jnp.concatenate([matrix[:, :size], reference_gain, whitened_us])
         low_rank = left @ right  # [dX, dX]
-        shifted = dyn.pick(dyn.pick(value_hessian, maps.shift[:size], axis=0),
+        shifted = dyn.pick(dyn.pick(unsymmetric, maps.shift[:size], axis=0),
                            maps.shift[:size], axis=1)
-        value_hessian = shifted + low_rank + low_rank.T + state_hessian
+        unsymmetric = shifted + 2.0 * low_rank + _state_block(layout, expansion, t)
         value_gradient = q_gradient[:size] + offset_u @ q_us
-        return (value_hessian, value_gradient), (gain, offset_u, cholesky, q_uu)
+        return (unsymmetric, value_gradient), (gain, offset_u, cholesky, q_uu)
 
-    inputs = (dynamics, expansion.state_hessian, expansion.action_rows, expansion.gradient,
-              *terms, reference.gain)
-    final = (expansion.final_hessian, expansion.final_gradient)
+    horizon = expansion.action_rows.shape[0]
+    inputs = (jnp.arange(horizon), dynamics, expansion.action_rows, expansion.gradient, *terms,
+              reference.gain)
+    final = (_state_block(layout, expansion, horizon), expansion.final_gradient)
     _, (gains, offsets, cholesky, scaled_precision) = jax.lax.scan(step, final, inputs,
                                                                    reverse=True)
     ok = jnp.all(jnp.isfinite(cholesky)) & jnp.all(jnp.isfinite(offsets))
@@ -193,13 +203,12 @@ def expanded_forward_pass(layout: feats.StateLayout, dynamics: dyn.Dynamics,
     """
     maps = dyn.known_maps(layout, dynamics)
     size = layout.size
-    dim = controller.offset.shape[-1]
+    horizon, dim = controller.offset.shape
     checked = controller if reference is None else reference
 
     def step(carry, inputs):
         mean, covariance = carry
-        (dynamics_t, controller_t, reference_t, state_hessian, action_rows, gradient_t,
-         constant_t) = inputs
+        dynamics_t, controller_t, reference_t, t, action_rows, gradient_t, constant_t = inputs
         matrix, offset, noise = dynamics_t
         gain = controller_t.gain
         state_matrix, action_matrix = matrix[:, :size], matrix[:, size:]
@@ -218,11 +227,13 @@ def expanded_forward_pass(layout: feats.StateLayout, dynamics: dyn.Dynamics,
         rows_observation = (dyn.pick(closed_cov, maps.state_source, axis=1)
                             + dyn.pick(observation_action, maps.action_source, axis=1)
                             + 0.5 * dyn.pick(observation_cov, maps.embed, axis=1))
-        placed = (dyn.pick(rows_action, maps.action_source, axis=0)
+        placed = (dyn.pick(rows_action, maps.action_source, axis=0)  # Y
                   + dyn.pick(rows_observation, maps.embed, axis=0))
+        placed_transposed = (dyn.pick(rows_action.T, maps.action_source, axis=1)  # Y^T, placed
+                             + dyn.pick(rows_observation.T, maps.embed, axis=1))  # from slices
         shifted = dyn.pick(dyn.pick(covariance, maps.state_source, axis=0), maps.state_source,
                            axis=1)
-        next_cov = shifted + placed + placed.T
+        next_cov = shifted + placed + placed_transposed
         next_mean = (dyn.pick(mean, maps.state_source, axis=0)
                      + dyn.pick(action_mean, maps.action_source, axis=0)
                      + dyn.pick(observation_mean, maps.embed, axis=0))
@@ -232,6 +243,7 @@ def expanded_forward_pass(layout: feats.StateLayout, dynamics: dyn.Dynamics,
         if not with_cost:
             return (next_mean, next_cov), step_kl
         cross, action_hessian = action_rows[:, :size], action_rows[:, size:]
+        state_hessian = _state_block(layout, expansion, t)
         trace = (jnp.sum(state_hessian * covariance) + 2.0 * jnp.sum(cross * gain_cov)
                  + jnp.sum(action_hessian * action_cov))
         joint_mean = jnp.concatenate([mean, action_mean])
@@ -241,7 +253,7 @@ def expanded_forward_pass(layout: feats.StateLayout, dynamics: dyn.Dynamics,
         return (next_mean, next_cov), (step_cost, step_kl)
 
     if with_cost:
-        inputs = (dynamics, controller, checked, expansion.state_hessian, expansion.action_rows,
+        inputs = (dynamics, controller, checked, jnp.arange(horizon), expansion.action_rows,
                   expansion.gradient, expansion.constant)
     else:
         inputs = (dynamics, controller, checked, *(None,) * 4)
@@ -249,7 +261,7 @@ def expanded_forward_pass(layout: feats.StateLayout, dynamics: dyn.Dynamics,
     if not with_cost:
         return None, outputs
     costs, kls = outputs
-    final_hessian = expansion.final_hessian
+    final_hessian = _state_block(layout, expansion, horizon)
     final_cost = (0.5 * mean @ final_hessian @ mean + 0.5 * jnp.sum(final_hessian * covariance)
                   + expansion.final_gradient @ mean + expansion.final_constant)
     return jnp.concatenate([costs, final_cost[None]]), kls
