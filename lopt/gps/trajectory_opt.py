@@ -48,12 +48,15 @@ class LoopState(NamedTuple):
     previous_expected: expected cost of the previous controller under the previous model `[N]`
       (NaN before the first optimisation).
     predicted_expected: expected cost of the current controller under the previous model `[N]`.
+    eta: the eta that gave the current controller `[N]` (NaN before the first optimisation);
+      the next eta search starts from it (`lqg.optimise`).
     """
 
     controller: ctrl.Controller
     step_mult: jax.Array
     previous_expected: jax.Array
     predicted_expected: jax.Array
+    eta: jax.Array
 
 
 class Metrics(NamedTuple):
@@ -75,7 +78,7 @@ def initial_state(config: Config, family, problems, x0: jax.Array):
     controller, choice = initialisation.initial_controllers(config, family, problems, x0)
     num = x0.shape[0]
     nan = jnp.full(num, jnp.nan, x0.dtype)
-    return LoopState(controller, jnp.ones(num, x0.dtype), nan, nan), choice
+    return LoopState(controller, jnp.ones(num, x0.dtype), nan, nan, nan), choice
 
 
 def sample_stage(config: Config, family, problems, x0, state: LoopState, key) -> ctrl.Samples:
@@ -136,8 +139,9 @@ def optimise_stage(config: Config, family, model: Model, state: LoopState,
         return lqg.optimise(config, layout, *inputs)
 
     solution = _chunked(config, solve, (model.dynamics, model.cost, reference, *model.initial,
-                                        kl_bound))
-    new_state = LoopState(solution.controller, step_mult, actual, solution.expected_cost)
+                                        kl_bound, state.eta))
+    new_state = LoopState(solution.controller, step_mult, actual, solution.expected_cost,
+                          solution.eta)
     return new_state, solution, kl_bound
 
 
