@@ -51,9 +51,12 @@ def _symmetric_batch(matrices):
 
 class Expansion(NamedTuple):
     """A QuadraticCost in the form both passes read (`expand`): the Hessians `[T+1, n, n]` as
-    given (each step reads its state block in place; the passes only use it in symmetric
-    forms), the symmetrised action rows `[T, dU, n]`, the gradient `[T, n]` and constant `[T]`
-    of steps t < T, and the last step's state gradient `[dX]` and constant `[]`."""
+    given (each step of a pass with the cost reads its state block in place; the passes only
+    use it in symmetric forms), the symmetrised action rows `[T, dU, n]`, the gradient
+    `[T, n]` and constant `[T]` of steps t < T, and the last step's state gradient `[dX]` and
+    constant `[]`. With the dynamics also the cost's share of the value Hessian that each
+    backward step reads (`_value_reads` of C_{t+1} carried back through the known maps):
+    value_embedded `[T, dY, dX]` and value_rows `[T, dU, n]` (else None)."""
 
     hessian: jax.Array
     action_rows: jax.Array
@@ -61,15 +64,58 @@ class Expansion(NamedTuple):
     constant: jax.Array
     final_gradient: jax.Array
     final_constant: jax.Array
+    value_embedded: jax.Array | None = None
+    value_rows: jax.Array | None = None
 
 
-def expand(layout: feats.StateLayout, cost: cost_lib.QuadraticCost) -> Expansion:
-    """`cost` `[T+1, ...]` as an Expansion (its eta-independent parts, split by step)."""
+def expand(layout: feats.StateLayout, cost: cost_lib.QuadraticCost,
+           dynamics: dyn.Dynamics | None = None) -> Expansion:
+    """`cost` `[T+1, ...]` as an Expansion (its eta-independent parts, split by step); pass
+    `dynamics` for the backward pass's value terms.
+
+    The backward pass carries W with V = (W + W^T) / 2 (`expanded_backward_pass`); W is the
+    sum of a part that only the cost feeds, W_C = (J^T W_C' J)_ss + C_ss, and a part the eta
+    dependent products feed. Both are linear and each step reads only a few slices of V
+    (`_value_reads`), so the slices of W_C are computed here, once per eta search, and the
+    search's passes never read the cost Hessians.
+    """
     size = layout.size
     hessian = cost.hessian
+    horizon = hessian.shape[0] - 1
     action_rows = 0.5 * (hessian[:-1, size:] + jnp.swapaxes(hessian[:-1, :, size:], -1, -2))
-    return Expansion(hessian, action_rows, cost.gradient[:-1], cost.constant[:-1],
-                     cost.gradient[-1, :size], cost.constant[-1])
+    expansion = Expansion(hessian, action_rows, cost.gradient[:-1], cost.constant[:-1],
+                          cost.gradient[-1, :size], cost.constant[-1])
+    if dynamics is None:
+        return expansion
+    maps = dyn.known_maps(layout, dynamics)
+    num_outputs = dynamics.offset.shape[-1]
+
+    def step(accumulated, t):  # W_C of step t + 1 -> reads, W_C of step t
+        reads = _value_reads(layout, maps, accumulated, num_outputs)
+        return _shifted(layout, maps, accumulated) + _state_block(layout, expansion, t), reads
+
+    _, (embedded, rows) = jax.lax.scan(step, _state_block(layout, expansion, horizon),
+                                       jnp.arange(horizon), reverse=True)
+    return expansion._replace(value_embedded=embedded, value_rows=rows)
+
+
+def _value_reads(layout: feats.StateLayout, maps: dyn.KnownMaps, unsymmetric: jax.Array,
+                 num_outputs: int):
+    """What a backward step reads of the next value Hessian V = (W + W^T) / 2, from W
+    `[dX, dX]` (linear in W): E^T V `[dY, dX]` and (J^T V J)_u. `[dU, n]`."""
+    size = layout.size
+    embedded = 0.5 * (dyn.embed_transpose(maps, unsymmetric, num_outputs)
+                      + dyn.embed_transpose(maps, unsymmetric.T, num_outputs))
+    rows = 0.5 * (
+        dyn.pick(dyn.pick(unsymmetric, maps.shift[size:], axis=0), maps.shift, axis=1)
+        + dyn.pick(dyn.pick(unsymmetric, maps.shift, axis=0), maps.shift[size:], axis=1).T)
+    return embedded, rows
+
+
+def _shifted(layout: feats.StateLayout, maps: dyn.KnownMaps, matrix: jax.Array) -> jax.Array:
+    """(J^T M J)_ss `[dX, dX]` of M `[dX, dX]`: an index shift."""
+    shift = maps.shift[: layout.size]
+    return dyn.pick(dyn.pick(matrix, shift, axis=0), shift, axis=1)
 
 
 def _state_block(layout: feats.StateLayout, expansion: Expansion, t) -> jax.Array:
@@ -101,15 +147,15 @@ def backward_pass(layout: feats.StateLayout, dynamics: dyn.Dynamics, cost: cost_
                   reference: Controller, eta: jax.Array):
     """Riccati recursion for cost/eta - log p_ref. Returns (Controller `[T, ...]`, ok `[]`);
     ok is False where some Q_uu was not positive definite. See `expanded_backward_pass`."""
-    return expanded_backward_pass(layout, dynamics, expand(layout, cost), reference,
+    return expanded_backward_pass(layout, dynamics, expand(layout, cost, dynamics), reference,
                                   reference_terms(reference), eta)
 
 
 def expanded_backward_pass(layout: feats.StateLayout, dynamics: dyn.Dynamics,
                            expansion: Expansion, reference: Controller, terms: ReferenceTerms,
                            eta: jax.Array):
-    """`backward_pass` from the eta-independent `expansion` and `terms` of its cost and
-    reference (computed once per eta search).
+    """`backward_pass` from the eta-independent `expansion` (`expand` with the dynamics) and
+    `terms` of its cost and reference (computed once per eta search).
 
     The recursion runs on eta Q and eta V (the cost plus eta times the reference's term), so
     the cost enters unscaled and eta multiplies only the reference's `[dU, ...]` rows; the
@@ -123,18 +169,22 @@ def expanded_backward_pass(layout: feats.StateLayout, dynamics: dyn.Dynamics,
     takes a single product of [dY + 2 dU, dX] factors: L = [A_s^T; eta/2 P K_ref; -1/2 B],
     R = [G_s; K_ref; B], B = chol(Q_uu)^{-1} Q_us. The recursion carries W with
     V = (W + W^T) / 2 instead of V, W' = (J^T W J)_ss + 2 L^T R + C_ss, so no step transposes a
-    [dX, dX] matrix (the [dY + dU, dX] slices of V it reads are symmetrised instead).
+    [dX, dX] matrix (the [dY + dU, dX] slices of V it reads are symmetrised instead), and of W
+    only the part the products feed, W_P' = (J^T W_P J)_ss + 2 L^T R: the cost's part is
+    eta-independent and its slices come with the expansion (`expand`), so no pass reads the
+    cost Hessians.
     """
     maps = dyn.known_maps(layout, dynamics)
     size = layout.size
     num_outputs = dynamics.offset.shape[-1]
 
     def step(carry, inputs):
-        unsymmetric, value_gradient = carry  # W [dX, dX], v [dX]
-        (t, (matrix, offset, _), action_hessian, gradient_t, reference_rows, weighted_gain,
-         reference_gradient, reference_gain) = inputs
-        embedded = 0.5 * (dyn.embed_transpose(maps, unsymmetric, num_outputs)  # E^T V [dY, dX]
-                          + dyn.embed_transpose(maps, unsymmetric.T, num_outputs))
+        unsymmetric, value_gradient = carry  # W_P [dX, dX], v [dX]
+        ((matrix, offset, _), action_hessian, gradient_t, cost_embedded, cost_rows,
+         reference_rows, weighted_gain, reference_gradient, reference_gain) = inputs
+        embedded, shifted_rows = _value_reads(layout, maps, unsymmetric, num_outputs)
+        embedded = embedded + cost_embedded  # E^T V [dY, dX]
+        shifted_rows = shifted_rows + cost_rows  # (J^T V J)_u. [dU, n]
         inner = dyn.embed_transpose(maps, embedded.T, num_outputs)  # E^T V E [dY, dY]
         half = dyn.pick(embedded, maps.shift, axis=1) + 0.5 * inner @ matrix  # A^T [dY, n]
         next_gradient = offset @ embedded + value_gradient  # V f + v, f = E offset
@@ -145,9 +195,6 @@ def expanded_backward_pass(layout: feats.StateLayout, dynamics: dyn.Dynamics,
         # concatenated, not a transposed concatenation): XLA then hands them to its fast
         # small-matrix kernels instead of a transposed-operand contraction (4x faster here).
         action_factor = jnp.concatenate([half[:, size:].T, matrix[:, size:].T], axis=1)
-        shifted_rows = 0.5 * (  # (J^T V J)_u. [dU, n]
-            dyn.pick(dyn.pick(unsymmetric, maps.shift[size:], axis=0), maps.shift, axis=1)
-            + dyn.pick(dyn.pick(unsymmetric, maps.shift, axis=0), maps.shift[size:], axis=1).T)
         action_rows = (  # Q_u. [dU, n]
             shifted_rows + action_factor @ jnp.concatenate([matrix, half])
             + action_hessian + eta * reference_rows)
@@ -162,16 +209,13 @@ def expanded_backward_pass(layout: feats.StateLayout, dynamics: dyn.Dynamics,
                                 -0.5 * whitened_us.T], axis=1)  # L^T [dX, dY + 2 dU]
         right = jnp.concatenate([matrix[:, :size], reference_gain, whitened_us])
         low_rank = left @ right  # [dX, dX]
-        shifted = dyn.pick(dyn.pick(unsymmetric, maps.shift[:size], axis=0),
-                           maps.shift[:size], axis=1)
-        unsymmetric = shifted + 2.0 * low_rank + _state_block(layout, expansion, t)
+        unsymmetric = _shifted(layout, maps, unsymmetric) + 2.0 * low_rank
         value_gradient = q_gradient[:size] + offset_u @ q_us
         return (unsymmetric, value_gradient), (gain, offset_u, cholesky, q_uu)
 
-    horizon = expansion.action_rows.shape[0]
-    inputs = (jnp.arange(horizon), dynamics, expansion.action_rows, expansion.gradient, *terms,
-              reference.gain)
-    final = (_state_block(layout, expansion, horizon), expansion.final_gradient)
+    inputs = (dynamics, expansion.action_rows, expansion.gradient, expansion.value_embedded,
+              expansion.value_rows, *terms, reference.gain)
+    final = (jnp.zeros((size, size), expansion.hessian.dtype), expansion.final_gradient)
     _, (gains, offsets, cholesky, scaled_precision) = jax.lax.scan(step, final, inputs,
                                                                    reverse=True)
     ok = jnp.all(jnp.isfinite(cholesky)) & jnp.all(jnp.isfinite(offsets))
@@ -343,7 +387,7 @@ def optimise(config: Config, layout: feats.StateLayout, dynamics: dyn.Dynamics,
     dtype = initial_mean.dtype
     log_tolerance = jnp.log1p(config.kl_tolerance)
 
-    expansion, terms = expand(layout, cost), reference_terms(reference)
+    expansion, terms = expand(layout, cost, dynamics), reference_terms(reference)
 
     def evaluate(log_eta):
         eta = jnp.exp(log_eta)
