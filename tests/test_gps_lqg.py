@@ -135,6 +135,27 @@ def test_structured_passes_equal_dense_ones():
             assert np.all(want_leaf != 0.0)
 
 
+def test_placed_update_equals_the_dense_sum_for_overlapping_and_split_rows():
+    rng = np.random.default_rng(8)
+    size, num_actions, num_outputs = 7, 2, 3
+    # Row 0 takes an action and an observation entry, rows 3-4 one each, row 2 and 6 none.
+    maps = dynamics.KnownMaps(shift=np.zeros(0, int), embed=np.asarray([1, 3, 3, 0, 3, 2, 3]),
+                              state_source=np.zeros(0, int),
+                              action_source=np.asarray([1, 0, 2, 2, 1, 2, 2]))
+    matrix, actions, observations = (rng.normal(size=shape) for shape in (
+        (size, size), (num_actions, size), (num_outputs, size)))
+    placed = np.zeros((size, size))
+    for row in range(size):
+        if maps.action_source[row] < num_actions:
+            placed[row] += actions[maps.action_source[row]]
+        if maps.embed[row] < num_outputs:
+            placed[row] += observations[maps.embed[row]]
+    with jax.enable_x64():
+        got = lqg._add_placed(maps, jnp.asarray(matrix), jnp.asarray(actions),
+                              jnp.asarray(observations))
+    np.testing.assert_allclose(got, matrix + placed + placed.T, rtol=1e-14, atol=1e-14)
+
+
 def _marginals(rng, horizon):
     means = jnp.asarray(rng.normal(size=(horizon + 1, N)))
     factor = rng.normal(size=(horizon + 1, N, N))

@@ -33,6 +33,7 @@ from typing import NamedTuple
 import chex
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from lopt.gps import cost as cost_lib
 from lopt.gps import dynamics as dyn
@@ -258,32 +259,35 @@ def expanded_forward_pass(layout: feats.StateLayout, dynamics: dyn.Dynamics,
         state_matrix, action_matrix = matrix[:, :size], matrix[:, size:]
         closed_loop = state_matrix + action_matrix @ gain  # G^ [dY, dX]
         gain_gap = gain - reference_t.gain
-        products = jnp.concatenate([gain, gain_gap, closed_loop]) @ covariance
-        gain_cov, gap_cov, closed_cov = products[:dim], products[dim : 2 * dim], products[2 * dim :]
+        factor = jnp.concatenate([gain, gain_gap, closed_loop])  # F [2 dU + dY, dX]
+        products = factor @ covariance  # F Sigma
+        gain_cov, closed_cov = products[:dim], products[2 * dim :]
+        # F Sigma F^T in one small product (its K, gap and G^ blocks are all used), and the
+        # action noise's share [I; G_u] Sigma_u [I; G_u]^T.
+        second = products @ jnp.concatenate([gain.T, gain_gap.T, closed_loop.T], axis=1)
+        noise_factor = jnp.concatenate([jnp.eye(dim, dtype=matrix.dtype), action_matrix])
+        action_noise = (noise_factor @ controller_t.covariance) @ noise_factor.T
+        observation_rows = slice(2 * dim, None)
         action_mean = gain @ mean + controller_t.offset
-        action_cov = _symmetric(gain_cov @ gain.T + controller_t.covariance)
+        action_cov = _symmetric(second[:dim, :dim] + controller_t.covariance)
         observation_mean = closed_loop @ mean + action_matrix @ controller_t.offset + offset
-        observation_cov = (closed_cov @ closed_loop.T
-                           + action_matrix @ controller_t.covariance @ action_matrix.T + noise)
-        observation_action = closed_cov @ gain.T + action_matrix @ controller_t.covariance
+        observation_cov = (second[observation_rows, observation_rows]
+                           + action_noise[dim:, dim:] + noise)
+        observation_action = second[observation_rows, :dim] + action_noise[dim:, :dim]
         rows_action = (dyn.pick(gain_cov, maps.state_source, axis=1)
                        + 0.5 * dyn.pick(action_cov, maps.action_source, axis=1))
         rows_observation = (dyn.pick(closed_cov, maps.state_source, axis=1)
                             + dyn.pick(observation_action, maps.action_source, axis=1)
                             + 0.5 * dyn.pick(observation_cov, maps.embed, axis=1))
-        placed = (dyn.pick(rows_action, maps.action_source, axis=0)  # Y
-                  + dyn.pick(rows_observation, maps.embed, axis=0))
-        placed_transposed = (dyn.pick(rows_action.T, maps.action_source, axis=1)  # Y^T, placed
-                             + dyn.pick(rows_observation.T, maps.embed, axis=1))  # from slices
         shifted = dyn.pick(dyn.pick(covariance, maps.state_source, axis=0), maps.state_source,
                            axis=1)
-        next_cov = shifted + placed + placed_transposed
+        next_cov = _add_placed(maps, shifted, rows_action, rows_observation)
         next_mean = (dyn.pick(mean, maps.state_source, axis=0)
                      + dyn.pick(action_mean, maps.action_source, axis=0)
                      + dyn.pick(observation_mean, maps.embed, axis=0))
         mean_gap = gain_gap @ mean + controller_t.offset - reference_t.offset
         step_kl = _kl(controller_t, reference_t, mean_gap,
-                      jnp.sum((reference_t.precision @ gap_cov) * gain_gap))
+                      jnp.sum(reference_t.precision * second[dim : 2 * dim, dim : 2 * dim]))
         if not with_cost:
             return (next_mean, next_cov), step_kl
         cross, action_hessian = action_rows[:, :size], action_rows[:, size:]
@@ -309,6 +313,38 @@ def expanded_forward_pass(layout: feats.StateLayout, dynamics: dyn.Dynamics,
     final_cost = (0.5 * mean @ final_hessian @ mean + 0.5 * jnp.sum(final_hessian * covariance)
                   + expansion.final_gradient @ mean + expansion.final_constant)
     return jnp.concatenate([costs, final_cost[None]]), kls
+
+
+def _add_placed(maps: dyn.KnownMaps, matrix: jax.Array, action_part: jax.Array,
+                observation_part: jax.Array) -> jax.Array:
+    """matrix + Y + Y^T `[dX, dX]` for Y = X_u A + E B, A `[dU, dX]`, B `[dY, dX]` (X_u, E the
+    known maps placing action and observation rows).
+
+    Y is non-zero only in the rows that take an action or observation entry; each run of such
+    rows is added as a row block and a column block of `matrix` (updated in place), so no
+    [dX, dX] Y is formed.
+    """
+    num_actions, num_outputs = action_part.shape[0], observation_part.shape[0]
+    stacked = jnp.concatenate([action_part, observation_part])  # [dU + dY, dX]
+    from_action = maps.action_source < num_actions
+    from_observation = maps.embed < num_outputs
+    both = from_action & from_observation
+    index = np.where(from_action, maps.action_source,
+                     np.where(from_observation, num_actions + maps.embed,
+                              num_actions + num_outputs))
+    touched = np.flatnonzero(from_action | from_observation)
+    starts = touched[np.flatnonzero(np.diff(touched, prepend=-2) != 1)]
+    stops = touched[np.flatnonzero(np.diff(touched, append=touched[-1] + 2) != 1)] + 1
+    for start, stop in zip(starts.tolist(), stops.tolist(), strict=True):
+        rows = dyn.pick(stacked, index[start:stop], axis=0)  # Y[start:stop] [k, dX]
+        if np.any(both[start:stop]):  # rows taking both an action and an observation entry
+            rows = rows + dyn.pick(observation_part, maps.embed[start:stop], axis=0) * (
+                jnp.asarray(both[start:stop], matrix.dtype)[:, None])
+        block = matrix[start:stop] + rows
+        matrix = jax.lax.dynamic_update_slice(matrix, block, (start, 0))
+        columns = matrix[:, start:stop] + rows.T
+        matrix = jax.lax.dynamic_update_slice(matrix, columns, (0, start))
+    return matrix
 
 
 def _log_det(cholesky):
