@@ -12,11 +12,21 @@ passes use the known part of the dynamics as index shifts (`dynamics.KnownMaps`)
 step is one product with [dY + 2 dU, dX] factors plus copies (see their docstrings).
 `optimise` finds eta by a bracketing search in log(eta) inside jit: Illinois regula falsi on
 log KL - log epsilon, falling back to bisection where the pass failed, carrying the best
-solution so far (no final re-solve); a fixed cap on evaluations and a mask make vmapped
-results identical to unbatched ones. When Q_uu is not positive definite the pass is marked as
-failed and counts as "KL too large", so the search raises eta and repeats the pass (as eta
-grows, -log p_ref dominates and Q_uu tends to the reference precision, which is positive
-definite). `adapt_step` is the step-size rule of LA's reference code.
+solution so far (no final re-solve); from a guess of eta (the previous GPS iteration's) it
+first steps outward until the root is bracketed. A fixed cap on evaluations and a mask make
+vmapped results identical to unbatched ones. When Q_uu is not positive definite the pass is
+marked as failed and counts as "KL too large", so the search raises eta and repeats the pass
+(as eta grows, -log p_ref dominates and Q_uu tends to the reference precision, which is
+positive definite). `adapt_step` is the step-size rule of LA's reference code.
+
+Work per eta: everything that does not depend on eta is computed once per search (`expand`,
+`reference_terms`): the recursion runs on eta Q so that eta only scales the reference's
+`[dU, ...]` rows, and the cost's share of the value Hessian, carried back through the known
+shift, is accumulated once, so the search's passes never read the `[n, n]` cost Hessians (nor
+compute the cost: the chosen controller's takes one more forward pass). Each pass is then a
+few small products per step and the two `[dX, dX]` updates (the value Hessian's product term
+and the state covariance), written so that XLA's CPU backend neither transposes a `[dX, dX]`
+matrix nor forms mostly-zero ones (`expanded_backward_pass`, `expanded_forward_pass`).
 
 Reference controller: usually the previous controller; part 2 passes the linearised policy
 (mirror-descent GPS) and may add a quadratic coupling term to the cost (`cost.add`).
@@ -44,10 +54,6 @@ from lopt.gps.controllers import Controller, from_precision
 
 def _symmetric(matrix):
     return 0.5 * (matrix + matrix.T)
-
-
-def _symmetric_batch(matrices):
-    return 0.5 * (matrices + jnp.swapaxes(matrices, -1, -2))
 
 
 class Expansion(NamedTuple):
@@ -136,6 +142,7 @@ class ReferenceTerms(NamedTuple):
 
 
 def reference_terms(reference: Controller) -> ReferenceTerms:
+    """The ReferenceTerms of a reference controller (leaves `[T, ...]`)."""
     weighted_gain = reference.precision @ reference.gain  # P K_ref [T, dU, dX]
     weighted_offset = jnp.einsum("tuv,tv->tu", reference.precision, reference.offset)
     return ReferenceTerms(

@@ -109,9 +109,10 @@ def _chunked(config: Config, function, inputs):
     `lqg_batch_size` objectives and scanned over chunks, so each chunk's Riccati working set
     (a few `[n, n]` matrices per objective) stays in cache and a chunk's eta search stops
     when its own objectives have converged. One objective per chunk is the fastest measured
-    at paper size (90 logistic objectives, 2 cores: 8.1-9.1 s against 12.3-12.8 s for 2 and
-    11.3-15.5 s for 4): an objective's working set (~133 KB per matrix) already fills the
-    caches, and each eta search then runs only the passes its own objective needs."""
+    at paper size (90 logistic objectives, 2 cores, warm-started searches: 1.37-1.41 CPU-s
+    against 1.55 for 2, 1.78-1.92 for 4 and 1.58-1.67 for 16): an objective's working set
+    (~133 KB per matrix) already fills the caches, and each eta search then runs only the
+    passes its own objective needs."""
     return jax.lax.map(function, inputs, batch_size=config.lqg_batch_size)
 
 
