@@ -4,13 +4,17 @@
     python benchmarks/gps.py --smoke    # seconds
     python benchmarks/gps.py --variants=structured --repeats=5
     python benchmarks/gps.py --loop_iterations=8 --num_objectives=30   # + loop vs momentum
+    python benchmarks/gps.py --warm_iterations=0   # time the first iteration (cold eta search)
 
 Times sampling, the model fit (cost expansion; dynamics incl. the mixture) and the trajectory
 optimisation (step adaptation + eta search) as separately jitted stages on the same samples,
 for the structured and the full dynamics fit, `--repeats` times each; the table gives the
-median and the range. Each stage's achieved GFLOP/s (at its median time) is given as a
-fraction of the float64 matrix-product throughput measured in the same run (median of
-repeated 1024^3 products before and after the stages, so both see the same machine load).
+median and the range. The timed iteration follows `--warm_iterations` full GPS iterations
+(default 1), so, like every iteration but the first, its eta searches start from the
+previous eta (`lqg.optimise`); `--warm_iterations=0` times the first iteration. Each stage's
+achieved GFLOP/s (at its median time) is given as a fraction of the float64 matrix-product
+throughput measured in the same run (median of repeated 1024^3 products before and after the
+stages, so both see the same machine load).
 
 How FLOPs are counted (`stage_flops`): the FLOPs of the algorithm as it runs, from its dense
 operations: an [m, k] x [k, n] product counts 2 m k n, a Cholesky factorisation of size n
@@ -78,18 +82,21 @@ def stage_flops(config, dim, num_objectives, num_points, gmm_iterations, lqg_pas
     # scatter, Cholesky of the input block, the solve for F and the noise.
     conditional = steps * (2 * s * k * d * d + 2 * k * d * d + 2 * s * d * d + n**3 / 3
                            + 2 * n * n * dy + 2 * n * dy * dy)
-    # LQG backward step (`lqg.backward_pass`): A^T = E^T V J + 1/2 (E^T V E) G, Q's action
-    # rows, the Cholesky solves, and V' from one [dY + 2 dU, dX] x [dY + 2 dU, dX] product.
-    backward = (2 * dy * dy * n + 4 * du * dy * n + 2 * n * dy + 2 * du * du * dx
+    # LQG backward step (`lqg.expanded_backward_pass`): A^T = E^T V J + 1/2 (E^T V E) G, Q's
+    # action rows, the Cholesky solves, and V' from one [dX, dY + 2 dU] x [dY + 2 dU, dX]
+    # product. The reference's P K_ref is computed once per search (`lqg.reference_terms`).
+    backward = (2 * dy * dy * n + 4 * du * dy * n + 2 * n * dy
                 + du * du * (dx + 1) * 2 + du**3 / 3 + 2 * dx * dx * (dy + 2 * du))
-    # Forward step (`lqg.forward_pass`): G^ = G_s + G_u K, [K; K - K_ref; G^] Sigma, the
-    # observation and action covariances, the cost trace 2 n^2 and the KL's trace.
+    once = 2 * du * du * dx
+    # Forward step (`lqg.expanded_forward_pass`): G^ = G_s + G_u K, [K; K - K_ref; G^] Sigma,
+    # the observation and action covariances and the KL's trace; with the cost (not in the
+    # eta search) also the trace 2 n^2 of the cost Hessian with the covariance.
     forward = (2 * dy * du * dx + 2 * (2 * du + dy) * dx * dx + 2 * du * du * dx
-               + 2 * dy * dy * dx + 2 * dy * du * du + 2 * dy * dx * du + 2 * n * n
-               + 2 * du * du * dx)
-    # The eta search's passes (mean over objectives: each runs its own search), plus one
-    # forward pass of the current controller.
-    optimise = steps * (lqg_passes * (backward + forward) + forward)
+               + 2 * dy * dy * dx + 2 * dy * du * du + 2 * dy * dx * du + 2 * du * du * dx)
+    forward_with_cost = forward + 2 * n * n
+    # The eta search's passes (mean over objectives: each runs its own search), and two
+    # forward passes with the cost: the current controller's and the chosen one's.
+    optimise = steps * (lqg_passes * (backward + forward) + 2 * forward_with_cost + once)
     return {"sampling": sampling, "cost expansion": expansion, "mixture (EM)": gmm,
             "dynamics fit": conditional, "trajectory opt": optimise}
 
@@ -104,13 +111,17 @@ def _repeated(repeats, function, *args):
     return out, first, [_timed(function, *args)[1] for _ in range(repeats)]
 
 
-def benchmark(config, family, num_objectives, key, variants, repeats):
-    """Times one iteration's stages for each dynamics variant; prints a table."""
+def benchmark(config, family, num_objectives, key, variants, repeats, warm_iterations):
+    """Times one iteration's stages for each dynamics variant (after `warm_iterations` full
+    iterations); prints a table."""
     matmul = matmul_seconds()
     problems = family.sample(key, num_objectives)
     x0 = family.init(jax.random.fold_in(key, 1), num_objectives)
     state, _ = jax.jit(trajectory_opt.initial_state, static_argnums=(0, 1))(
         config, family, problems, x0)
+    iteration = jax.jit(trajectory_opt.iteration, static_argnums=(0, 1))
+    for index in range(warm_iterations):
+        state, _ = iteration(config, family, problems, x0, state, jax.random.fold_in(key, index))
     sample = jax.jit(trajectory_opt.sample_stage, static_argnums=(0, 1))
     fit = jax.jit(trajectory_opt.fit_stage, static_argnums=(0, 1))
     optimise = jax.jit(trajectory_opt.optimise_stage, static_argnums=(0, 1))
@@ -144,7 +155,7 @@ def benchmark(config, family, num_objectives, key, variants, repeats):
     peak = 2 * 1024**3 / statistics.median(matmul) / 1e9
     print(f"\nfloat64 matmul throughput (1024^3): median {peak:.1f} GFLOP/s, range "
           f"{2 * 1024**3 / max(matmul) / 1e9:.1f}-{2 * 1024**3 / min(matmul) / 1e9:.1f}; "
-          f"stage times: median [range] of {repeats}")
+          f"stage times of GPS iteration {warm_iterations + 1}: median [range] of {repeats}")
     print(f"{'dynamics':<11}| {'stage':<28}| {'seconds':>22} | {'GFLOP':>8} | {'GFLOP/s':>8} "
           f"| {'of matmul':>9}")
     for name, stage, times, count in rows:
@@ -209,6 +220,8 @@ def main(argv=None):
     parser.add_argument("--variants", default="structured,full",
                         help="comma-separated dynamics variants to time: structured, full")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs of each stage")
+    parser.add_argument("--warm_iterations", type=int, default=1,
+                        help="full GPS iterations before the timed one (0: time the first)")
     args = parser.parse_args(argv)
     config = gps.Config.preset("smoke" if args.smoke else "paper")
     num_objectives = args.num_objectives or (6 if args.smoke else 90)
@@ -219,6 +232,8 @@ def main(argv=None):
         parser.error(f"--variants must name structured and/or full, got {args.variants!r}")
     if args.repeats < 1:
         parser.error(f"--repeats must be positive, got {args.repeats}")
+    if args.warm_iterations < 0:
+        parser.error(f"--warm_iterations must be non-negative, got {args.warm_iterations}")
     family = objectives.logistic_regression()
     key = jax.random.key(0)
     layout = config.features.layout(family.dim)
@@ -227,7 +242,8 @@ def main(argv=None):
           f"devices {jax.devices()}", flush=True)
     if not args.skip_stages:
         with jax.enable_x64():
-            benchmark(config, family, num_objectives, key, variants, args.repeats)
+            benchmark(config, family, num_objectives, key, variants, args.repeats,
+                      args.warm_iterations)
     if args.loop_iterations:
         loop_improvement(config, family, num_objectives, args.loop_iterations, key)
 

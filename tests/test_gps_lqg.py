@@ -135,6 +135,27 @@ def test_structured_passes_equal_dense_ones():
             assert np.all(want_leaf != 0.0)
 
 
+def test_placed_update_equals_the_dense_sum_for_overlapping_and_split_rows():
+    rng = np.random.default_rng(8)
+    size, num_actions, num_outputs = 7, 2, 3
+    # Row 0 takes an action and an observation entry, rows 3-4 one each, row 2 and 6 none.
+    maps = dynamics.KnownMaps(shift=np.zeros(0, int), embed=np.asarray([1, 3, 3, 0, 3, 2, 3]),
+                              state_source=np.zeros(0, int),
+                              action_source=np.asarray([1, 0, 2, 2, 1, 2, 2]))
+    matrix, actions, observations = (rng.normal(size=shape) for shape in (
+        (size, size), (num_actions, size), (num_outputs, size)))
+    placed = np.zeros((size, size))
+    for row in range(size):
+        if maps.action_source[row] < num_actions:
+            placed[row] += actions[maps.action_source[row]]
+        if maps.embed[row] < num_outputs:
+            placed[row] += observations[maps.embed[row]]
+    with jax.enable_x64():
+        got = lqg._add_placed(maps, jnp.asarray(matrix), jnp.asarray(actions),
+                              jnp.asarray(observations))
+    np.testing.assert_allclose(got, matrix + placed + placed.T, rtol=1e-14, atol=1e-14)
+
+
 def _marginals(rng, horizon):
     means = jnp.asarray(rng.normal(size=(horizon + 1, N)))
     factor = rng.normal(size=(horizon + 1, N, N))
@@ -167,10 +188,17 @@ def _structured_problem(rng, horizon, state_curvature):
 
 @pytest.fixture(scope="module")
 def solve():
-    """`lqg.optimise` vmapped over problems, compiled once for this module."""
+    """`lqg.optimise` vmapped over problems (optionally from guesses of eta), compiled once
+    for this module."""
     config = gps.Config.preset("smoke", eta_max_iterations=40)
-    return jax.jit(jax.vmap(
-        lambda d, c, r, m, s, b: lqg.optimise(config, LAYOUT, d, c, r, m, s, b)))
+    solver = jax.jit(jax.vmap(
+        lambda d, c, r, m, s, b, g: lqg.optimise(config, LAYOUT, d, c, r, m, s, b, g)))
+
+    def run(*args, eta_guess=None):
+        guess = jnp.full(args[-1].shape, jnp.nan) if eta_guess is None else eta_guess
+        return solver(*args, guess)
+
+    return run
 
 
 def _stack(*trees):
@@ -194,6 +222,49 @@ def test_eta_search_hits_the_kl_target_identically_under_vmap(solve):
         single = solve(model, quadratic, reference, mean, covariance, bounds[:1])
         np.testing.assert_array_equal(single.eta, solution.eta[:1])
         np.testing.assert_array_equal(single.controller.gain, solution.controller.gain[:1])
+
+
+def test_warm_started_search_hits_the_kl_target_in_fewer_passes_identically_under_vmap(solve):
+    rng = np.random.default_rng(6)
+    horizon = 6
+    with jax.enable_x64():
+        problems = [_structured_problem(rng, horizon, 1.0) for _ in range(3)]
+        references = _stack(*(_reference(rng, horizon, std=0.1) for _ in range(3)))
+        batch = [_stack(*parts) for parts in zip(*problems, strict=True)]
+        bounds = jnp.asarray([0.5, 2.0, 8.0])
+        cold = solve(*batch[:2], references, *batch[2:], bounds)
+        # Guesses off by factors 3 to 30 either way, as after the model and bound changed.
+        guesses = cold.eta * jnp.asarray([3.0, 1 / 30.0, 30.0])
+        warm = solve(*batch[:2], references, *batch[2:], bounds, eta_guess=guesses)
+        np.testing.assert_allclose(warm.kl, bounds, rtol=0.1)
+        np.testing.assert_allclose(warm.eta, cold.eta, rtol=0.3)
+        assert np.all(np.asarray(warm.num_passes) < np.asarray(cold.num_passes))
+        # An exact guess needs one pass.
+        exact = solve(*batch[:2], references, *batch[2:], bounds, eta_guess=cold.eta)
+        np.testing.assert_array_equal(exact.num_passes, 1)
+        np.testing.assert_allclose(exact.controller.gain, cold.controller.gain, rtol=1e-12,
+                                   atol=1e-14)
+        single = solve(*(jax.tree.map(lambda x: x[1:2], part) for part in
+                         (*batch[:2], references, *batch[2:], bounds)),
+                       eta_guess=guesses[1:2])
+        np.testing.assert_array_equal(single.eta, warm.eta[1:2])
+        np.testing.assert_array_equal(single.controller.gain, warm.controller.gain[1:2])
+
+
+def test_warm_start_at_an_inactive_or_unreachable_bound_stops_at_the_range_end(solve):
+    rng = np.random.default_rng(7)
+    horizon = 6
+    config = gps.Config.preset("smoke")
+    with jax.enable_x64():
+        model, quadratic, mean, covariance = _structured_problem(rng, horizon, 1.0)
+        reference = _reference(rng, horizon, std=0.1)
+        batch = [_stack(part, part) for part in (model, quadratic, reference, mean, covariance)]
+        # A huge bound is inactive even at eta_min; a tiny one is out of reach even at eta_max.
+        bounds = jnp.asarray([1e12, 1e-40])
+        for guess in (jnp.asarray([1.0, 1.0]), None):
+            solution = solve(*batch, bounds, eta_guess=guess)
+            np.testing.assert_allclose(solution.eta, [config.eta_min, config.eta_max],
+                                       rtol=1e-12)
 
 
 def test_non_positive_definite_q_uu_is_repaired_by_a_larger_eta(solve):

@@ -48,12 +48,15 @@ class LoopState(NamedTuple):
     previous_expected: expected cost of the previous controller under the previous model `[N]`
       (NaN before the first optimisation).
     predicted_expected: expected cost of the current controller under the previous model `[N]`.
+    eta: the eta that gave the current controller `[N]` (NaN before the first optimisation);
+      the next eta search starts from it (`lqg.optimise`).
     """
 
     controller: ctrl.Controller
     step_mult: jax.Array
     previous_expected: jax.Array
     predicted_expected: jax.Array
+    eta: jax.Array
 
 
 class Metrics(NamedTuple):
@@ -75,7 +78,7 @@ def initial_state(config: Config, family, problems, x0: jax.Array):
     controller, choice = initialisation.initial_controllers(config, family, problems, x0)
     num = x0.shape[0]
     nan = jnp.full(num, jnp.nan, x0.dtype)
-    return LoopState(controller, jnp.ones(num, x0.dtype), nan, nan), choice
+    return LoopState(controller, jnp.ones(num, x0.dtype), nan, nan, nan), choice
 
 
 def sample_stage(config: Config, family, problems, x0, state: LoopState, key) -> ctrl.Samples:
@@ -106,9 +109,10 @@ def _chunked(config: Config, function, inputs):
     `lqg_batch_size` objectives and scanned over chunks, so each chunk's Riccati working set
     (a few `[n, n]` matrices per objective) stays in cache and a chunk's eta search stops
     when its own objectives have converged. One objective per chunk is the fastest measured
-    at paper size (90 logistic objectives, 2 cores: 8.1-9.1 s against 12.3-12.8 s for 2 and
-    11.3-15.5 s for 4): an objective's working set (~133 KB per matrix) already fills the
-    caches, and each eta search then runs only the passes its own objective needs."""
+    at paper size (90 logistic objectives, 2 cores, warm-started searches: 1.37-1.41 CPU-s
+    against 1.55 for 2, 1.78-1.92 for 4 and 1.58-1.67 for 16): an objective's working set
+    (~133 KB per matrix) already fills the caches, and each eta search then runs only the
+    passes its own objective needs."""
     return jax.lax.map(function, inputs, batch_size=config.lqg_batch_size)
 
 
@@ -136,8 +140,9 @@ def optimise_stage(config: Config, family, model: Model, state: LoopState,
         return lqg.optimise(config, layout, *inputs)
 
     solution = _chunked(config, solve, (model.dynamics, model.cost, reference, *model.initial,
-                                        kl_bound))
-    new_state = LoopState(solution.controller, step_mult, actual, solution.expected_cost)
+                                        kl_bound, state.eta))
+    new_state = LoopState(solution.controller, step_mult, actual, solution.expected_cost,
+                          solution.eta)
     return new_state, solution, kl_bound
 
 
