@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from experiments.reproduction import lto, report
-from lopt import gps, objectives
+from lopt import evaluation, gps, objectives
 
 REPRODUCE = "experiments.reproduce"
 ALL = ("lto_logistic", "lto_robust", "lto_mlp", "lto_transfer", "lto_trajectories",
@@ -120,3 +120,17 @@ def test_publish_without_a_block_names_the_missing_marker(tmp_path):
     with pytest.raises(ValueError, match="<!-- reproduce:nos_demo -->"):
         report.publish(_report(tmp_path), str(tmp_path / "run"), str(readme),
                        str(tmp_path / "figures"))
+
+
+def test_cpu_scale_trains_the_4_dimensional_families_on_five_times_the_papers_problems():
+    settings = lto.Settings("cpu", "unused")
+    sizes = {}
+    for name in ("logistic_regression", "robust_linear_regression", "mlp_classifier"):
+        train, test, x0, _, _ = lto._problems(settings, objectives.get(name), name)
+        sizes[name] = (evaluation.num_problems(train), evaluation.num_problems(test), x0.shape[0])
+    assert sizes == {"logistic_regression": (450, 100, 100),
+                     "robust_linear_regression": (600, 100, 100),
+                     "mlp_classifier": (80, 100, 100)}
+    paper = lto.Settings("paper", "unused")
+    train = lto._problems(paper, objectives.get("logistic_regression"), "logistic_regression")[0]
+    assert evaluation.num_problems(train) == objectives.PAPER_NUM_TRAIN["logistic_regression"]

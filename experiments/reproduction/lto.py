@@ -38,9 +38,10 @@ from lopt import baselines, evaluation, gps, objectives, plotting
 @dataclasses.dataclass(frozen=True)
 class Scale:
     """gps: the `lopt.gps.Config` preset; num_train: training problems (None = the paper's
-    number for the family); num_test: unseen test problems; num_steps: steps at test time;
-    num_trajectory_problems: 2-D problems drawn in Figure 4; transfer_clusters: mixtures
-    the MLP-trained optimizer is tested on (Figure 5: 5, 6, 8, 12)."""
+    number for the family, times its entry in train_multipliers); num_test: unseen test
+    problems; num_steps: steps at test time; num_trajectory_problems: 2-D problems drawn in
+    Figure 4; transfer_clusters: mixtures the MLP-trained optimizer is tested on (Figure 5:
+    5, 6, 8, 12); train_multipliers: ((family name, factor), ...)."""
 
     gps: str
     num_train: int | None
@@ -48,11 +49,20 @@ class Scale:
     num_steps: int
     num_trajectory_problems: int
     transfer_clusters: tuple[int, ...] = (5, 6, 8, 12)
+    train_multipliers: tuple[tuple[str, int], ...] = ()
+
+
+# Our departure at the cpu scale: five times the paper's training problems for the two
+# 4-dimensional families. On the paper's 90 logistic-regression problems the policy fits its
+# training objectives and falls behind tuned momentum on the mean after the training horizon
+# (above momentum at 46-53% of iterations; on 450 problems: 89%, the same GPS settings);
+# the MLP family keeps the paper's 80, where it already leads, because its GPS cost is 5x.
+MORE_TRAINING_PROBLEMS = (("logistic_regression", 5), ("robust_linear_regression", 5))
 
 
 SCALES = {
     "smoke": Scale("smoke", 4, 6, 12, 2, transfer_clusters=(5,)),
-    "cpu": Scale("cpu", None, 100, 100, 4),
+    "cpu": Scale("cpu", None, 100, 100, 4, train_multipliers=MORE_TRAINING_PROBLEMS),
     "paper": Scale("paper", None, 100, 100, 4),
 }
 FAMILIES = {
@@ -89,7 +99,9 @@ def _keys(seed: int, family_name: str):
 
 def _problems(settings: Settings, family, family_name: str):
     key_train, key_test, key_tune, key_init, key_gps = _keys(settings.seed, family_name)
-    num_train = settings.sizes.num_train or objectives.PAPER_NUM_TRAIN.get(family_name, 90)
+    num_train = settings.sizes.num_train or (
+        objectives.PAPER_NUM_TRAIN.get(family_name, 90)
+        * dict(settings.sizes.train_multipliers).get(family_name, 1))
     return (family.sample(key_train, num_train), family.sample(key_test, settings.sizes.num_test),
             family.init(key_init, settings.sizes.num_test), key_tune, key_gps)
 
