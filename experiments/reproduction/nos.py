@@ -251,10 +251,14 @@ def search(settings: Settings, which: str, command: str) -> Report:
     # baselines, on fresh seeds the choice never saw.
     candidates = {row["rule"]: rules.parse(row["rule"]) for row in result.top}
     offsets = range(settings.sizes.rescore_seeds)
-    selection = score_over_seeds(
-        candidates, tasks.get(config.task, data_dir=settings.data_dir),
-        dataclasses.replace(config.evaluator, chunk_size=max(len(candidates), 1)),
-        [settings.seed + 2000 + offset for offset in offsets])["reward"].mean(axis=0)
+    children = {task: tasks.get(task, data_dir=settings.data_dir)
+                for task in (config.task, *settings.sizes.transfer_children)}
+    selection = np.zeros(0)
+    if candidates:
+        selection = score_over_seeds(
+            candidates, children[config.task],
+            dataclasses.replace(config.evaluator, chunk_size=len(candidates)),
+            [settings.seed + 2000 + offset for offset in offsets])["reward"].mean(axis=0)
     chosen = [list(candidates)[i] for i in np.argsort(-selection, kind="stable")[:REPORTED_RULES]]
     selection_scores = dict(zip(candidates, selection, strict=True))
     named = {name: candidates[name] for name in chosen}
@@ -264,7 +268,6 @@ def search(settings: Settings, which: str, command: str) -> Report:
     protocols = {config.task: dataclasses.replace(config.evaluator, chunk_size=len(named))}
     protocols.update({task: settings.config(chunk_size=len(named))
                       for task in settings.sizes.transfer_children})
-    children = {task: tasks.get(task, data_dir=settings.data_dir) for task in protocols}
     columns = {task: score_over_seeds(named, children[task], protocols[task], seeds)
                for task in protocols}
     search_scores = {row["rule"]: row["score"] for row in result.top}
