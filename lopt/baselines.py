@@ -178,16 +178,17 @@ PAPER_BASELINES = ("gradient_descent", "momentum", "fixed_step_conjugate_gradien
 
 # Default tuning grids: learning rates one third of a decade apart, the usual momentum decays,
 # and the strong-Wolfe curvature constant for the line-search methods.
+_LEARNING_RATES = tuple(np.logspace(-3, 1, 13).tolist())
 DEFAULT_GRIDS: dict[str, dict[str, Sequence[float]]] = {
-    "gradient_descent": {"learning_rate": np.logspace(-3, 1, 13).tolist()},
+    "gradient_descent": {"learning_rate": _LEARNING_RATES},
     "momentum": {
-        "learning_rate": np.logspace(-3, 1, 13).tolist(),
+        "learning_rate": _LEARNING_RATES,
         "decay": [0.5, 0.7, 0.8, 0.9, 0.95, 0.99],
     },
     "conjugate_gradient": {"curvature": [0.01, 0.1, 0.4]},
     "lbfgs": {"curvature": [0.1, 0.5, 0.9]},
-    "fixed_step_conjugate_gradient": {"learning_rate": np.logspace(-3, 1, 13).tolist()},
-    "fixed_step_lbfgs": {"learning_rate": np.logspace(-3, 1, 13).tolist()},
+    "fixed_step_conjugate_gradient": {"learning_rate": _LEARNING_RATES},
+    "fixed_step_lbfgs": {"learning_rate": _LEARNING_RATES},
 }
 
 
