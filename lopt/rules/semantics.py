@@ -225,7 +225,6 @@ def _noise_leaf(seed, leaf, shape, dtype, counter_hash=None):
 def _evaluate_leaf(tokens, grad, m, v, gamma, weight, noise, seed, leaf, choose: Choose):
     counter_hash = functools.cache(lambda: _counter_hash(_site_seed(seed, leaf, 0), grad.shape))
     draws = lambda site: lambda: _site_bits(counter_hash(), _site_seed(seed, leaf, site))
-    precomputed_noise = noise
     inverse_denominator = functools.cache(lambda: 1.0 / (jnp.sqrt(v) + EPSILON))
     operands = {
         "g": lambda: grad,
@@ -235,7 +234,7 @@ def _evaluate_leaf(tokens, grad, m, v, gamma, weight, noise, seed, leaf, choose:
         "v": lambda: v,
         "gamma": lambda: gamma,
         "one": lambda: jnp.ones_like(grad),
-        "noise": lambda: precomputed_noise if precomputed_noise is not None else _noise_leaf(
+        "noise": lambda: noise if noise is not None else _noise_leaf(
             seed, leaf, grad.shape, grad.dtype, counter_hash()),
         "adam": lambda: m * inverse_denominator(),
         "rmsprop": lambda: grad * inverse_denominator(),
