@@ -100,18 +100,6 @@ def tuned_comparison(family, settings: types.SimpleNamespace):
     return num_train, test, x0, curves, tuned
 
 
-def run_computations_inline() -> None:
-    """Turns off asynchronous dispatch on the CPU backend; call before the first computation.
-
-    With it on, XLA's CPU runtime intermittently stalled for good in logistic-regression GPS
-    on 900 training problems (1 of 3 runs of the initialisation: every worker thread idle,
-    the main thread waiting for a result; jax-ml/jax#25861 reports the same symptom); with
-    it off, 4 of 4 finished in the same time. Binaries that train GPS call this first; a
-    library never changes this process-wide setting for its user.
-    """
-    jax.config.update("jax_cpu_enable_async_dispatch", False)
-
-
 def prepare_output_dir(path: str) -> str:
     """Creates `path` and checks it is writable, or raises app.UsageError naming the problem."""
     try:

@@ -34,7 +34,7 @@ import time
 
 from absl import app, flags, logging
 
-from experiments.common import prepare_output_dir, run_computations_inline
+from experiments.common import prepare_output_dir
 from experiments.reproduction import EXPERIMENTS, lto, nos, report
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -80,7 +80,6 @@ def command(which: str) -> str:
 
 def main(argv):
     del argv
-    run_computations_inline()
     names = selected(WHICH.value)
     if USE_PRETRAINED.value and EXPORT_PRETRAINED.value:
         raise app.UsageError("--use_pretrained and --export_pretrained exclude each other")

@@ -22,7 +22,7 @@ import time
 import jax
 from absl import app, flags, logging
 
-from experiments.common import prepare_output_dir, run_computations_inline
+from experiments.common import prepare_output_dir
 from lopt import gps, objectives, plotting
 
 FAMILY = flags.DEFINE_enum("family", "logistic_regression", sorted(objectives.FAMILIES),
@@ -49,7 +49,6 @@ OUT = flags.DEFINE_string("out", None, "Output directory (created if missing).",
 
 def main(argv):
     del argv
-    run_computations_inline()
     out = prepare_output_dir(OUT.value)
     has_checkpoint = os.path.exists(os.path.join(out, gps.trainer.CHECKPOINT_METADATA))
     if has_checkpoint and not RESUME.value:

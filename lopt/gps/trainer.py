@@ -316,11 +316,6 @@ def train(family, train_problems, config: Config, key: jax.Array, *, callback=No
       fresh starts (one per objective), or with `validation_steps=0` over the horizon from
       the training starts. Runs in float64 inside
       `jax.enable_x64()` (the global setting is left alone).
-
-    On the CPU backend with asynchronous dispatch (JAX's default), large runs (900 logistic
-    objectives) intermittently stalled for good inside XLA's runtime; the binaries therefore
-    call `jax.config.update("jax_cpu_enable_async_dispatch", False)` before their first
-    computation, and a script calling `train` can do the same.
     """
     num = evaluation.num_problems(train_problems)
     fingerprint = _fingerprint(config, family, num)
