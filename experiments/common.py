@@ -73,6 +73,31 @@ def define_comparison_flags() -> types.SimpleNamespace:
     )
 
 
+SINGLE_THREADED_EIGEN = "--xla_cpu_multi_thread_eigen=false"
+
+
+def with_single_threaded_eigen(xla_flags: str) -> str:
+    """`xla_flags` (the value of XLA_FLAGS) with XLA's CPU matrix kernels single-threaded,
+    unless it already sets `--xla_cpu_multi_thread_eigen` either way."""
+    if "--xla_cpu_multi_thread_eigen" in xla_flags:
+        return xla_flags
+    return f"{xla_flags} {SINGLE_THREADED_EIGEN}".strip()
+
+
+def use_single_threaded_eigen() -> None:
+    """Makes XLA's CPU backend run its Eigen (matrix) kernels on the calling thread.
+
+    GPS on large batches of objectives (logistic regression on 900 problems) stalled for good
+    in about 1 of 4 runs with XLA's multi-threaded Eigen pool: every worker idle, the main
+    thread waiting for a result; other projects report the same wedge on large vmapped
+    graphs and the same cure. GPS runs many small matrix kernels, so it loses little by it.
+    Call it first thing in a binary's `main`: XLA reads XLA_FLAGS once, when its CPU
+    backend starts (at the first computation), and a setting of the flag already in
+    XLA_FLAGS is kept.
+    """
+    os.environ["XLA_FLAGS"] = with_single_threaded_eigen(os.environ.get("XLA_FLAGS", ""))
+
+
 def check_baseline_names(names) -> None:
     """Raises app.UsageError naming unknown --baselines entries."""
     unknown = [name for name in names if name not in baselines.BASELINES]

@@ -34,7 +34,7 @@ import time
 
 from absl import app, flags, logging
 
-from experiments.common import prepare_output_dir
+from experiments.common import prepare_output_dir, use_single_threaded_eigen
 from experiments.reproduction import EXPERIMENTS, lto, nos, report
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -81,6 +81,8 @@ def command(which: str) -> str:
 def main(argv):
     del argv
     names = selected(WHICH.value)
+    if any(name.startswith("lto_") for name in names):  # GPS trains in them
+        use_single_threaded_eigen()
     if USE_PRETRAINED.value and EXPORT_PRETRAINED.value:
         raise app.UsageError("--use_pretrained and --export_pretrained exclude each other")
     out = prepare_output_dir(OUT.value)

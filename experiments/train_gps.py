@@ -22,7 +22,7 @@ import time
 import jax
 from absl import app, flags, logging
 
-from experiments.common import prepare_output_dir
+from experiments.common import prepare_output_dir, use_single_threaded_eigen
 from lopt import gps, objectives, plotting
 
 FAMILY = flags.DEFINE_enum("family", "logistic_regression", sorted(objectives.FAMILIES),
@@ -49,6 +49,7 @@ OUT = flags.DEFINE_string("out", None, "Output directory (created if missing).",
 
 def main(argv):
     del argv
+    use_single_threaded_eigen()
     out = prepare_output_dir(OUT.value)
     has_checkpoint = os.path.exists(os.path.join(out, gps.trainer.CHECKPOINT_METADATA))
     if has_checkpoint and not RESUME.value:

@@ -4,6 +4,7 @@ import jax
 import numpy as np
 import pytest
 
+from experiments import common
 from lopt import gps, objectives
 
 TRAIN = "experiments.train_gps"
@@ -56,3 +57,13 @@ def test_evaluating_on_a_family_of_another_dimension_is_refused(run_module, tmp_
                         f"--out={tmp_path / 'out'}")
     assert result.returncode != 0
     assert "dimension 4" in result.stderr and "dimension 12" in result.stderr
+
+
+@pytest.mark.parametrize("given, expected", [
+    ("", "--xla_cpu_multi_thread_eigen=false"),
+    ("--xla_dump_to=/tmp/dump", "--xla_dump_to=/tmp/dump --xla_cpu_multi_thread_eigen=false"),
+    ("--xla_cpu_multi_thread_eigen=true", "--xla_cpu_multi_thread_eigen=true"),
+])
+def test_gps_binaries_make_eigen_single_threaded_unless_xla_flags_say_otherwise(given,
+                                                                                expected):
+    assert common.with_single_threaded_eigen(given) == expected

@@ -316,6 +316,11 @@ def train(family, train_problems, config: Config, key: jax.Array, *, callback=No
       fresh starts (one per objective), or with `validation_steps=0` over the horizon from
       the training starts. Runs in float64 inside
       `jax.enable_x64()` (the global setting is left alone).
+
+    On CPU with many objectives, start the process with
+    `XLA_FLAGS=--xla_cpu_multi_thread_eigen=false`, as the GPS binaries do
+    (`experiments.common.use_single_threaded_eigen`): with XLA's multi-threaded Eigen pool,
+    training on 900 logistic-regression objectives stalled for good in some runs.
     """
     num = evaluation.num_problems(train_problems)
     fingerprint = _fingerprint(config, family, num)
