@@ -122,13 +122,13 @@ def test_publish_without_a_block_names_the_missing_marker(tmp_path):
                        str(tmp_path / "figures"))
 
 
-def test_cpu_scale_trains_the_4_dimensional_families_on_five_times_the_papers_problems():
+def test_cpu_scale_trains_the_4_dimensional_families_on_more_than_the_papers_problems():
     settings = lto.Settings("cpu", "unused")
     sizes = {}
     for name in ("logistic_regression", "robust_linear_regression", "mlp_classifier"):
         train, test, x0, _, _ = lto._problems(settings, objectives.get(name), name)
         sizes[name] = (evaluation.num_problems(train), evaluation.num_problems(test), x0.shape[0])
-    assert sizes == {"logistic_regression": (450, 100, 100),
+    assert sizes == {"logistic_regression": (900, 100, 100),
                      "robust_linear_regression": (600, 100, 100),
                      "mlp_classifier": (80, 100, 100)}
     paper = lto.Settings("paper", "unused")
