@@ -135,6 +135,36 @@ def test_structured_passes_equal_dense_ones():
             assert np.all(want_leaf != 0.0)
 
 
+def test_a_cost_over_leading_coordinates_acts_as_its_zero_padded_form():
+    """`cost.expand` stores only the iterate block; the passes must read it as the full cost
+    over [s; u] with zeros elsewhere (padded here by hand)."""
+    rng = np.random.default_rng(3)
+    horizon, k = 4, 3
+    with jax.enable_x64():
+        model, _, mean, covariance = _structured_problem(rng, horizon, 1.0)
+        factor = rng.normal(size=(horizon + 1, k, k))
+        compact = cost.QuadraticCost(jnp.asarray(factor @ np.swapaxes(factor, 1, 2)),
+                                     jnp.asarray(rng.normal(size=(horizon + 1, k))),
+                                     jnp.asarray(rng.normal(size=horizon + 1)))
+        hessian = np.zeros((horizon + 1, N, N))
+        hessian[:, :k, :k] = compact.hessian
+        gradient = np.zeros((horizon + 1, N))
+        gradient[:, :k] = compact.gradient
+        padded = cost.QuadraticCost(jnp.asarray(hessian), jnp.asarray(gradient),
+                                    compact.constant)
+        reference = _reference(rng, horizon, std=0.3)
+        (got, ok), (want, _) = (lqg.backward_pass(LAYOUT, model, c, reference, jnp.asarray(0.5))
+                                for c in (compact, padded))
+        assert bool(ok)
+        for got_leaf, want_leaf in zip(got, want, strict=True):
+            np.testing.assert_allclose(got_leaf, want_leaf, rtol=1e-12, atol=1e-12)
+        got, want = (lqg.forward_pass(LAYOUT, model, want, c, mean, covariance)[0]
+                     for c in (compact, padded))
+        np.testing.assert_allclose(got, want, rtol=1e-12)
+        with pytest.raises(ValueError, match="does not fit"):
+            cost.embedded(padded, N - 1)
+
+
 def test_placed_update_equals_the_dense_sum_for_overlapping_and_split_rows():
     rng = np.random.default_rng(8)
     size, num_actions, num_outputs = 7, 2, 3

@@ -9,7 +9,11 @@ g_t is non-zero; the action and the history enter the cost only through the dyna
 last step t = T has no action: its action block is zero and unused.
 
 Extra quadratic terms (e.g. a policy coupling in part 2) are added with `add`.
-Shapes: QuadraticCost leaves are `[N, T+1, n, n]`, `[N, T+1, n]`, `[N, T+1]`, n = dX + dU.
+Shapes: QuadraticCost leaves are `[N, T+1, k, k]`, `[N, T+1, k]`, `[N, T+1]`: a cost over the
+leading k <= n coordinates of z = [s; u] (n = dX + dU), zero on the rest. `expand` gives
+k = dim, the iterate block (a full `[n, n]` Hessian per objective and step would be 5.2 GB
+at 900 logistic objectives, all of it zeros but 16 entries); the LQG pads one objective at a
+time (`embedded`).
 """
 
 from __future__ import annotations
@@ -24,7 +28,8 @@ from lopt.gps.controllers import Samples
 
 
 class QuadraticCost(NamedTuple):
-    """1/2 z^T hessian z + gradient^T z + constant in z = [s; u]; shapes in the module doc."""
+    """1/2 z^T hessian z + gradient^T z + constant in the leading k coordinates of z = [s; u]
+    (zero on the rest); shapes in the module doc."""
 
     hessian: jax.Array
     gradient: jax.Array
@@ -36,10 +41,23 @@ def add(first: QuadraticCost, second: QuadraticCost) -> QuadraticCost:
     return QuadraticCost(*jax.tree.map(jnp.add, tuple(first), tuple(second)))
 
 
+def embedded(cost: QuadraticCost, size: int) -> QuadraticCost:
+    """`cost` over its leading k coordinates as the same cost over `size` >= k coordinates
+    (zero-padded Hessian and gradient); any leading axes."""
+    pad = size - cost.gradient.shape[-1]
+    if pad < 0:
+        raise ValueError(f"a cost over {cost.gradient.shape[-1]} coordinates does not fit in "
+                         f"{size}")
+    if pad == 0:
+        return cost
+    leading = [(0, 0)] * (cost.gradient.ndim - 1)
+    return QuadraticCost(jnp.pad(cost.hessian, leading + [(0, pad), (0, pad)]),
+                         jnp.pad(cost.gradient, leading + [(0, pad)]), cost.constant)
+
+
 def expand(family, layout: feats.StateLayout, problems, samples: Samples) -> QuadraticCost:
-    """Expansion of f(x_t) for every objective and time step from Samples `[N, S, ...]`."""
-    dim = layout.dim
-    size = layout.size + dim
+    """Expansion of f(x_t) for every objective and time step from Samples `[N, S, ...]`, over
+    the iterate block (k = dim; `embedded` pads it to z = [s; u])."""
 
     def at_point(problem, x):
         value, gradient = jax.value_and_grad(family.loss, argnums=1)(problem, x)
@@ -54,11 +72,8 @@ def expand(family, layout: feats.StateLayout, problems, samples: Samples) -> Qua
     iterates = feats.iterate(layout, samples.states)
     # Objectives one at a time, as in `exact_dynamics.linearise`: vmapping them as well holds
     # every point's Hessian intermediates at once.
-    hessian, gradient, constant = jax.lax.map(lambda inputs: one_objective(*inputs),
-                                              (problems, iterates))
-    pad = size - dim
-    return QuadraticCost(jnp.pad(hessian, ((0, 0), (0, 0), (0, pad), (0, pad))),
-                         jnp.pad(gradient, ((0, 0), (0, 0), (0, pad))), constant)
+    return QuadraticCost(*jax.lax.map(lambda inputs: one_objective(*inputs),
+                                      (problems, iterates)))
 
 
 def time_weights(horizon: int, early_weight: float, early_steps: int, dtype) -> jax.Array:

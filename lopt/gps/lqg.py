@@ -31,7 +31,8 @@ matrix nor forms mostly-zero ones (`expanded_backward_pass`, `expanded_forward_p
 Reference controller: usually the previous controller; part 2 passes the linearised policy
 (mirror-descent GPS) and may add a quadratic coupling term to the cost (`cost.add`).
 
-Shapes for one objective: dynamics leaves `[T, ...]`, cost leaves `[T+1, ...]`, controllers
+Shapes for one objective: dynamics leaves `[T, ...]`, cost leaves `[T+1, ...]` (over the
+leading k <= n coordinates of [s; u], padded here: `cost.embedded`), controllers
 `[T, ...]`, n = dX + dU; `kl_divergence` takes state-action means `[T+1, n]` and covariances
 `[T+1, n, n]`.
 """
@@ -87,6 +88,7 @@ def expand(layout: feats.StateLayout, cost: cost_lib.QuadraticCost,
     search's passes never read the cost Hessians.
     """
     size = layout.size
+    cost = cost_lib.embedded(cost, size + layout.dim)
     hessian = cost.hessian
     horizon = hessian.shape[0] - 1
     action_rows = 0.5 * (hessian[:-1, size:] + jnp.swapaxes(hessian[:-1, :, size:], -1, -2))
@@ -424,6 +426,7 @@ def optimise(config: Config, layout: feats.StateLayout, dynamics: dyn.Dynamics,
     """
     horizon, dim = reference.offset.shape
     size = layout.size + dim
+    cost = cost_lib.embedded(cost, size)
     chex.assert_shape(cost.hessian, (horizon + 1, size, size))
     chex.assert_shape(dynamics.matrix, (horizon, None, size))
     chex.assert_shape(initial_mean, (layout.size,))
