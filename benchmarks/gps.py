@@ -132,7 +132,7 @@ def benchmark(config, family, num_objectives, key, variants, repeats, warm_itera
         variant = dataclasses.replace(config, structured_dynamics=name == "structured")
         model, fit_compile, fit_times = _repeated(repeats, fit, variant, family, problems,
                                                   samples, key)
-        (_, solution, _), opt_compile, opt_times = _repeated(repeats, optimise, variant, family,
+        (_, solution, _, _), opt_compile, opt_times = _repeated(repeats, optimise, variant, family,
                                                             model, state)
         flops = stage_flops(variant, family.dim, num_objectives, _num_points(problems),
                             int(model.mixture.num_iterations),

@@ -1,12 +1,14 @@
 """State features, momentum initialisation, config errors, and the trajectory-only loop."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from lopt import gps, objectives
-from lopt.gps import controllers, features, initialisation
+from lopt.gps import controllers, features, initialisation, trajectory_opt
 
 
 def test_state_sizes_match_the_documented_ones():
@@ -56,6 +58,33 @@ def test_bad_config_values_are_rejected_with_the_name():
     with pytest.raises(ValueError, match="past_steps=True.*dynamics_model='fitted'"):
         gps.Config(features=past_steps)
     gps.Config(features=past_steps, dynamics_model="fitted", structured_dynamics=False)
+
+
+def test_an_objective_whose_lqg_fails_keeps_its_reference_controller():
+    """A non-finite local model (here a NaN cost) must not hand NaN controllers on."""
+    family = objectives.logistic_regression()
+    config = gps.Config.preset("smoke")
+    stage = functools.partial(jax.jit, static_argnums=(0, 1))
+    with jax.enable_x64():
+        problems = jax.tree.map(lambda a: jnp.asarray(a, jnp.float64),
+                                family.sample(jax.random.key(0), 3))
+        x0 = family.init(jax.random.key(1), 3).astype(jnp.float64)
+        state, _ = stage(trajectory_opt.initial_state)(config, family, problems, x0)
+        samples = stage(trajectory_opt.sample_stage)(config, family, problems, x0, state,
+                                                     jax.random.key(2))
+        model = stage(trajectory_opt.fit_stage)(config, family, problems, samples,
+                                                jax.random.key(3))
+        model = model._replace(cost=model.cost._replace(
+            gradient=model.cost.gradient.at[1].set(jnp.nan)))
+        new_state, solution, _, failed = stage(trajectory_opt.optimise_stage)(
+            config, family, model, state)
+        np.testing.assert_array_equal(failed, [False, True, False])
+        for new, old in zip(new_state.controller, state.controller, strict=True):
+            np.testing.assert_array_equal(new[1], old[1])
+            assert np.all(np.isfinite(new))
+        assert solution.kl[1] == 0 and np.isnan(new_state.eta[1])
+        assert np.all(solution.kl[::2] > 0)
+        assert not np.allclose(new_state.controller.offset[0], state.controller.offset[0])
 
 
 def test_trajectory_loop_lowers_the_mean_training_cost():

@@ -218,7 +218,7 @@ def iteration(config: Config, family, problems, x0, state: TrainState, key):
                                    key_sample)
         model, fit_s = _timed("fit", config, family, problems, samples, key_fit)
         reference = _stages["linearise"](config, family, state.policy, samples)
-        (loop, solution, kl_bound), optimise_s = _timed(
+        (loop, solution, kl_bound, failed), optimise_s = _timed(
             "optimise", config, family, model, state.loop._replace(controller=reference),
             reference, samples)
         (policy, losses), policy_s = _timed("policy", config, family, state.policy,
@@ -232,14 +232,15 @@ def iteration(config: Config, family, problems, x0, state: TrainState, key):
         reference = None
         if config.coupling == "mirror_descent":
             reference = _stages["linearise"](config, family, policy, samples)
-        (loop, solution, kl_bound), optimise_s = _timed("optimise", config, family, model,
+        (loop, solution, kl_bound, failed), optimise_s = _timed("optimise", config, family, model,
                                                         state.loop, reference, samples)
     record = {
         "sample_cost": float(jnp.mean(samples.values[:, :, 1:])),
         "policy_loss": float(losses[-1]),
         "kl": float(jnp.mean(solution.kl)),
         "kl_bound": float(jnp.mean(kl_bound)),
-        "eta": float(jnp.median(solution.eta)),
+        "eta": float(jnp.nanmedian(solution.eta)),
+        "failed_conditions": int(jnp.sum(failed)),
         "step_mult": float(jnp.mean(loop.step_mult)),
         "sample_seconds": sample_s,
         "fit_seconds": fit_s,
@@ -367,11 +368,12 @@ def train(family, train_problems, config: Config, key: jax.Array, *, callback=No
             }
             logging.info(
                 "GPS iteration %d/%d: cost controllers %.6f, policy %.6f (samples %.6f); "
-                "policy loss %.4f; KL %.3f / %.3f, median eta %.3g, step mult %.3f; "
-                "sample %.1fs, fit %.1fs, policy %.1fs, optimise %.1fs", index + 1,
+                "policy loss %.4f; KL %.3f / %.3f, median eta %.3g, step mult %.3f, %d failed "
+                "LQG solves; sample %.1fs, fit %.1fs, policy %.1fs, optimise %.1fs", index + 1,
                 config.num_iterations, record["controller_cost"], record["policy_cost"],
                 record["sample_cost"], record["policy_loss"], record["kl"], record["kl_bound"],
-                record["eta"], record["step_mult"], record["sample_seconds"],
+                record["eta"], record["step_mult"], record["failed_conditions"],
+                record["sample_seconds"],
                 record["fit_seconds"], record["policy_seconds"], record["optimise_seconds"])
             selection_cost = record["policy_cost"]
             if validation is not None:

@@ -15,6 +15,7 @@ pure stages, each jittable on its own (the benchmark times them separately):
 
 from __future__ import annotations
 
+import functools
 import time
 from typing import NamedTuple
 
@@ -121,7 +122,11 @@ def optimise_stage(config: Config, family, model: Model, state: LoopState,
     """Adapts the step multipliers and solves the LQG of every objective (vmapped).
 
     The KL trust region is around `reference` (`[N, T, ...]`): the current controllers by
-    default, the linearised policy in mirror-descent GPS (`lopt.gps.train`).
+    default, the linearised policy in mirror-descent GPS (`lopt.gps.train`). Returns (new
+    LoopState, lqg.Solution, KL bound `[N]`, failed `[N]`): where the LQG gave a non-finite
+    controller (its eta search found no pass that worked), the objective keeps `reference`
+    (KL 0, expected cost as measured, a cold eta search next time) instead of passing NaN on
+    to the samples and the policy.
     """
     reference = state.controller if reference is None else reference
     layout = config.features.layout(family.dim)
@@ -141,9 +146,19 @@ def optimise_stage(config: Config, family, model: Model, state: LoopState,
 
     solution = _chunked(config, solve, (model.dynamics, model.cost, reference, *model.initial,
                                         kl_bound, state.eta))
+    leaves = jax.tree.leaves(solution.controller)
+    failed = ~functools.reduce(jnp.logical_and, [
+        jnp.all(jnp.isfinite(leaf), axis=tuple(range(1, leaf.ndim))) for leaf in leaves])
+    kept = lambda fallback, new: jnp.where(  # noqa: E731
+        failed.reshape((-1,) + (1,) * (new.ndim - 1)), fallback, new)
+    solution = solution._replace(
+        controller=jax.tree.map(kept, reference, solution.controller),
+        eta=kept(jnp.full_like(solution.eta, jnp.nan), solution.eta),
+        kl=kept(jnp.zeros_like(solution.kl), solution.kl),
+        expected_cost=kept(actual, solution.expected_cost))
     new_state = LoopState(solution.controller, step_mult, actual, solution.expected_cost,
                           solution.eta)
-    return new_state, solution, kl_bound
+    return new_state, solution, kl_bound, failed
 
 
 def iteration(config: Config, family, problems, x0, state: LoopState, key):
@@ -151,7 +166,7 @@ def iteration(config: Config, family, problems, x0, state: LoopState, key):
     key_sample, key_fit = jax.random.split(key)
     samples = sample_stage(config, family, problems, x0, state, key_sample)
     model = fit_stage(config, family, problems, samples, key_fit)
-    new_state, solution, kl_bound = optimise_stage(config, family, model, state)
+    new_state, solution, kl_bound, _ = optimise_stage(config, family, model, state)
     metrics = Metrics(jnp.mean(samples.values[:, :, 1:]), solution.eta, solution.kl, kl_bound,
                       new_state.step_mult, solution.expected_cost, solution.num_passes)
     return new_state, metrics
@@ -215,7 +230,7 @@ def run(family, problems, config: Config, key: jax.Array, *, num_iterations: int
                 "controller_cost": float(jnp.mean(controller_cost)),
                 "kl": float(jnp.mean(metrics.kl)),
                 "kl_bound": float(jnp.mean(metrics.kl_bound)),
-                "eta": float(jnp.median(metrics.eta)),
+                "eta": float(jnp.nanmedian(metrics.eta)),
                 "step_mult": float(jnp.mean(metrics.step_mult)),
                 "num_passes": int(jnp.max(metrics.num_passes)),
                 "seconds": time.perf_counter() - started,
