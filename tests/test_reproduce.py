@@ -1,6 +1,7 @@
 """The reproduce binary at --scale=smoke (every --which), its bad-flag errors, and publishing
 reports into a README."""
 
+import dataclasses
 import json
 import re
 
@@ -128,9 +129,15 @@ def test_cpu_scale_trains_the_4_dimensional_families_on_more_than_the_papers_pro
     for name in ("logistic_regression", "robust_linear_regression", "mlp_classifier"):
         train, test, x0, _, _ = lto._problems(settings, objectives.get(name), name)
         sizes[name] = (evaluation.num_problems(train), evaluation.num_problems(test), x0.shape[0])
-    assert sizes == {"logistic_regression": (900, 100, 100),
+    assert sizes == {"logistic_regression": (1800, 100, 100),
                      "robust_linear_regression": (600, 100, 100),
                      "mlp_classifier": (80, 100, 100)}
     paper = lto.Settings("paper", "unused")
     train = lto._problems(paper, objectives.get("logistic_regression"), "logistic_regression")[0]
     assert evaluation.num_problems(train) == objectives.PAPER_NUM_TRAIN["logistic_regression"]
+    # Logistic regression runs 4 GPS iterations at the cpu scale, everything else the preset's.
+    preset = gps.Config.preset("cpu")
+    assert settings.sizes.gps_config("logistic_regression") == dataclasses.replace(
+        preset, num_iterations=4)
+    assert settings.sizes.gps_config("mlp_classifier") == preset
+    assert paper.sizes.gps_config("logistic_regression") == gps.Config.preset("paper")
