@@ -149,8 +149,10 @@ def optimise_stage(config: Config, family, model: Model, state: LoopState,
     leaves = jax.tree.leaves(solution.controller)
     failed = ~functools.reduce(jnp.logical_and, [
         jnp.all(jnp.isfinite(leaf), axis=tuple(range(1, leaf.ndim))) for leaf in leaves])
-    kept = lambda fallback, new: jnp.where(  # noqa: E731
-        failed.reshape((-1,) + (1,) * (new.ndim - 1)), fallback, new)
+
+    def kept(fallback, new):  # fallback where the objective failed, else new
+        return jnp.where(failed.reshape((-1,) + (1,) * (new.ndim - 1)), fallback, new)
+
     solution = solution._replace(
         controller=jax.tree.map(kept, reference, solution.controller),
         eta=kept(jnp.full_like(solution.eta, jnp.nan), solution.eta),
