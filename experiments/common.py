@@ -90,8 +90,8 @@ def use_single_threaded_eigen() -> None:
     GPS on large batches of objectives (logistic regression on 900 problems) stalled for good
     in about 1 of 4 runs with XLA's multi-threaded Eigen pool: every worker idle, the main
     thread waiting for a result; other projects report the same wedge on large vmapped
-    graphs and the same cure. It cost GPS nothing measurable: the README's main job (GPS on
-    900 problems) took 9 min 19 s on 2 cores with it and 9 min 15 s without.
+    graphs and the same cure. It cost GPS nothing measurable: the README's main job, when it
+    trained GPS on 900 problems, took 9 min 19 s on 2 cores with it and 9 min 15 s without.
     Call it first thing in a binary's `main`: XLA reads XLA_FLAGS once, when its CPU
     backend starts (at the first computation), and a setting of the flag already in
     XLA_FLAGS is kept.

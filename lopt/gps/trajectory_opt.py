@@ -15,7 +15,6 @@ pure stages, each jittable on its own (the benchmark times them separately):
 
 from __future__ import annotations
 
-import functools
 import time
 from typing import NamedTuple
 
@@ -29,6 +28,7 @@ from lopt.gps import dynamics as dyn
 from lopt.gps import gmm as gmm_lib
 from lopt.gps import initialisation, lqg
 from lopt.gps.config import Config
+from lopt.rules.compile import is_finite_update
 
 
 class Model(NamedTuple):
@@ -146,9 +146,7 @@ def optimise_stage(config: Config, family, model: Model, state: LoopState,
 
     solution = _chunked(config, solve, (model.dynamics, model.cost, reference, *model.initial,
                                         kl_bound, state.eta))
-    leaves = jax.tree.leaves(solution.controller)
-    failed = ~functools.reduce(jnp.logical_and, [
-        jnp.all(jnp.isfinite(leaf), axis=tuple(range(1, leaf.ndim))) for leaf in leaves])
+    failed = ~jax.vmap(is_finite_update)(solution.controller)
 
     def kept(fallback, new):  # fallback where the objective failed, else new
         return jnp.where(failed.reshape((-1,) + (1,) * (new.ndim - 1)), fallback, new)
