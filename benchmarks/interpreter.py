@@ -7,9 +7,14 @@ optimizer step per member (moving averages, rule, parameter update) is timed, in
 interleaved:
   - `interpret`: one `jax.vmap`, every member computing every formula of the rule language
     (target: at most 2.0 times a fixed rule);
+  - `map+switch`, the alternative design measured side by side (not used by `lopt`): a
+    `lax.map` over members whose body runs one `lax.switch` per slot on the member's unbatched
+    (operand, unary) tokens and one per level on its binary token, so that only the chosen
+    formulas run; its directions are checked against `interpret`'s before timing;
   - fixed rules compiled with `to_optax` and vmapped over the 256 members: PowerSign, and each
     of 8 members of the population (their mean is what compiling every member would cost).
-It also counts the XLA compilations caused by a second population of the same shape (must be 0).
+It also counts the XLA compilations caused by a second population of the same shape (must be 0
+for both designs).
 The gradients are an argument of the compiled steps, as in training: closed over as constants,
 XLA would fold g², g³ into extra constant arrays that each step reads from memory.
 
@@ -24,6 +29,7 @@ than the arithmetic does; the in-place ratio is the steady-state cost of trainin
 from __future__ import annotations
 
 import argparse
+import itertools
 import time
 
 import jax
@@ -31,6 +37,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from lopt import rules
+from lopt.rules import semantics
+from lopt.rules.expression import OPERANDS, WEIGHT_OPERANDS, WEIGHT_SCALES
+from lopt.rules.tokens import BINARY_TOKENS, TOKENS_PER_LEVEL, UNARY_TOKENS
 
 POPULATION = 256
 DEPTH = 2
@@ -52,12 +61,72 @@ def _member_trees(member_size: int):
     return {"w": params}, {"w": grads}, keys
 
 
-def _interpreter_runner(codes, params, grads, keys, in_place: bool):
+@jax.jit
+def _map_switch_interpret(codes, moments, params, keys):
+    """`rules.interpret`'s values, computed by a loop over members that runs only each member's
+    own formulas: per slot one `lax.switch` over (operand, unary) token pairs, per level one
+    over binary tokens, their branches the code `to_optax` compiles for each token."""
+    return jax.lax.map(lambda member: _map_switch_member(*member), (codes, moments, params, keys))
+
+
+def _map_switch_member(tokens, moments, params, key):
+    seed = semantics.step_seed(key)
+    leaves, treedef = jax.tree.flatten(moments.grad)
+    trees = (moments.m, moments.v, moments.gamma, params)
+    columns = zip(leaves, *(treedef.flatten_up_to(tree) for tree in trees), strict=True)
+    return treedef.unflatten([_map_switch_leaf(tokens, *column, seed, leaf)
+                              for leaf, column in enumerate(columns)])  # fmt: skip
+
+
+def _map_switch_leaf(tokens, grad, m, v, gamma, weight, seed, leaf):
+    inverse_denominator = lambda: 1.0 / (jnp.sqrt(v) + semantics.EPSILON)
+    operands = {
+        "g": lambda: grad, "g2": lambda: grad * grad, "g3": lambda: grad * grad * grad,
+        "m": lambda: m, "v": lambda: v, "gamma": lambda: gamma, "one": lambda: jnp.ones_like(grad),
+        "noise": lambda: semantics._noise_leaf(seed, leaf, grad.shape, grad.dtype),
+        "adam": lambda: m * inverse_denominator(), "rmsprop": lambda: grad * inverse_denominator(),
+    }  # fmt: skip
+    bank = [operands[name] for name in OPERANDS[: len(OPERANDS) - len(WEIGHT_OPERANDS)]]
+    bank += [lambda scale=scale: (scale * weight).astype(grad.dtype) for scale in WEIGHT_SCALES]
+    counter_hash = lambda: semantics._counter_hash(semantics._site_seed(seed, leaf, 0), grad.shape)
+    unary = lambda token, x, bits: semantics._unary(token, x, bits, semantics.choose_static)
+    binary = lambda token, x, y: semantics._binary(token, x, y, semantics.choose_static)
+    for level in range(len(tokens) // TOKENS_PER_LEVEL):
+        level_tokens = tokens[TOKENS_PER_LEVEL * level : TOKENS_PER_LEVEL * (level + 1)]
+        first, second, unary1, unary2, binary_token = level_tokens
+
+        def slot(operand, unary_token, slot, level=level, bank=tuple(bank)):
+            bits = lambda: semantics._site_bits(
+                counter_hash(), semantics._site_seed(seed, leaf, 1 + 2 * level + slot))  # fmt: skip
+            pairs = itertools.product(range(len(bank)), range(len(UNARY_TOKENS)))
+            branches = [lambda o=o, u=u: unary(u, bank[o](), bits) for o, u in pairs]
+            return jax.lax.switch(operand * len(UNARY_TOKENS) + unary_token, branches)
+
+        x, y = slot(first, unary1, 0), slot(second, unary2, 1)
+        branches = [lambda k=k, x=x, y=y: binary(k, x, y) for k in range(len(BINARY_TOKENS))]
+        output = jax.lax.switch(binary_token, branches)
+        bank.append(lambda output=output: output)
+    return output
+
+
+def _check_designs_agree(codes, params, grads, keys):
+    """Raises if `map+switch` and `interpret` give different directions (after a few steps, so
+    that the moments differ)."""
+    state = jax.vmap(lambda p, k: rules.init_state(p, key=k))(params, keys)
+    for _ in range(3):
+        state, moments, step_keys = jax.vmap(rules.advance)(state, grads)
+    expected = rules.interpret(codes, moments, params, step_keys)
+    actual = _map_switch_interpret(codes, moments, params, step_keys)
+    for name in expected:
+        np.testing.assert_allclose(actual[name], expected[name], rtol=1e-5, atol=1e-7, err_msg=name)
+
+
+def _interpreter_runner(interpret, codes, params, grads, keys, in_place: bool):
     """One population step: advance every member's moments, interpret, apply −lr·d."""
 
     def step(codes, params, state, grads):
         state, moments, step_keys = jax.vmap(rules.advance)(state, grads)
-        directions = rules.interpret(codes, moments, params, step_keys)
+        directions = interpret(codes, moments, params, step_keys)
         params = jax.tree.map(lambda p, d: p - LEARNING_RATE * d, params, directions)
         return params, state
 
@@ -131,19 +200,23 @@ def _count_compiles(run) -> int:
 def measure(member_size: int, first, second, repeats: int):
     params, grads, keys = _member_trees(member_size)
     first_codes, second_codes = rules.encode(first, DEPTH), rules.encode(second, DEPTH)
+    _check_designs_agree(first_codes, params, grads, keys)
+    interpreters = {"interpret": rules.interpret, "map+switch": _map_switch_interpret}
+    designs = list(interpreters)
     modes = {"fresh buffers": False, "in place": True}
     candidates = {}
     for mode, in_place in modes.items():
-        runners = {"interpret": _interpreter_runner(first_codes, params, grads, keys, in_place),
-                   "fixed PowerSign": _fixed_runner(rules.LIBRARY["powersign"], params, grads,
-                                                    keys, in_place)}  # fmt: skip
+        runners = {name: _interpreter_runner(interpret, first_codes, params, grads, keys, in_place)
+                   for name, interpret in interpreters.items()}  # fmt: skip
+        runners["fixed PowerSign"] = _fixed_runner(
+            rules.LIBRARY["powersign"], params, grads, keys, in_place)  # fmt: skip
         for index in range(NUM_FIXED_MEMBERS):
             runners[f"fixed member {index}"] = _fixed_runner(
                 first[index], params, grads, keys, in_place)  # fmt: skip
         candidates.update({(mode, name): run for name, run in runners.items()})
     times = _median_seconds(candidates, repeats=repeats, calls=3)
-    interpreter = candidates[("fresh buffers", "interpret")]
-    compiles = _count_compiles(lambda: interpreter(second_codes))
+    second_population = lambda name: lambda: candidates["fresh buffers", name](second_codes)
+    compiles = {name: _count_compiles(second_population(name)) for name in designs}
 
     print(f"\n{POPULATION} members x {member_size:,} parameters, depth {DEPTH}, float32, "
           f"{jax.devices()[0].device_kind}; us/member with fresh buffers | in place")  # fmt: skip
@@ -154,18 +227,23 @@ def measure(member_size: int, first, second, repeats: int):
         rule = f"  {first[int(name.split()[-1])]}" if name.startswith("fixed member") else ""
         costs = " | ".join(f"{per_member[mode, name]:9.2f}" for mode in modes)
         print(f"  {name:18s} {costs}{rule}")
+    print(f"per-member ratio, design / fixed PowerSign and / mean of {NUM_FIXED_MEMBERS} fixed "
+          "members (target <= 2.0 in place), wall [CPU seconds]:")  # fmt: skip
     for mode in modes:
-        ratios = {}
-        for clock, costs in (("wall", per_member), ("CPU", cpu)):
-            members = np.mean([costs[mode, f"fixed member {i}"] for i in range(NUM_FIXED_MEMBERS)])
-            ratios[clock] = (costs[mode, "interpret"] / costs[mode, "fixed PowerSign"],
-                             costs[mode, "interpret"] / members)  # fmt: skip
-        print(
-            f"per-member ratio ({mode}) interpret / fixed PowerSign: {ratios['wall'][0]:.2f}"
-            f"   / mean of {NUM_FIXED_MEMBERS} fixed members: {ratios['wall'][1]:.2f}"
-            f"  (target <= 2.0); in CPU seconds: {ratios['CPU'][0]:.2f} / {ratios['CPU'][1]:.2f}"
-        )
-    print(f"compilations for the second population: {compiles}  (must be 0)")
+        columns = []
+        for design in designs:
+            ratios = []
+            for costs in (per_member, cpu):
+                members = np.mean([costs[mode, f"fixed member {i}"]
+                                   for i in range(NUM_FIXED_MEMBERS)])  # fmt: skip
+                ratios.append((costs[mode, design] / costs[mode, "fixed PowerSign"],
+                               costs[mode, design] / members))  # fmt: skip
+            (wall_powersign, wall_members), (cpu_powersign, cpu_members) = ratios
+            columns.append(f"{design} {wall_powersign:5.2f} / {wall_members:5.2f} "
+                           f"[{cpu_powersign:5.2f} / {cpu_members:5.2f}]")  # fmt: skip
+        print(f"  {mode:14s} " + "   ".join(columns))
+    counts = ", ".join(f"{design} {count}" for design, count in compiles.items())
+    print(f"compilations for the second population: {counts}  (must be 0)")
 
 
 def main():

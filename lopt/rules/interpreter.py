@@ -12,40 +12,29 @@ It shares its evaluation code with `to_optax` (`lopt.rules.semantics.evaluate`),
 direction equals what `to_optax(rule_p, ...)` computes from the same moments, parameters and
 step key, random draws included.
 
-Cost: every member computes every formula: the operands (the four scaled weights are one,
-scale · w), the unary results (exp and log|x| as one shared polynomial, sign and the one formula
-for identity, −x, clip and drop, see `lopt.rules.semantics`) at each of the 2·D slots, the four
-binary results, and the random draws of `drop`. XLA fuses the rule, `adam`, `rmsprop` and the
-parameter update into one elementwise loop (about 470 LLVM vector operations per 8 elements
-at depth 2 on AVX2, 560 when every member drew noise); the moving averages are three more
-loops. The noise operand, the costliest
-(a hash, a logarithm, a square root and two polynomials per element), is drawn beforehand only
-for the members that read it (`_for_members_that_need`: a loop over chunks of `CHUNK` members,
-as many steps as there are readers), and the main loop gathers each member's row; a population
-whose buffer would exceed `BUFFER_BYTES` draws it inline instead, because XLA's CPU backend
-allocates temporaries for every call and glibc maps allocations above 32 MiB afresh each time,
-whose page faults cost more than the draws saved.
-On a CPU the cost is the main loop's arithmetic, 3 to 4 times a compiled rule's per member
-(`benchmarks/interpreter.py` prints the ratios, with fresh buffers per step and in place).
-XLA does not fuse an expensive operation (a quotient, a square root) into a loop that reads its
-result more than once, so the formulas avoid quotients that several slots read. Ways to skip
-what no member needs that were measured and were slower on a CPU:
-  - a `lax.map` over members with `lax.switch` (fixed cost per member and branch);
-  - sorting the members by what they read and skipping exp, log, noise and drop per chunk of
-    members with `lax.cond` (the conditionals split the loop into many kernels);
-  - computing the first level's exp and log|x| only for the pairs (member, slot) that apply
-    them, in a loop like the noise one: any loop that reads the moments makes XLA write the
-    bias-corrected m̂, v̂, γ̂ to memory, and with that buffer's initialisation this cost more
-    than the two exp/log evaluations per element it saved (ratio 3.2 -> 4.8 at 4,096
-    parameters, measured side by side);
-  - drawing the keep masks of `drop` beforehand in the same way, for the slots that apply it
-    (a byte per element, gathered by the main loop): the gathers cost more than the hashes
-    they saved (ratio in CPU seconds 3.00 -> 3.23 at 4,096 parameters, side by side);
-  - choosing among branches by indexing a stack of them (`jnp.stack(branches)[index]`, a
-    gather XLA emits as a branch, so only the chosen formula runs): three times faster than
-    `lax.select_n` for one choice in a small loop, where LLVM unswitches the loop into one
-    vectorised copy per branch, but twenty times slower when every choice of the interpreter
-    is made that way (one loop with too many choices to unswitch).
+Why every member computes every formula: XLA then fuses the rule, `adam`, `rmsprop` and the
+parameter update of the whole population into one elementwise loop (the moving averages are
+three more) that it splits over the CPU's threads; its arithmetic makes a member cost a few
+times a compiled rule. Designs that run only the formulas a member needs all put a loop or a
+conditional in the way of that fusion, and were slower on a CPU at 4,096 and 65,536 parameters
+per member (docs/decisions.md):
+  - a `lax.map` over members whose body applies `lax.switch` on the member's own (unbatched)
+    tokens: every switch writes its result to memory, the loop keeps the bias-corrected moments
+    and the directions out of the update's loop, and its kernels run one member at a time
+    (`benchmarks/interpreter.py` times it beside `interpret`);
+  - a `lax.map` over chunks of members, with or without a conditional per chunk that skips
+    exp, log, noise and drop when no member of the chunk needs them;
+  - computing exp and log|x| or drop's keep masks beforehand, only for the (member, slot) pairs
+    that apply them, and gathering them in the main loop;
+  - choosing among formulas by indexing a stack of them, which XLA emits as a branch: LLVM
+    cannot unswitch a loop with that many branches, and does not vectorise it.
+The one exception is the noise operand, the costliest (a hash, a logarithm, a square root and
+two polynomials per element): it is drawn beforehand only for the members that read it
+(`_for_members_that_need`: a loop over chunks of `CHUNK` members, as many steps as there are
+readers), and the main loop gathers each member's row; a population whose buffer would exceed
+`BUFFER_BYTES` draws it inline instead (see there). XLA does not fuse an expensive operation
+(a quotient, a square root) into a loop that reads its result more than once, so the formulas
+avoid quotients that several slots read.
 """
 
 from __future__ import annotations
