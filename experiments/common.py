@@ -9,7 +9,7 @@ import jax
 import numpy as np
 from absl import app, flags, logging
 
-from lopt import baselines, evaluation, objectives, plotting
+from lopt import baselines, evaluation, objectives, plotting, progress
 
 LEARNED = "predicted_step_descent"
 REPORTED_ITERATIONS = (1, 5, 10, 50, 100)
@@ -87,14 +87,11 @@ def with_single_threaded_eigen(xla_flags: str) -> str:
 def use_single_threaded_eigen() -> None:
     """Makes XLA's CPU backend run its Eigen (matrix) kernels on the calling thread.
 
-    GPS on large batches of objectives (logistic regression on 900 problems) stalled for good
-    in about 1 of 4 runs with XLA's multi-threaded Eigen pool: every worker idle, the main
-    thread waiting for a result; other projects report the same wedge on large vmapped
-    graphs and the same cure. It cost GPS nothing measurable: the README's main job, when it
-    trained GPS on 900 problems, took 9 min 19 s on 2 cores with it and 9 min 15 s without.
-    Call it first thing in a binary's `main`: XLA reads XLA_FLAGS once, when its CPU
-    backend starts (at the first computation), and a setting of the flag already in
-    XLA_FLAGS is kept.
+    A precaution kept from before the cause of GPS's stalls was found (`lopt.gps.small_linalg`:
+    batched LAPACK calls waiting on each other's pool threads, which this flag does not
+    prevent); it cost GPS nothing measurable. Call it first thing in a binary's `main`: XLA
+    reads XLA_FLAGS once, when its CPU backend starts (at the first computation), and a
+    setting of the flag already in XLA_FLAGS is kept.
     """
     os.environ["XLA_FLAGS"] = with_single_threaded_eigen(os.environ.get("XLA_FLAGS", ""))
 
@@ -121,8 +118,10 @@ def tuned_comparison(family, settings: types.SimpleNamespace):
     train = family.sample(key_train, num_train)
     test = family.sample(key_test, settings.num_problems.value)
     x0 = family.init(key_init, settings.num_problems.value)
-    curves, tuned = tuned_baseline_curves(settings.baselines.value, family, train, test, x0,
-                                          settings.num_steps.value, key_tune)
+    names = settings.baselines.value
+    with progress.job("baselines", {baseline_stage(name): 1.0 for name in names}):
+        curves, tuned = tuned_baseline_curves(names, family, train, test, x0,
+                                              settings.num_steps.value, key_tune)
     return num_train, test, x0, curves, tuned
 
 
@@ -139,19 +138,26 @@ def prepare_output_dir(path: str) -> str:
     return path
 
 
+def baseline_stage(name: str) -> str:
+    """The progress-stage label (`lopt.progress`) of tuning and running baseline `name`."""
+    return f"baseline {name}"
+
+
 def tuned_baseline_curves(names, family, train, test, x0, num_steps, key_tune):
-    """Tunes each baseline on `train` and runs it on `test` from `x0`.
+    """Tunes each baseline on `train` and runs it on `test` from `x0`, each as the progress
+    stage `baseline_stage(name)`.
 
     Returns ({name: curves [num_test, num_steps + 1]}, {name: best hyperparameters}).
     """
     curves, tuned = {}, {}
     for index, name in enumerate(names, start=1):
         start = time.time()
-        result = baselines.tune(baselines.get(name), baselines.DEFAULT_GRIDS[name], family,
-                                train, num_steps, key=key_tune)
-        tuned[name] = result.best
-        curves[name] = np.asarray(evaluation.run(baselines.get(name)(**result.best), family,
-                                                 test, num_steps, x0=x0))
+        with progress.stage(baseline_stage(name)):
+            result = baselines.tune(baselines.get(name), baselines.DEFAULT_GRIDS[name], family,
+                                    train, num_steps, key=key_tune)
+            tuned[name] = result.best
+            curves[name] = np.asarray(evaluation.run(baselines.get(name)(**result.best), family,
+                                                     test, num_steps, x0=x0))
         logging.info("[%d/%d] %s: %d grid points tuned on %d problems, best %s, test mean final "
                      "objective %.6f (%.1fs)", index, len(names), name, len(result.scores),
                      evaluation.num_problems(train), result.best, curves[name][:, -1].mean(),

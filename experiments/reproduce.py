@@ -36,6 +36,7 @@ from absl import app, flags, logging
 
 from experiments.common import prepare_output_dir, use_single_threaded_eigen
 from experiments.reproduction import EXPERIMENTS, lto, nos, report
+from lopt import progress
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -95,9 +96,28 @@ def main(argv):
         SCALE.value, out, SEED.value, USE_PRETRAINED.value,
         os.path.join(REPO_ROOT, "lopt", "pretrained") if EXPORT_PRETRAINED.value else None)
     reports = []
-    for index, name in enumerate(names, start=1):
-        started = time.time()
-        logging.info("[%d/%d] %s at scale %s", index, len(names), name, SCALE.value)
+    plan = {}
+    for name in names:  # experiments without planned stages of their own count as one
+        own = {} if REPUBLISH.value else lto.plan(lto_settings, name)
+        plan.update(own or {progress.label_in(name, RUN): WHOLE_EXPERIMENT_SHARE})
+    with progress.job("reproduce", plan):
+        for index, name in enumerate(names, start=1):
+            reports.append(_run(index, name, names, out, lto_settings, nos_settings))
+    with open(os.path.join(out, "results.md"), "w") as file:
+        file.writelines(f"## {result.name}\n\n" + report.markdown(result, result.name) + "\n"
+                        for result in reports)
+    print(f"Wrote {os.path.join(out, 'results.md')}")
+
+
+RUN = "run"
+WHOLE_EXPERIMENT_SHARE = 30.0  # expected seconds of an experiment without stages of its own
+
+
+def _run(index, name, names, out, lto_settings, nos_settings):
+    """Runs (or, with --republish, reloads) experiment `name`, writes and publishes its report."""
+    started = time.time()
+    logging.info("[%d/%d] %s at scale %s", index, len(names), name, SCALE.value)
+    with progress.scope(name):
         if REPUBLISH.value:
             try:
                 result = report.load(os.path.join(out, name))
@@ -105,19 +125,16 @@ def main(argv):
                 raise app.UsageError(f"--republish: {error}") from error
         else:
             settings = lto_settings if name.startswith("lto_") else nos_settings
-            result = EXPERIMENTS[name](settings, name, command(name))
-        path = report.write(result, os.path.join(out, name))
-        reports.append(result)
-        logging.info("[%d/%d] %s done in %.0fs: %s", index, len(names), name,
-                     time.time() - started, result.verdict)
-        print(f"{name}: {path}")
-        if PUBLISH.value or REPUBLISH.value:
-            report.publish(result, os.path.join(out, name), os.path.join(REPO_ROOT, "README.md"),
-                           os.path.join(REPO_ROOT, "docs", "figures"))
-    with open(os.path.join(out, "results.md"), "w") as file:
-        file.writelines(f"## {result.name}\n\n" + report.markdown(result, result.name) + "\n"
-                        for result in reports)
-    print(f"Wrote {os.path.join(out, 'results.md')}")
+            with progress.stage(RUN):
+                result = EXPERIMENTS[name](settings, name, command(name))
+    path = report.write(result, os.path.join(out, name))
+    logging.info("[%d/%d] %s done in %.0fs: %s", index, len(names), name,
+                 time.time() - started, result.verdict)
+    print(f"{name}: {path}")
+    if PUBLISH.value or REPUBLISH.value:
+        report.publish(result, os.path.join(out, name), os.path.join(REPO_ROOT, "README.md"),
+                       os.path.join(REPO_ROOT, "docs", "figures"))
+    return result
 
 
 if __name__ == "__main__":

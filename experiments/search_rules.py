@@ -16,6 +16,7 @@ import dataclasses
 import jax
 from absl import app, flags
 
+from lopt import progress
 from lopt.search import driver, tasks
 
 STRATEGY = flags.DEFINE_string("strategy", "ppo", "ppo, evolution or random.")
@@ -78,7 +79,9 @@ def main(argv):
         driver.check_output(OUT.value, config, RESUME.value)
     except ValueError as error:
         raise app.UsageError(str(error)) from error
-    result = driver.run(config, jax.random.key(SEED.value), out=OUT.value, resume=RESUME.value)
+    with progress.job("search_rules", driver.plan(config)):
+        result = driver.run(config, jax.random.key(SEED.value), out=OUT.value,
+                            resume=RESUME.value)
     best = result.top[0]
     print(f"Best rule: {best['rule']} (score {best['score']:.4f}); wrote {OUT.value}/"
           f"results.jsonl, top_rules.md and reward_curve.png in {result.seconds:.0f}s")

@@ -23,7 +23,7 @@ import jax
 from absl import app, flags, logging
 
 from experiments.common import prepare_output_dir, use_single_threaded_eigen
-from lopt import gps, objectives, plotting
+from lopt import gps, objectives, plotting, progress
 
 FAMILY = flags.DEFINE_enum("family", "logistic_regression", sorted(objectives.FAMILIES),
                            "Objective family.")
@@ -70,8 +70,9 @@ def main(argv):
         json.dump({"family": FAMILY.value, "preset": CONFIG.value, "num_train": num_train,
                    "seed": SEED.value, "config": dataclasses.asdict(config)}, file, indent=1)
     started = time.time()
-    learned = gps.train(family, family.sample(key_train, num_train), config, key_gps,
-                        checkpoint_dir=out)
+    with progress.job("train_gps", gps.trainer.plan(config)):
+        learned = gps.train(family, family.sample(key_train, num_train), config, key_gps,
+                            checkpoint_dir=out)
     gps.save(learned, out)
     history = learned.history
     plotting.plot_training_costs(

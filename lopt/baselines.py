@@ -31,7 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from lopt import evaluation, linesearch
+from lopt import evaluation, linesearch, parallel
 
 
 def gradient_descent(learning_rate: float) -> optax.GradientTransformation:
@@ -259,7 +259,8 @@ def tune(
         return per_problem.mean()
 
     grid_values = {name: jnp.asarray(values, x0.dtype) for name, values in grid_arrays.items()}
-    scores = np.asarray(jax.jit(jax.vmap(score))(grid_values))
+    scores = np.asarray(jax.jit(lambda values: parallel.over_devices(jax.vmap(score), values))(
+        grid_values))
     best_index = int(np.argmin(scores))
     best = {name: float(grid_arrays[name][best_index]) for name in names}
     return TuneResult(best, grid_arrays, scores)

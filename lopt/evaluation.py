@@ -20,11 +20,14 @@ t is  min_{b != a} f_b(p, t) - f_a(p, t):  positive exactly when a is strictly t
 from __future__ import annotations
 
 from collections.abc import Mapping
+from functools import partial
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+
+from lopt import parallel
 
 
 def num_problems(problems) -> int:
@@ -85,7 +88,11 @@ def batch_curves(opt, family, problems, x0: jax.Array, num_steps: int) -> jax.Ar
     return batch_trajectories(opt, family, problems, x0, num_steps)[0]
 
 
-_compiled_trajectories = jax.jit(batch_trajectories, static_argnames=("opt", "family", "num_steps"))
+@partial(jax.jit, static_argnames=("opt", "family", "num_steps"))
+def _compiled_trajectories(opt, family, problems, x0, num_steps):
+    """`batch_trajectories` with the problems split over all devices (`lopt.parallel`)."""
+    return parallel.over_devices(
+        lambda *share: batch_trajectories(opt, family, *share, num_steps), problems, x0)
 
 
 def _check_inputs(family, problems, num_steps, key, x0):

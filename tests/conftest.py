@@ -1,5 +1,6 @@
 """Shared test helpers."""
 
+import json
 import os
 import pickle
 import subprocess
@@ -24,6 +25,17 @@ def run_module():
                               capture_output=True, text=True, timeout=timeout)
 
     return run
+
+
+def run_on_devices(script, num_devices):
+    """Runs Python `script` in a fresh process with `num_devices` CPU devices and returns the
+    JSON object its last line of output holds."""
+    env = dict(os.environ, PYTHONPATH=REPO_ROOT, JAX_PLATFORMS="cpu",
+               XLA_FLAGS=f"--xla_force_host_platform_device_count={num_devices}")
+    result = subprocess.run([sys.executable, "-c", script], env=env, cwd=REPO_ROOT,
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
 
 
 def write_cifar_batch(path, images_nhwc, labels):

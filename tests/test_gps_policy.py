@@ -33,24 +33,65 @@ def learned():
     return gps.Learned(_random_policy(), FEATURES, FAMILY.dim, FAMILY.name)
 
 
+def _targets(key, num=64, samples=2, horizon=4):
+    """Targets of random controllers at random states, with random positive precisions."""
+    keys = jax.random.split(key, 4)
+    states = jax.random.normal(keys[0], (num, samples, horizon + 1, LAYOUT.size))
+    gain = 0.3 * jax.random.normal(keys[1], (num, horizon, FAMILY.dim, LAYOUT.size))
+    offset = jax.random.normal(keys[2], (num, horizon, FAMILY.dim))
+    factors = jax.random.normal(keys[3], (num, horizon, FAMILY.dim, FAMILY.dim))
+    precision = factors @ jnp.swapaxes(factors, -1, -2) + 0.1 * jnp.eye(FAMILY.dim)
+    return policy.Targets(states, gain, offset, precision)
+
+
+def _rows_by_hand(data):
+    """(inputs, actions, precisions) of every row, row m = (n, s, t), with NumPy loops."""
+    num, samples, _, _ = data.states.shape
+    horizon = data.gain.shape[1]
+    inputs, actions, precisions = [], [], []
+    for n in range(num):
+        for s in range(samples):
+            for t in range(horizon):
+                state = np.asarray(data.states[n, s, t])
+                inputs.append(state[LAYOUT.dim:])
+                actions.append(np.asarray(data.gain[n, t]) @ state + np.asarray(data.offset[n, t]))
+                precisions.append(np.asarray(data.precision[n, t]))
+    return np.stack(inputs), np.stack(actions), np.stack(precisions)
+
+
+def test_rows_loss_and_normalisation_match_a_numpy_reference():
+    data = _targets(jax.random.key(5), num=3, samples=2, horizon=3)
+    inputs, actions, precisions = _rows_by_hand(data)
+    index = jnp.array([0, 5, 17, 11])
+    got = policy.rows(LAYOUT, data, index)
+    for value, expected in zip(got, (inputs, actions, precisions), strict=True):
+        np.testing.assert_allclose(value, expected[np.asarray(index)], rtol=1e-5, atol=1e-6)
+    pol = _random_policy()
+    gap = np.asarray(policy.mean(pol, jnp.asarray(inputs))) - actions
+    scale = np.mean(np.trace(precisions, axis1=1, axis2=2)) / FAMILY.dim
+    expected_loss = np.mean(np.einsum("mi,mij,mj->m", gap, precisions / scale, gap))
+    np.testing.assert_allclose(policy.loss(LAYOUT, pol, data), expected_loss, rtol=1e-4)
+    normalised = policy.normalise(LAYOUT, pol, data)
+    np.testing.assert_allclose(normalised.input_mean, inputs.mean(axis=0), rtol=1e-4,
+                               atol=1e-6)
+    np.testing.assert_allclose(normalised.action_scale, actions.std(axis=0), rtol=1e-4)
+
+
 def test_fit_drives_the_mahalanobis_loss_down():
-    keys = jax.random.split(jax.random.key(0), 4)
-    count, dim = 512, 2
-    inputs = jax.random.normal(keys[0], (count, 6))
-    actions = jnp.tanh(inputs[:, :2]) - 0.5 * inputs[:, 2:4]
-    factors = jax.random.normal(keys[1], (count, dim, dim))
-    precisions = factors @ jnp.swapaxes(factors, 1, 2) + 0.1 * jnp.eye(dim)
-    data = policy.Targets(inputs, actions, precisions)
-    start = policy.normalise(policy.init(keys[2], 6, dim, 16), data)
-    scale = jnp.mean(jnp.trace(precisions, axis1=1, axis2=2)) / dim
-    before = policy.loss(start, data._replace(precisions=precisions / scale))
-    fitted, losses = jax.jit(lambda p, d, k: policy.fit(p, d, k, epochs=30, batch_size=64,
-                                                        learning_rate=1e-2))(start, data, keys[3])
-    assert losses.shape == (30,)
-    assert losses[-1] < 0.05 * before
-    assert losses[-1] <= losses[0]
-    expected_variance = 1.0 / jnp.mean(jnp.diagonal(precisions, axis1=1, axis2=2), axis=0)
-    np.testing.assert_allclose(fitted.variance, expected_variance, rtol=1e-5)
+    data = _targets(jax.random.key(0))
+    # Actions one function of the policy input: one gain, no offset, no weight on the iterate.
+    gain = jnp.broadcast_to(data.gain[0, 0].at[:, :LAYOUT.dim].set(0.0), data.gain.shape)
+    data = data._replace(offset=jnp.zeros_like(data.offset), gain=gain)
+    start = policy.normalise(LAYOUT, policy.init(jax.random.key(1), INPUT_SIZE, FAMILY.dim, 16),
+                             data)
+    before = policy.loss(LAYOUT, start, data)
+    fitted, after = jax.jit(lambda p, d, k: policy.fit(LAYOUT, p, d, k, steps=600, batch_size=64,
+                                                       learning_rate=1e-2))(start, data,
+                                                                            jax.random.key(2))
+    assert after < 0.2 * before
+    np.testing.assert_allclose(after, policy.loss(LAYOUT, fitted, data), rtol=1e-6)
+    diagonal = np.diagonal(np.asarray(data.precision), axis1=-2, axis2=-1)
+    np.testing.assert_allclose(fitted.variance, 1.0 / diagonal.mean(axis=(0, 1)), rtol=1e-5)
 
 
 def test_the_empty_state_is_a_fixed_point():

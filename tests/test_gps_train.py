@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import run_on_devices
 
 from lopt import gps, objectives
 from lopt.gps import initialisation, trainer
@@ -43,7 +44,7 @@ def _training_setup(config):
     problems = jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), PROBLEMS)
     key_x0, key_state, _ = jax.random.split(KEY, 3)
     x0 = FAMILY.init(key_x0, 4).astype(jnp.float64)
-    state, _ = trainer._jit_initial_state(config, FAMILY, problems, x0, key_state)
+    state = trainer.initial_state(config, FAMILY, problems, x0, key_state)
     cost = lambda policy: float(jnp.mean(trainer._jit_policy_cost(config, FAMILY, problems,
                                                                   x0, policy)))
     return problems, key_x0, state, cost
@@ -118,3 +119,27 @@ def test_shared_momentum_picks_one_setting_with_the_best_mean():
     assert np.unique(np.asarray(one.step_size)).size == 1
     assert np.unique(np.asarray(one.decay)).size == 1
     assert np.all(np.asarray(each.final_value) <= np.asarray(one.final_value) + 1e-12)
+
+
+_DEVICES_SCRIPT = """
+import json, jax
+from lopt import gps, objectives
+family = objectives.logistic_regression()
+learned = gps.train(family, family.sample(jax.random.key(0), 5),
+                    gps.Config.preset("smoke", num_iterations=2),
+                    jax.random.key(1))
+print(json.dumps({"devices": jax.device_count(), "history": [
+    {k: v for k, v in record.items() if "seconds" not in k} for record in learned.history]}))
+"""
+
+
+@pytest.mark.slow
+def test_training_split_over_two_devices_gives_the_single_device_result():
+    # 5 objectives: the second device's share is padded (lopt.parallel.over_devices).
+    single, split = run_on_devices(_DEVICES_SCRIPT, 1), run_on_devices(_DEVICES_SCRIPT, 2)
+    assert (single["devices"], split["devices"]) == (1, 2)
+    assert len(split["history"]) == len(single["history"])
+    for one, two in zip(single["history"], split["history"], strict=True):
+        assert one.keys() == two.keys()
+        for name, value in one.items():
+            np.testing.assert_allclose(two[name], value, rtol=1e-9, atol=1e-12, err_msg=name)

@@ -37,6 +37,11 @@ def test_every_experiment_runs_at_smoke_scale_and_resumes(run_module, tmp_path):
     assert (out / "lto_mlp" / "learned" / "learned.json").exists()
     search = (out / "nos_search" / "report.md").read_text()
     assert "on selection seeds" in search and "| selection (1 seeds) |" in search
+    # Progress: each GPS stage, the job's ETA after it, and the time per stage at the end.
+    log = result.stderr
+    assert re.search(r"lto_logistic / GPS iteration 1/3: optimise: done in [\d.]+s; "
+                     r"job ETA \d+(m\d\ds|s)", log)
+    assert "reproduce: time per stage" in log and "XLA compiled" in log
 
 
 def test_a_trained_optimizer_is_reused_and_exported_with_provenance(tmp_path, monkeypatch):
@@ -135,9 +140,9 @@ def test_cpu_scale_trains_the_4_dimensional_families_on_more_than_the_papers_pro
     paper = lto.Settings("paper", "unused")
     train = lto._problems(paper, objectives.get("logistic_regression"), "logistic_regression")[0]
     assert evaluation.num_problems(train) == objectives.PAPER_NUM_TRAIN["logistic_regression"]
-    # Logistic regression runs 4 GPS iterations at the cpu scale, everything else the preset's.
+    # Logistic regression runs 2 GPS iterations at the cpu scale, everything else the preset's.
     preset = gps.Config.preset("cpu")
     assert settings.sizes.gps_config("logistic_regression") == dataclasses.replace(
-        preset, num_iterations=4)
+        preset, num_iterations=2)
     assert settings.sizes.gps_config("mlp_classifier") == preset
     assert paper.sizes.gps_config("logistic_regression") == gps.Config.preset("paper")

@@ -2,15 +2,11 @@
 zero recompiles, sharding over 4 CPU devices, and sequence labels (the language model)."""
 
 import dataclasses
-import json
-import os
-import subprocess
-import sys
 
 import jax
 import numpy as np
 import pytest
-from conftest import REPO_ROOT
+from conftest import run_on_devices
 
 from lopt import rules
 from lopt.search import evaluator, fingerprint, tasks
@@ -119,18 +115,10 @@ print(json.dumps({"devices": jax.device_count(), "reward": scores.reward.tolist(
 """
 
 
-def _run_sharding_script(num_devices):
-    env = dict(os.environ, PYTHONPATH=REPO_ROOT, JAX_PLATFORMS="cpu",
-               XLA_FLAGS=f"--xla_force_host_platform_device_count={num_devices}")
-    result = subprocess.run([sys.executable, "-c", _SHARDING_SCRIPT], env=env, cwd=REPO_ROOT,
-                            capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
-    return json.loads(result.stdout.strip().splitlines()[-1])
-
-
 @pytest.mark.slow
 def test_four_devices_give_the_single_device_scores():
-    single, sharded = _run_sharding_script(1), _run_sharding_script(4)
+    single = run_on_devices(_SHARDING_SCRIPT, 1)
+    sharded = run_on_devices(_SHARDING_SCRIPT, 4)
     assert (single["devices"], sharded["devices"]) == (1, 4)
     assert single["lr"] == sharded["lr"]
     # Per-device batch widths differ (members are padded to a multiple of the device count), so

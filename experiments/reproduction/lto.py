@@ -25,6 +25,7 @@ from absl import logging
 
 from experiments.common import (
     LEARNED,
+    baseline_stage,
     comparison_table,
     learned_wins,
     summary_table,
@@ -32,7 +33,7 @@ from experiments.common import (
     write_comparison,
 )
 from experiments.reproduction.report import Report
-from lopt import baselines, evaluation, gps, objectives, plotting
+from lopt import baselines, evaluation, gps, objectives, plotting, progress
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,7 +43,8 @@ class Scale:
     problems; num_steps: steps at test time; num_trajectory_problems: 2-D problems drawn in
     Figure 4; transfer_clusters: mixtures the MLP-trained optimizer is tested on (Figure 5:
     5, 6, 8, 12); train_multipliers: ((family name, factor), ...); gps_overrides: ((family
-    name, ((Config field, value), ...)), ...) on top of the preset."""
+    name, ((Config field, value), ...)), ...) on top of the preset; max_tune: the baselines
+    are tuned on the first max_tune training problems (None: on all of them)."""
 
     gps: str
     num_train: int | None
@@ -52,6 +54,7 @@ class Scale:
     transfer_clusters: tuple[int, ...] = (5, 6, 8, 12)
     train_multipliers: tuple[tuple[str, int], ...] = ()
     gps_overrides: tuple[tuple[str, tuple[tuple[str, object], ...]], ...] = ()
+    max_tune: int | None = None
 
     def gps_config(self, family_name: str) -> gps.Config:
         """The GPS settings for `family_name` at this scale."""
@@ -60,24 +63,30 @@ class Scale:
 
 # Our departure at the cpu scale: more training problems for the two 4-dimensional families
 # (logistic regression 20x, robust linear regression 5x the paper's). With the same GPS
-# settings, the logistic-regression policy is above tuned momentum's mean margin at 46-53% of
-# iterations 1-100 on the paper's 90 problems, at 72-89% on 450 (by the draw of problems), at
-# 89-93% on 900 (three draws) and at 91% on 1800; the best of all five in 80-100% of the first
-# 10 iterations on 900, 100% on 1800. Its losses are a few high-curvature test problems on
-# which it oscillates, and more training problems of that kind make it oscillate less.
-# Logistic GPS on 1800 problems needs about 10 GB of memory. The MLP family keeps the paper's
-# 80, where it already leads, because its GPS cost is 5x.
+# settings (and the S-step of 20 epochs that GPS had until 2026-12-02), the logistic-regression
+# policy was above tuned momentum's mean margin at 46-53% of iterations 1-100 on the paper's
+# 90 problems, at 72-89% on 450 (by the draw of problems), at 89-93% on 900 (three draws) and
+# at 91% on 1800; the best of all five in 80-100% of the first 10 iterations on 900, 100% on
+# 1800. Its losses are a few high-curvature test problems on which it oscillates, and more
+# training problems of that kind make it oscillate less. The MLP family keeps the paper's 80,
+# where it already leads, because its GPS cost is 5x.
 MORE_TRAINING_PROBLEMS = (("logistic_regression", 20), ("robust_linear_regression", 5))
-# And 4 GPS iterations instead of the preset's 8 for logistic regression: on 450-1800
-# problems its validation cost was lowest after the second iteration in every run and rose
-# from the third on, so iterations 5-8 only cost time (about 90 s each on 1800 problems).
-FEWER_GPS_ITERATIONS = (("logistic_regression", (("num_iterations", 4),)),)
+# And 2 GPS iterations instead of the preset's 8 for logistic regression, so the README's main
+# job stays under 5 minutes with room for a slower machine: each further iteration on 1800
+# problems costs about 35 s. With the earlier S-step, validation picked the second
+# iteration's policy in every run; with the fixed-step S-step it keeps falling to the fourth
+# (docs/decisions.md has both runs' test results).
+FEWER_GPS_ITERATIONS = (("logistic_regression", (("num_iterations", 2),)),)
+
+# And the baselines tuned on the first 300 training problems: on logistic regression every
+# one of the six got the same step sizes from 300 as from all 1800 (3.5x faster).
+BASELINE_TUNING_PROBLEMS = 300
 
 
 SCALES = {
     "smoke": Scale("smoke", 4, 6, 12, 2, transfer_clusters=(5,)),
     "cpu": Scale("cpu", None, 100, 100, 4, train_multipliers=MORE_TRAINING_PROBLEMS,
-                 gps_overrides=FEWER_GPS_ITERATIONS),
+                 gps_overrides=FEWER_GPS_ITERATIONS, max_tune=BASELINE_TUNING_PROBLEMS),
     "paper": Scale("paper", None, 100, 100, 4),
 }
 FAMILIES = {
@@ -131,7 +140,7 @@ def learned_optimizer(settings: Settings, directory: str, family, family_name: s
         return gps.pretrained(family_name), "the optimizer shipped in `lopt/pretrained/`"
     saved = os.path.join(directory, "learned")
     training_file = os.path.join(directory, TRAINING_FILE)
-    if os.path.exists(os.path.join(saved, gps.learned.METADATA_FILE)):
+    if _trained(directory):
         learned = gps.load(saved)
         seconds = None  # unknown for directories written before the time was recorded
         if os.path.exists(training_file):
@@ -153,6 +162,32 @@ def learned_optimizer(settings: Settings, directory: str, family, family_name: s
     took = "" if seconds is None else f", {seconds:.0f} s"
     return learned, (f"GPS, `{settings.sizes.gps}` preset, {len(learned.history)} iterations "
                      f"on {evaluation.num_problems(train)} training problems{took}")
+
+
+def _trained(directory: str) -> bool:
+    """Whether `directory` already holds the learned optimizer (`learned_optimizer`)."""
+    return os.path.exists(os.path.join(directory, "learned", gps.learned.METADATA_FILE))
+
+
+# Expected seconds of the stages that are not GPS's (progress plan; `lopt.gps.trainer.plan`
+# gives GPS's): tuning and running each baseline, and running the learned optimizer.
+BASELINE_SHARE = 4.0
+LEARNED_RUN_SHARE = 2.0
+LEARNED_RUN = "learned optimizer on the test problems"
+
+
+def plan(settings: Settings, which: str) -> dict[str, float]:
+    """{progress-stage label: expected share} of experiment `which` (`lopt.progress`), labels
+    within `progress.scope(which)`; empty for the experiments that report no stages."""
+    if which not in FAMILIES:
+        return {}
+    shares = {}
+    family_name = FAMILIES[which]
+    if not settings.use_pretrained and not _trained(os.path.join(settings.out, which)):
+        shares.update(gps.trainer.plan(settings.sizes.gps_config(family_name)))
+    shares.update({baseline_stage(name): BASELINE_SHARE for name in baselines.BASELINES})
+    shares[LEARNED_RUN] = LEARNED_RUN_SHARE
+    return {progress.label_in(which, name): share for name, share in shares.items()}
 
 
 def export(learned: gps.Learned, path: str, command: str, settings: Settings,
@@ -225,10 +260,12 @@ def family_figure(settings: Settings, which: str, command: str) -> Report:
     learned, origin = learned_optimizer(settings, directory, family, family_name, train,
                                         key_gps, command)
     num_steps = settings.sizes.num_steps
-    curves, tuned = tuned_baseline_curves(list(baselines.BASELINES), family, train, test, x0,
-                                          num_steps, key_tune)
-    curves[LEARNED] = np.asarray(evaluation.run(gps.as_optax(learned), family, test,
-                                                num_steps, x0=x0))
+    tune_problems = jax.tree.map(lambda leaf: leaf[:settings.sizes.max_tune], train)
+    curves, tuned = tuned_baseline_curves(list(baselines.BASELINES), family, tune_problems,
+                                          test, x0, num_steps, key_tune)
+    with progress.stage(LEARNED_RUN):
+        curves[LEARNED] = np.asarray(evaluation.run(gps.as_optax(learned), family, test,
+                                                    num_steps, x0=x0))
     tuned[LEARNED] = {}
     results = _compare(directory, curves, family_name)
     verdicts, tables = [], []
@@ -244,7 +281,8 @@ def family_figure(settings: Settings, which: str, command: str) -> Report:
     verdict = (" ".join(verdicts) + f" (Paper {PAPER_FIGURES[which]}a: predicted step descent "
                "leads all four.) Learned optimizer: " + origin + ".")
     table = (f"{settings.sizes.num_test} unseen problems, {evaluation.num_problems(train)} "
-             f"training problems, {num_steps} steps (GPS trained on "
+             f"training problems (the baselines tuned on {evaluation.num_problems(tune_problems)}"
+             f" of them), {num_steps} steps (GPS trained on "
              f"{gps.Config.preset(settings.sizes.gps).horizon}). Margins in the first table "
              "are among all seven algorithms.\n\n"
              + summary_table(curves, tuned, all_margins) + "\n" + "\n".join(tables))

@@ -77,21 +77,22 @@ class Config:
     # The policy (LM section 5) and its supervised training (LA section 4; our choices).
     coupling: str = "mirror_descent"  # KL to the linearised policy (MD); or "trajectory" (none)
     policy_hidden: int = 50  # LM section 5: one hidden layer of 50 softplus units
-    policy_epochs: int = 20  # our choice: passes over all sampled states per policy update
-    policy_batch_size: int = 256  # our choice
+    policy_steps: int = 2000  # our choice: Adam steps per policy update (S-step)
+    policy_batch_size: int = 1024  # our choice: states per step, drawn with replacement
     policy_learning_rate: float = 1e-3  # our choice (Adam)
 
     # Where the samples come from and which local model the LQG uses (`lopt.gps.trainer`).
     sampling: str = "policy"  # MD on-policy: the policy plus noise; or "controllers" (LA)
     dynamics_model: str = "exact"  # derivatives of f (`exact_dynamics`); or "fitted" (LM, LA)
-    imitation_epochs: int = 50  # our choice: policy fitted to the initial controllers first
+    imitation_steps: int = 4000  # our choice: Adam steps fitting the policy to the initial
+    # controllers before the first iteration
 
     def __post_init__(self):
         positive_ints = ("num_samples", "horizon", "num_iterations", "starts_per_objective",
                          "early_cost_steps", "gmm_components",
                          "gmm_max_iterations", "gmm_max_points", "eta_max_iterations",
-                         "lqg_batch_size", "policy_hidden", "policy_epochs",
-                         "policy_batch_size", "imitation_epochs")
+                         "lqg_batch_size", "policy_hidden", "policy_steps",
+                         "policy_batch_size", "imitation_steps")
         if (not isinstance(self.validation_steps, int) or isinstance(self.validation_steps, bool)
                 or self.validation_steps < 0):
             raise ValueError("Config.validation_steps must be a non-negative integer, got "
@@ -161,7 +162,8 @@ PRESETS = {
         momentum_step_sizes=(0.1, 0.3, 1.0, 3.0),
         momentum_decays=(0.0, 0.5, 0.9),
         policy_hidden=16,
-        policy_epochs=10,
+        policy_steps=60,
         policy_batch_size=32,
+        imitation_steps=150,
     ),
 }

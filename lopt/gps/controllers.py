@@ -26,7 +26,9 @@ import chex
 import jax
 import jax.numpy as jnp
 
+from lopt import parallel
 from lopt.gps import features as feats
+from lopt.gps import small_linalg
 
 
 class Controller(NamedTuple):
@@ -55,9 +57,9 @@ def _symmetric(matrix: jax.Array) -> jax.Array:
 def make_controller(gain: jax.Array, offset: jax.Array, covariance: jax.Array) -> Controller:
     """Builds a Controller (any leading axes) from K `[..., dU, dX]`, k `[..., dU]`, Sigma."""
     covariance = _symmetric(covariance)
-    cholesky = jnp.linalg.cholesky(covariance)
+    cholesky = small_linalg.cholesky(covariance)
     eye = jnp.broadcast_to(jnp.eye(covariance.shape[-1], dtype=covariance.dtype), covariance.shape)
-    precision = _symmetric(jax.scipy.linalg.cho_solve((cholesky, True), eye))
+    precision = _symmetric(small_linalg.cho_solve(cholesky, eye))
     return Controller(gain, offset, covariance, cholesky, precision)
 
 
@@ -68,8 +70,8 @@ def from_precision(gain: jax.Array, offset: jax.Array, cholesky_of_precision: ja
     This is how the LQG hands over Sigma = Q_uu^{-1} without a second factorisation.
     """
     eye = jnp.broadcast_to(jnp.eye(precision.shape[-1], dtype=precision.dtype), precision.shape)
-    covariance = _symmetric(jax.scipy.linalg.cho_solve((cholesky_of_precision, True), eye))
-    return Controller(gain, offset, covariance, jnp.linalg.cholesky(covariance), precision)
+    covariance = _symmetric(small_linalg.cho_solve(cholesky_of_precision, eye))
+    return Controller(gain, offset, covariance, small_linalg.cholesky(covariance), precision)
 
 
 def mean_action(controller_t: Controller, state: jax.Array) -> jax.Array:
@@ -142,7 +144,20 @@ def sample(family, features: feats.FeatureConfig, problems, x0: jax.Array,
         loss_fn = family.objective(problem)
         return jax.vmap(lambda n: rollout(features, loss_fn, start, ctrl, n))(noises)
 
-    return jax.vmap(one_objective)(problems, x0, controller, noise)
+    return in_chunks(one_objective, problems, x0, controller, noise)
+
+
+CHUNK = 64  # objectives per vmapped chunk of the rollouts (`in_chunks`)
+
+
+def in_chunks(one_objective, *inputs):
+    """`one_objective` over the leading (objective) axis of `inputs`: vmapped within chunks of
+    CHUNK objectives, a `lax.map` over the chunks, split over all devices (`lopt.parallel`).
+    One vmap over all objectives gave the same samples but held about twice their size in
+    temporaries (time-major scan outputs, then transposed); chunks keep that to one chunk's."""
+    return parallel.over_devices(
+        lambda *share: jax.lax.map(lambda args: one_objective(*args), share, batch_size=CHUNK),
+        *inputs)
 
 
 def mean_rollouts(family, features: feats.FeatureConfig, problems, x0: jax.Array,

@@ -23,6 +23,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from lopt import parallel
 from lopt.gps import features as feats
 from lopt.gps.controllers import Samples
 
@@ -71,9 +72,10 @@ def expand(family, layout: feats.StateLayout, problems, samples: Samples) -> Qua
 
     iterates = feats.iterate(layout, samples.states)
     # Objectives one at a time, as in `exact_dynamics.linearise`: vmapping them as well holds
-    # every point's Hessian intermediates at once.
-    return QuadraticCost(*jax.lax.map(lambda inputs: one_objective(*inputs),
-                                      (problems, iterates)))
+    # every point's Hessian intermediates at once. Split over all devices.
+    return QuadraticCost(*parallel.over_devices(
+        lambda *share: jax.lax.map(lambda inputs: one_objective(*inputs), share),
+        problems, iterates))
 
 
 def time_weights(horizon: int, early_weight: float, early_steps: int, dtype) -> jax.Array:

@@ -27,6 +27,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
+from lopt import parallel
 from lopt.gps import features as feats
 from lopt.gps.controllers import Samples
 from lopt.gps.dynamics import Dynamics
@@ -81,6 +82,7 @@ def linearise(family, features: feats.FeatureConfig, problems, samples: Samples,
 
     # Objectives one at a time: the forward-over-reverse Jacobians of all S x T points of one
     # objective already vectorise well, and vmapping objectives too held every tangent's
-    # intermediates at once (1.6 GB per 8 MLP objectives).
-    return jax.lax.map(lambda inputs: one_objective(*inputs),
-                       (problems, samples.states, samples.actions))
+    # intermediates at once (1.6 GB per 8 MLP objectives). Split over all devices.
+    return parallel.over_devices(
+        lambda *share: jax.lax.map(lambda inputs: one_objective(*inputs), share),
+        problems, samples.states, samples.actions)

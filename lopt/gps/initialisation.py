@@ -20,6 +20,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from lopt import parallel, progress
 from lopt.gps import controllers as ctrl
 from lopt.gps import features as feats
 from lopt.gps.config import Config
@@ -72,15 +73,18 @@ def tune_momentum(config: Config, family, problems, x0: jax.Array) -> MomentumCh
     num = x0.shape[0]
 
     def final_values(grid_point):
-        size, decay = grid_point
+        size, decay, number = grid_point
         controller = momentum_controllers(
             layout, config.horizon, jnp.full(num, size), jnp.full(num, decay), 1.0
         )
         values = ctrl.mean_rollouts(family, config.features, problems, x0, controller).values
+        progress.tick(number + 1)
         return jnp.where(jnp.isfinite(values[:, -1]), values[:, -1], jnp.inf)
 
     grid = (sizes.reshape(-1), decays.reshape(-1))
-    finals = jax.lax.map(final_values, grid, batch_size=8)  # [G, N]
+    finals = parallel.over_devices(  # [G, N]
+        lambda share: jax.lax.map(final_values, share),
+        (*grid, jnp.arange(sizes.size)))
     if config.momentum_per_objective:
         best = jnp.argmin(finals, axis=0)
     else:

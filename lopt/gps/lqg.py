@@ -49,6 +49,7 @@ import numpy as np
 from lopt.gps import cost as cost_lib
 from lopt.gps import dynamics as dyn
 from lopt.gps import features as feats
+from lopt.gps import small_linalg
 from lopt.gps.config import Config
 from lopt.gps.controllers import Controller, from_precision
 
@@ -209,10 +210,10 @@ def expanded_backward_pass(layout: feats.StateLayout, dynamics: dyn.Dynamics,
             shifted_rows + action_factor @ jnp.concatenate([matrix, half])
             + action_hessian + eta * reference_rows)
         q_uu, q_us = _symmetric(action_rows[:, size:]), action_rows[:, :size]
-        cholesky = jnp.linalg.cholesky(q_uu)
-        whitened = jax.scipy.linalg.solve_triangular(
-            cholesky, jnp.concatenate([q_us, q_gradient[size:, None]], axis=1), lower=True)
-        solved = jax.scipy.linalg.solve_triangular(cholesky, whitened, lower=True, trans=1)
+        cholesky = small_linalg.cholesky(q_uu)
+        whitened = small_linalg.solve_lower(
+            cholesky, jnp.concatenate([q_us, q_gradient[size:, None]], axis=1))
+        solved = small_linalg.solve_lower_transposed(cholesky, whitened)
         gain, offset_u = -solved[:, :size], -solved[:, size]
         whitened_us = whitened[:, :size]
         left = jnp.concatenate([half[:, :size].T, (0.5 * eta) * weighted_gain.T,

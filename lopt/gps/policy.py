@@ -23,8 +23,9 @@ six.
 Training (`fit`) minimises the mean of the squared Mahalanobis distance
     (mu(s) - mu_psi(s))^T Sigma_psi^{-1} (mu(s) - mu_psi(s))
 over all sampled states, with mu_psi, Sigma_psi the linear-Gaussian controllers' mean and
-covariance at that state (LM section 3.3), by Adam on minibatches taken in a fresh random
-permutation every epoch, all inside one `lax.scan`. The precisions are divided by their mean
+covariance at that state (LM section 3.3), by a fixed number of Adam steps on minibatches
+drawn with replacement, all inside one `lax.scan` (so the S-step's cost does not grow with
+the number of training objectives). The precisions are divided by their mean
 trace so the loss is O(1) whatever the action scale. The variance is the closed-form minimiser
 of the KL for a diagonal covariance: 1 / the mean over states of diag(Sigma_psi^{-1}).
 
@@ -44,6 +45,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from lopt import progress
 from lopt.gps import controllers as ctrl
 from lopt.gps import features as feats
 
@@ -101,80 +103,141 @@ def state_mean(layout: feats.StateLayout, policy: Policy, state: jax.Array) -> j
 
 
 class Targets(NamedTuple):
-    """Supervision for the policy, one row per sampled state (M = N S T): inputs `[M, dP]`,
-    actions (controller means) `[M, dU]`, precisions `[M, dU, dU]`."""
+    """Supervision for the policy: the controllers' mean action and precision at every sampled
+    state. Rows are not materialised (`rows` gathers a minibatch), so the S-step holds no
+    copy of the `[N S T, dX]` states. Shapes: states `[N, S, T', dX]` with T' >= T (a
+    trailing final state is ignored), gain `[N, T, dU, dX]`, offset `[N, T, dU]`, precision
+    `[N, T, dU, dU]`; row m = (n, s, t) in row-major order, M = N S T rows."""
 
-    inputs: jax.Array
-    actions: jax.Array
-    precisions: jax.Array
+    states: jax.Array
+    gain: jax.Array
+    offset: jax.Array
+    precision: jax.Array
 
-
-def targets(layout: feats.StateLayout, controller: ctrl.Controller,
-            samples: ctrl.Samples) -> Targets:
-    """The controllers' mean actions and precisions at every sampled state (t < T)."""
-    states = samples.states[:, :, :-1]  # [N, S, T, dX]
-    actions = jnp.einsum("ntuk,nstk->nstu", controller.gain, states) + controller.offset[:, None]
-    precisions = jnp.broadcast_to(controller.precision[:, None], (*actions.shape,
-                                                                 actions.shape[-1]))
-    dim = layout.dim
-    return Targets(feats.policy_input(layout, states).reshape(-1, layout.size - dim),
-                   actions.reshape(-1, dim), precisions.reshape(-1, dim, dim))
+    @property
+    def num_rows(self) -> int:
+        num, samples = self.states.shape[:2]
+        return num * samples * self.gain.shape[1]
 
 
-def normalise(policy: Policy, data: Targets) -> Policy:
+def targets(controller: ctrl.Controller, samples: ctrl.Samples) -> Targets:
+    """The supervision of `controller` `[N, T, ...]` at the states of `samples` `[N, S, ...]`."""
+    return Targets(samples.states, controller.gain, controller.offset, controller.precision)
+
+
+def rows(layout: feats.StateLayout, data: Targets, index: jax.Array):
+    """(policy inputs `[B, dP]`, target actions `[B, dU]`, precisions `[B, dU, dU]`) of the
+    rows `index` `[B]` (int, in [0, M))."""
+    _, samples, _, _ = data.states.shape
+    horizon = data.gain.shape[1]
+    objective, rest = jnp.divmod(index, samples * horizon)
+    sample, time = jnp.divmod(rest, horizon)
+    states = data.states[objective, sample, time]
+    actions = (jnp.einsum("bux,bx->bu", data.gain[objective, time], states)
+               + data.offset[objective, time])
+    return feats.policy_input(layout, states), actions, data.precision[objective, time]
+
+
+def _row_moments(layout: feats.StateLayout, data: Targets):
+    """Mean and standard deviation over all rows of the policy inputs and target actions.
+
+    Two passes over the objectives (`lax.map`): sums, then squared deviations from the mean,
+    so no `[N, S, T, dX]` temporary is formed."""
+    horizon = data.gain.shape[1]
+
+    def rows_of(inputs):  # one objective's policy inputs and actions, rows flattened
+        states, gain, offset = inputs
+        states = states[:, :horizon]
+        actions = jnp.einsum("tux,stx->stu", gain, states) + offset
+        return (feats.policy_input(layout, states).reshape(-1, states.shape[-1] - layout.dim),
+                actions.reshape(-1, actions.shape[-1]))
+
+    objectives = (data.states, data.gain, data.offset)
+    sums = jax.lax.map(lambda inputs: jax.tree.map(lambda a: jnp.sum(a, axis=0),
+                                                   rows_of(inputs)), objectives)
+    means = jax.tree.map(lambda a: jnp.sum(a, axis=0) / data.num_rows, sums)
+    squares = jax.lax.map(lambda inputs: jax.tree.map(
+        lambda a, m: jnp.sum((a - m) ** 2, axis=0), rows_of(inputs), means), objectives)
+    stds = jax.tree.map(lambda a: jnp.sqrt(jnp.sum(a, axis=0) / data.num_rows), squares)
+    return means[0], stds[0], stds[1]
+
+
+def normalise(layout: feats.StateLayout, policy: Policy, data: Targets) -> Policy:
     """Sets the whitening statistics and the action scale from `data` (used once)."""
-    scale = jnp.std(data.inputs, axis=0)
-    action_scale = jnp.std(data.actions, axis=0)
+    input_mean, input_scale, action_scale = _row_moments(layout, data)
     return policy._replace(
-        input_mean=jnp.mean(data.inputs, axis=0),
-        input_scale=jnp.where(scale > 0, scale, 1.0),
+        input_mean=input_mean,
+        input_scale=jnp.where(input_scale > 0, input_scale, 1.0),
         action_scale=jnp.where(action_scale > 0, action_scale, 1.0),
     )
 
 
-def loss(policy: Policy, data: Targets) -> jax.Array:
-    """Mean squared Mahalanobis distance between policy and controller means `[]`.
-
-    The precisions should already be normalised (`fit` divides them by their mean trace).
-    """
-    gap = mean(policy, data.inputs) - data.actions
-    return jnp.mean(jnp.einsum("mi,mij,mj->m", gap, data.precisions, gap))
+def _mahalanobis(policy: Policy, inputs, actions, precisions) -> jax.Array:
+    gap = mean(policy, inputs) - actions
+    return jnp.einsum("mi,mij,mj->m", gap, precisions, gap)
 
 
-def fit(policy: Policy, data: Targets, key: jax.Array, *, epochs: int, batch_size: int,
-        learning_rate: float):
+def precision_scale(data: Targets) -> jax.Array:
+    """The mean trace of the precisions over rows, divided by dU `[]` (`loss` divides by it)."""
+    dim = data.precision.shape[-1]
+    return jnp.mean(jnp.trace(data.precision, axis1=-2, axis2=-1)) / dim
+
+
+def loss(layout: feats.StateLayout, policy: Policy, data: Targets) -> jax.Array:
+    """Mean over all rows of the squared Mahalanobis distance between the policy's and the
+    controllers' means, under the precisions divided by `precision_scale` (so the loss is
+    O(1) whatever the action scale) `[]`. Objectives are summed one at a time (`lax.map`),
+    so memory stays at one objective's rows."""
+    scale = precision_scale(data)
+    horizon = data.gain.shape[1]
+
+    def one_objective(inputs):
+        states, gain, offset, precision = inputs  # [S, T', dX], [T, dU, dX], ...
+        states = states[:, :horizon]
+        actions = jnp.einsum("tux,stx->stu", gain, states) + offset
+        precisions = jnp.broadcast_to(precision, (*actions.shape, actions.shape[-1]))
+        dim = actions.shape[-1]
+        return jnp.sum(_mahalanobis(policy, feats.policy_input(layout, states).reshape(
+            -1, states.shape[-1] - layout.dim), actions.reshape(-1, dim),
+            precisions.reshape(-1, dim, dim)))
+
+    return jnp.sum(jax.lax.map(one_objective, tuple(data))) / (data.num_rows * scale)
+
+
+def fit(layout: feats.StateLayout, policy: Policy, data: Targets, key: jax.Array, *,
+        steps: int, batch_size: int, learning_rate: float):
     """Trains the network of `policy` on `data` (module docstring).
 
-    Returns (the policy with the new network and the fitted variance, the loss after each
-    epoch `[epochs]`, evaluated on all of `data` with the normalised precisions).
+    Each of the `steps` Adam steps (one `lax.scan`) draws `batch_size` rows uniformly with
+    replacement, so the cost is set by `steps * batch_size`, not by the number of rows.
+
+    Returns (the policy with the new network and the fitted variance, the loss `[]` on all
+    rows after the last step).
     """
-    count, dim = data.actions.shape
-    scale = jnp.mean(jnp.trace(data.precisions, axis1=1, axis2=2)) / dim
-    data = data._replace(precisions=data.precisions / scale)
-    batch_size = min(batch_size, count)
-    num_batches = count // batch_size
+    count = data.num_rows
+    scale = precision_scale(data)
     optimizer = optax.adam(learning_rate)
 
-    def batch_loss(network, batch):
-        return loss(policy._replace(network=network), batch)
+    def batch_loss(network, index):
+        inputs, actions, precisions = rows(layout, data, index)
+        return jnp.mean(_mahalanobis(policy._replace(network=network), inputs, actions,
+                                     precisions / scale))
 
-    def step(carry, batch):
+    def step(carry, inputs):
         network, opt_state = carry
-        grads = jax.grad(batch_loss)(network, batch)
+        step_key, number = inputs
+        index = jax.random.randint(step_key, (batch_size,), 0, count)
+        grads = jax.grad(batch_loss)(network, index)
         updates, opt_state = optimizer.update(grads, opt_state, network)
+        progress.tick(number + 1)
         return (optax.apply_updates(network, updates), opt_state), None
 
-    def epoch(carry, epoch_key):
-        order = jax.random.permutation(epoch_key, count)[: num_batches * batch_size]
-        batches = jax.tree.map(lambda a: a[order].reshape(num_batches, batch_size,
-                                                          *a.shape[1:]), data)
-        carry, _ = jax.lax.scan(step, carry, batches)
-        return carry, batch_loss(carry[0], data)
-
     start = (policy.network, optimizer.init(policy.network))
-    (network, _), losses = jax.lax.scan(epoch, start, jax.random.split(key, epochs))
-    diagonal = jnp.diagonal(data.precisions, axis1=1, axis2=2) * scale
-    return policy._replace(network=network, variance=1.0 / jnp.mean(diagonal, axis=0)), losses
+    (network, _), _ = jax.lax.scan(step, start, (jax.random.split(key, steps),
+                                                 jnp.arange(steps)))
+    diagonal = jnp.mean(jnp.diagonal(data.precision, axis1=-2, axis2=-1), axis=(0, 1))
+    fitted = policy._replace(network=network, variance=1.0 / diagonal)
+    return fitted, loss(layout, fitted, data)
 
 
 def linearise(layout: feats.StateLayout, policy: Policy, samples: ctrl.Samples,

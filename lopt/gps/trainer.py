@@ -2,7 +2,7 @@
 
 Coupling: mirror-descent GPS (MD, Montgomery & Levine 2016), on-policy by default
 (`Config.sampling="policy"`, MD section 4). Before the first iteration the policy imitates the
-initial (tuned momentum) controllers for `imitation_epochs`. One iteration is then
+initial (tuned momentum) controllers for `imitation_steps`. One iteration is then
 
   sample    rollouts of the policy's mean plus Gaussian noise of its variance
   fit       the local model around those samples: cost expansion and dynamics, exact
@@ -50,7 +50,6 @@ momentum) controllers, and kept fixed. Everything runs in float64 inside
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import time
@@ -61,7 +60,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
-from lopt import evaluation
+from lopt import evaluation, parallel, progress
 from lopt.gps import controllers as ctrl
 from lopt.gps import dynamics as dynamics_lib
 from lopt.gps import exact_dynamics, trajectory_opt
@@ -85,37 +84,62 @@ class TrainState(NamedTuple):
     best_cost: jax.Array
 
 
-def initial_state(config: Config, family, problems, x0: jax.Array, key: jax.Array):
-    """Tuned momentum controllers and a policy whitened on samples of them (and, with
-    on-policy sampling, fitted to them for `imitation_epochs`); also returns the momentum
-    choices."""
-    key_policy, key_sample, key_fit = jax.random.split(key, 3)
-    loop, momentum = trajectory_opt.initial_state(config, family, problems, x0)
+def initial_policy(config: Config, family, controller: ctrl.Controller, samples: ctrl.Samples,
+                   key: jax.Array) -> policy_lib.Policy:
+    """A policy whitened on `samples` of the initial controllers `controller` (and, with
+    on-policy sampling, fitted to them for `imitation_steps`)."""
+    key_policy, key_fit = jax.random.split(key)
     layout = config.features.layout(family.dim)
     policy = policy_lib.init(key_policy, layout.size - layout.dim, family.dim,
-                             config.policy_hidden, x0.dtype)
-    samples = trajectory_opt.sample_stage(config, family, problems, x0, loop, key_sample)
-    data = policy_lib.targets(layout, loop.controller, samples)
-    policy = policy_lib.normalise(policy, data)
+                             config.policy_hidden, samples.states.dtype)
+    data = policy_lib.targets(controller, samples)
+    policy = policy_lib.normalise(layout, policy, data)
     if config.sampling == "policy":
-        policy, _ = _fit_policy(config, policy, data, key_fit, config.imitation_epochs)
-    cost = jnp.mean(policy_cost(config, family, problems, x0, policy))
-    return TrainState(loop, policy, policy, cost), momentum
+        policy, _ = _fit_policy(config, layout, policy, data, key_fit, config.imitation_steps)
+    return policy
 
 
-def _fit_policy(config: Config, policy: policy_lib.Policy, data: policy_lib.Targets, key,
-                epochs: int):
-    return policy_lib.fit(policy, data, key, epochs=epochs, batch_size=config.policy_batch_size,
+def initial_state(config: Config, family, problems, x0: jax.Array, key: jax.Array):
+    """Tuned momentum controllers and the initial policy (`initial_policy`) with its cost,
+    as two progress stages (`lopt.progress`)."""
+    key_sample, key_policy = jax.random.split(key)
+    (loop, _), _ = _timed(INITIAL_CONTROLLERS, len(config.momentum_step_sizes)
+                          * len(config.momentum_decays), "grid points",
+                          _jit_initial_controllers, config, family, problems, x0)
+    with progress.stage(INITIAL_POLICY, config.imitation_steps, "steps"):
+        samples = _stages["sample"](config, family, problems, x0, loop, key_sample)
+        policy = jax.device_get(_jit_initial_policy(  # lopt.parallel.on_one_device
+            config, family, *parallel.on_one_device((loop.controller, samples)), key_policy))
+        cost = jnp.mean(_jit_policy_cost(config, family, problems, x0, policy))
+    return TrainState(loop, policy, policy, cost)
+
+
+def _state_shapes(config: Config, family, problems, x0: jax.Array, key: jax.Array):
+    """The shapes and dtypes of `initial_state`'s TrainState (`jax.ShapeDtypeStruct`s)."""
+
+    def build(problems, x0, key):
+        loop, _ = trajectory_opt.initial_state(config, family, problems, x0)
+        samples = trajectory_opt.sample_stage(config, family, problems, x0, loop, key)
+        policy = initial_policy(config, family, loop.controller, samples, key)
+        return TrainState(loop, policy, policy, jnp.zeros((), x0.dtype))
+
+    return jax.eval_shape(build, problems, x0, key)
+
+
+def _fit_policy(config: Config, layout, policy: policy_lib.Policy, data: policy_lib.Targets,
+                key, steps: int):
+    return policy_lib.fit(layout, policy, data, key, steps=steps,
+                          batch_size=config.policy_batch_size,
                           learning_rate=config.policy_learning_rate)
 
 
 def policy_stage(config: Config, family, policy: policy_lib.Policy,
                  controller: ctrl.Controller, samples: ctrl.Samples, key):
     """S-step: `policy` fitted to `controller` `[N, T, ...]` at the samples; returns (policy,
-    loss after each epoch `[policy_epochs]`)."""
+    loss on all sampled states after fitting `[]`)."""
     layout = config.features.layout(family.dim)
-    data = policy_lib.targets(layout, controller, samples)
-    return _fit_policy(config, policy, data, key, config.policy_epochs)
+    data = policy_lib.targets(controller, samples)
+    return _fit_policy(config, layout, policy, data, key, config.policy_steps)
 
 
 def sample_policy(config: Config, family, problems, x0: jax.Array, policy: policy_lib.Policy,
@@ -148,7 +172,7 @@ def sample_policy(config: Config, family, problems, x0: jax.Array, policy: polic
         loss_fn = family.objective(problem)
         return jax.vmap(lambda n: one_rollout(loss_fn, start, n))(noises)
 
-    return jax.vmap(one_objective)(problems, x0, noise)
+    return ctrl.in_chunks(one_objective, problems, x0, noise)
 
 
 def fit_stage(config: Config, family, problems, samples: ctrl.Samples, key):
@@ -183,8 +207,12 @@ def policy_cost(config: Config, family, problems, x0: jax.Array, policy: policy_
     """Mean f(x_t) over t = 1..num_steps (default: the horizon T) of the policy's own
     (noiseless) runs: `[N]`."""
     opt = learned_lib.predicted_step_descent(policy, config.features, family.dim)
-    curves = evaluation.batch_curves(opt, family, problems, x0, num_steps or config.horizon)
-    return jnp.mean(curves[:, 1:], axis=1)
+
+    def batched(*share):
+        curves = evaluation.batch_curves(opt, family, *share, num_steps or config.horizon)
+        return jnp.mean(curves[:, 1:], axis=1)
+
+    return parallel.over_devices(batched, problems, x0)
 
 
 def _jit(function):
@@ -199,44 +227,89 @@ _stages = {
     "linearise": _jit(linearise_stage),
     "optimise": _jit(optimise_stage),
 }
-_jit_initial_state = _jit(initial_state)
+_jit_initial_controllers = _jit(trajectory_opt.initial_state)
+_jit_initial_policy = _jit(initial_policy)
 _jit_controller_cost = _jit(trajectory_opt.mean_cost)
 _jit_policy_cost = jax.jit(policy_cost, static_argnums=(0, 1, 5))
 
 
-def _timed(name, *args):
+INITIAL_CONTROLLERS = "GPS initialisation: tuned momentum"
+INITIAL_POLICY = "GPS initialisation: policy"
+
+
+def iteration_prefix(index: int, num_iterations: int) -> str:
+    return f"GPS iteration {index + 1}/{num_iterations}"
+
+
+def plan(config: Config) -> dict[str, float]:
+    """{progress-stage label: expected seconds} for `train` (`lopt.progress`): the stages'
+    times on 1800 logistic-regression objectives on 2 cores (the job's ETA rescales them by
+    the times measured as it runs, so only their ratios matter)."""
+    shares = {INITIAL_CONTROLLERS: 19.0, INITIAL_POLICY: 20.0}
+    for index in range(config.num_iterations):
+        prefix = iteration_prefix(index, config.num_iterations)
+        labels = stage_names(prefix)
+        shares.update({labels["sample"]: 5.0, labels["fit"]: 8.0, labels["optimise"]: 30.0,
+                       labels["policy"]: 5.0, f"{prefix}: evaluate": 1.0})
+    return shares
+
+
+def _timed(label: str, total: int | None, unit: str, function, *args):
+    """`function(*args)` as the progress stage `label` (`lopt.progress`): (result, seconds)."""
     started = time.perf_counter()
-    result = jax.block_until_ready(_stages[name](*args))
+    with progress.stage(label, total, unit):
+        result = jax.block_until_ready(function(*args))
     return result, time.perf_counter() - started
 
 
-def iteration(config: Config, family, problems, x0, state: TrainState, key):
-    """One GPS iteration (module docstring): returns (new TrainState, diagnostics dict)."""
+def _s_step(config: Config, family, policy, controller, samples, key):
+    """The jitted `policy_stage` on one device (`lopt.parallel.on_one_device`); the fitted
+    policy comes back through the host, so split stages can take it."""
+    return jax.device_get(_stages["policy"](
+        config, family, policy, *parallel.on_one_device((controller, samples)), key))
+
+
+def stage_names(prefix: str) -> dict[str, str]:
+    """Progress-stage labels of one iteration, by stage: sample, fit, optimise, policy."""
+    return {name: f"{prefix}: {name}" for name in ("sample", "fit", "optimise", "policy")}
+
+
+def iteration(config: Config, family, problems, x0, state: TrainState, key,
+              prefix: str = "GPS iteration"):
+    """One GPS iteration (module docstring): returns (new TrainState, diagnostics dict).
+    Each stage runs as a progress stage labelled by `stage_names(prefix)`."""
     key_sample, key_fit, key_policy = jax.random.split(key, 3)
+    labels, num = stage_names(prefix), x0.shape[0]
     if config.sampling == "policy":
-        samples, sample_s = _timed("sample_policy", config, family, problems, x0, state.policy,
-                                   key_sample)
-        model, fit_s = _timed("fit", config, family, problems, samples, key_fit)
+        samples, sample_s = _timed(labels["sample"], None, "", _stages["sample_policy"], config,
+                                   family, problems, x0, state.policy, key_sample)
+        model, fit_s = _timed(labels["fit"], None, "", _stages["fit"], config, family, problems,
+                              samples, key_fit)
         reference = _stages["linearise"](config, family, state.policy, samples)
         (loop, solution, kl_bound, failed), optimise_s = _timed(
-            "optimise", config, family, model, state.loop._replace(controller=reference),
-            reference, samples)
-        (policy, losses), policy_s = _timed("policy", config, family, state.policy,
+            labels["optimise"], num, "objectives", _stages["optimise"], config, family, model,
+            state.loop._replace(controller=reference), reference, samples)
+        del model, reference  # before the S-step: 0.9 GB on 1800 logistic objectives
+        (policy, losses), policy_s = _timed(labels["policy"], config.policy_steps, "steps",
+                                            _s_step, config, family, state.policy,
                                             loop.controller, samples, key_policy)
     else:
-        samples, sample_s = _timed("sample", config, family, problems, x0, state.loop,
-                                   key_sample)
-        model, fit_s = _timed("fit", config, family, problems, samples, key_fit)
-        (policy, losses), policy_s = _timed("policy", config, family, state.policy,
+        samples, sample_s = _timed(labels["sample"], None, "", _stages["sample"], config, family,
+                                   problems, x0, state.loop, key_sample)
+        model, fit_s = _timed(labels["fit"], None, "", _stages["fit"], config, family, problems,
+                              samples, key_fit)
+        (policy, losses), policy_s = _timed(labels["policy"], config.policy_steps, "steps",
+                                            _s_step, config, family, state.policy,
                                             state.loop.controller, samples, key_policy)
         reference = None
         if config.coupling == "mirror_descent":
             reference = _stages["linearise"](config, family, policy, samples)
-        (loop, solution, kl_bound, failed), optimise_s = _timed("optimise", config, family, model,
-                                                        state.loop, reference, samples)
+        (loop, solution, kl_bound, failed), optimise_s = _timed(
+            labels["optimise"], num, "objectives", _stages["optimise"], config, family, model,
+            state.loop, reference, samples)
     record = {
         "sample_cost": float(jnp.mean(samples.values[:, :, 1:])),
-        "policy_loss": float(losses[-1]),
+        "policy_loss": float(losses),
         "kl": float(jnp.mean(solution.kl)),
         "kl_bound": float(jnp.mean(kl_bound)),
         "eta": float(jnp.nanmedian(solution.eta)),
@@ -318,10 +391,8 @@ def train(family, train_problems, config: Config, key: jax.Array, *, callback=No
       the training starts. Runs in float64 inside
       `jax.enable_x64()` (the global setting is left alone).
 
-    On CPU with many objectives, start the process with
-    `XLA_FLAGS=--xla_cpu_multi_thread_eigen=false`, as the GPS binaries do
-    (`experiments.common.use_single_threaded_eigen`): with XLA's multi-threaded Eigen pool,
-    training on 900 logistic-regression objectives stalled for good in some runs.
+    The per-objective stages are split over all devices (`lopt.parallel`); the S-step runs
+    on the first device.
     """
     num = evaluation.num_problems(train_problems)
     fingerprint = _fingerprint(config, family, num)
@@ -336,13 +407,12 @@ def train(family, train_problems, config: Config, key: jax.Array, *, callback=No
         if config.validation_steps:  # fresh starts, one per training objective
             validation = (jax.tree.map(_to_float64, train_problems),
                           family.init(jax.random.fold_in(key_x0, 1), num).astype(jnp.float64))
-        make_initial = functools.partial(_jit_initial_state, config, family)
         resumed = None
         if checkpoint_dir is not None:
-            template = jax.eval_shape(make_initial, problems, x0, key_state)[0]
+            template = _state_shapes(config, family, problems, x0, key_state)
             resumed = _load_checkpoint(checkpoint_dir, template, fingerprint)
         if resumed is None:
-            state, momentum = make_initial(problems, x0, key_state)
+            state = initial_state(config, family, problems, x0, key_state)
             if validation is not None:
                 state = state._replace(best_cost=jnp.mean(_jit_policy_cost(
                     config, family, *validation, state.policy, config.validation_steps)))
@@ -355,17 +425,22 @@ def train(family, train_problems, config: Config, key: jax.Array, *, callback=No
             logging.info("GPS: resumed from %s at iteration %d", checkpoint_dir, first)
         for index in range(first, config.num_iterations):
             started = time.perf_counter()
+            prefix = iteration_prefix(index, config.num_iterations)
             state, record = iteration(config, family, problems, x0, state,
-                                      jax.random.fold_in(key, index))
-            record = {
-                "iteration": index,
-                "controller_cost": float(jnp.mean(_jit_controller_cost(
-                    config, family, problems, x0, state.loop.controller))),
-                "policy_cost": float(jnp.mean(_jit_policy_cost(config, family, problems, x0,
-                                                               state.policy))),
-                **record,
-                "seconds": time.perf_counter() - started,
-            }
+                                      jax.random.fold_in(key, index), prefix)
+            with progress.stage(f"{prefix}: evaluate"):
+                record = {
+                    "iteration": index,
+                    "controller_cost": float(jnp.mean(_jit_controller_cost(
+                        config, family, problems, x0, state.loop.controller))),
+                    "policy_cost": float(jnp.mean(_jit_policy_cost(config, family, problems,
+                                                                   x0, state.policy))),
+                    **record,
+                }
+                if validation is not None:
+                    record["validation_cost"] = float(jnp.mean(_jit_policy_cost(
+                        config, family, *validation, state.policy, config.validation_steps)))
+            record["seconds"] = time.perf_counter() - started
             logging.info(
                 "GPS iteration %d/%d: cost controllers %.6f, policy %.6f (samples %.6f); "
                 "policy loss %.4f; KL %.3f / %.3f, median eta %.3g, step mult %.3f, %d failed "
@@ -375,11 +450,7 @@ def train(family, train_problems, config: Config, key: jax.Array, *, callback=No
                 record["eta"], record["step_mult"], record["failed_conditions"],
                 record["sample_seconds"],
                 record["fit_seconds"], record["policy_seconds"], record["optimise_seconds"])
-            selection_cost = record["policy_cost"]
-            if validation is not None:
-                selection_cost = float(jnp.mean(_jit_policy_cost(
-                    config, family, *validation, state.policy, config.validation_steps)))
-                record["validation_cost"] = selection_cost
+            selection_cost = record.get("validation_cost", record["policy_cost"])
             if selection_cost < float(state.best_cost):
                 state = state._replace(best_policy=state.policy,
                                        best_cost=jnp.asarray(selection_cost))

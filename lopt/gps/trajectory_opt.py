@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 from absl import logging
 
+from lopt import parallel, progress
 from lopt.gps import controllers as ctrl
 from lopt.gps import cost as cost_lib
 from lopt.gps import dynamics as dyn
@@ -113,8 +114,10 @@ def _chunked(config: Config, function, inputs):
     at paper size (90 logistic objectives, 2 cores, warm-started searches: 1.37-1.41 CPU-s
     against 1.55 for 2, 1.78-1.92 for 4 and 1.58-1.67 for 16): an objective's working set
     (~133 KB per matrix) already fills the caches, and each eta search then runs only the
-    passes its own objective needs."""
-    return jax.lax.map(function, inputs, batch_size=config.lqg_batch_size)
+    passes its own objective needs. The objectives are split over all devices
+    (`lopt.parallel`)."""
+    return parallel.over_devices(
+        lambda share: jax.lax.map(function, share, batch_size=config.lqg_batch_size), inputs)
 
 
 def optimise_stage(config: Config, family, model: Model, state: LoopState,
@@ -123,7 +126,9 @@ def optimise_stage(config: Config, family, model: Model, state: LoopState,
 
     The KL trust region is around `reference` (`[N, T, ...]`): the current controllers by
     default, the linearised policy in mirror-descent GPS (`lopt.gps.train`). Returns (new
-    LoopState, lqg.Solution, KL bound `[N]`, failed `[N]`): where the LQG gave a non-finite
+    LoopState, lqg.Solution without its controller (None: it is the new LoopState's, and a
+    second copy of `[N, T, dU, dX]` gains is not kept), KL bound `[N]`, failed `[N]`): where
+    the LQG gave a non-finite
     controller (its eta search found no pass that worked), the objective keeps `reference`
     (KL 0, expected cost as measured, a cold eta search next time) instead of passing NaN on
     to the samples and the policy.
@@ -142,10 +147,13 @@ def optimise_stage(config: Config, family, model: Model, state: LoopState,
     kl_bound = config.kl_step * step_mult * config.horizon
 
     def solve(inputs):
-        return lqg.optimise(config, layout, *inputs)
+        *inputs, number = inputs
+        solution = lqg.optimise(config, layout, *inputs)
+        progress.tick(number + 1)
+        return solution
 
     solution = _chunked(config, solve, (model.dynamics, model.cost, reference, *model.initial,
-                                        kl_bound, state.eta))
+                                        kl_bound, state.eta, jnp.arange(kl_bound.shape[0])))
     failed = ~jax.vmap(is_finite_update)(solution.controller)
 
     def kept(fallback, new):  # fallback where the objective failed, else new
@@ -158,7 +166,7 @@ def optimise_stage(config: Config, family, model: Model, state: LoopState,
         expected_cost=kept(actual, solution.expected_cost))
     new_state = LoopState(solution.controller, step_mult, actual, solution.expected_cost,
                           solution.eta)
-    return new_state, solution, kl_bound, failed
+    return new_state, solution._replace(controller=None), kl_bound, failed
 
 
 def iteration(config: Config, family, problems, x0, state: LoopState, key):
@@ -174,8 +182,11 @@ def iteration(config: Config, family, problems, x0, state: LoopState, key):
 
 def mean_cost(config: Config, family, problems, x0, controller: ctrl.Controller) -> jax.Array:
     """Mean f(x_t) over t = 1..T of the noiseless rollout of each controller: `[N]`."""
-    values = ctrl.mean_rollouts(family, config.features, problems, x0, controller).values
-    return jnp.mean(values[:, 1:], axis=1)
+    def batched(*share):
+        values = ctrl.mean_rollouts(family, config.features, *share).values
+        return jnp.mean(values[:, 1:], axis=1)
+
+    return parallel.over_devices(batched, problems, x0, controller)
 
 
 class Result(NamedTuple):

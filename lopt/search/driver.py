@@ -44,6 +44,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
+from lopt import progress
 from lopt import rules as rules_lib
 from lopt.search import fingerprint, strategies, tasks
 from lopt.search.controller import ControllerConfig
@@ -248,6 +249,16 @@ def _rows(rules: list[str], scores: Scores, prints: list[str], iteration: int) -
                 rules, prints, scores.reward, scores.learning_rate, scores.diverged, strict=True)]
 
 
+def iteration_stage(iteration: int, num_iterations: int) -> str:
+    """The progress-stage label (`lopt.progress`) of scoring iteration `iteration`'s rules."""
+    return f"search iteration {iteration + 1}/{num_iterations}: scoring"
+
+
+def plan(config) -> dict[str, float]:
+    """{progress-stage label: share} of `run`: every iteration's scoring alike."""
+    return {iteration_stage(i, config.num_iterations): 1.0 for i in range(config.num_iterations)}
+
+
 def run(config: SearchConfig, key: jax.Array, *, out: str | None = None,
         resume: bool = False, max_iterations: int | None = None) -> SearchResult:
     """Runs (or with `resume`, continues) a search; writes the files of the module docstring
@@ -297,7 +308,8 @@ def run(config: SearchConfig, key: jax.Array, *, out: str | None = None,
         tokens = strategy.ask(ask_key, state)
         codes = space.vocabulary.full_codes(tokens, space.depth)
         evaluate_start = time.time()
-        scores = evaluate(codes, task, config.evaluator, eval_key, cache=cache)
+        with progress.stage(iteration_stage(iteration, config.num_iterations)):
+            scores = evaluate(codes, task, config.evaluator, eval_key, cache=cache)
         evaluate_seconds = time.time() - evaluate_start
         state = strategy.tell(state, tokens, jnp.asarray(scores.reward, jnp.float32))
         if iteration >= written:

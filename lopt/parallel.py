@@ -1,0 +1,54 @@
+"""Spreading independent per-item work (objectives, grid points) over every local device.
+
+`over_devices(batched, *inputs)` runs `batched` — a function of arrays with a leading item
+axis that returns arrays with the same leading axis, e.g. `jax.vmap(f)` or
+`lambda x: jax.lax.map(f, x)` — on each device's share of the items, with `jax.shard_map` on
+a one-axis mesh of `jax.devices()`. With one device it is `batched(*inputs)`. The item count
+is padded to a multiple of the device count by repeating the last item (so padded work stays
+finite) and the padding is dropped from the outputs. Items must not interact: each output
+row depends on its input row only, so the result does not depend on the number of devices
+(up to floating-point round-off where XLA vectorises a different batch size differently).
+
+On a CPU a process has one device unless XLA_FLAGS sets
+`--xla_force_host_platform_device_count`; the binaries leave it at one (docs/decisions.md).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh
+from jax.sharding import PartitionSpec as P
+
+AXIS = "items"
+
+
+def _padded(leaf: jax.Array, count: int) -> jax.Array:
+    missing = count - leaf.shape[0]
+    if not missing:
+        return leaf
+    return jnp.concatenate([leaf, jnp.repeat(leaf[-1:], missing, axis=0)])
+
+
+def over_devices(batched, *inputs):
+    """`batched(*inputs)` with the leading axis of every input leaf split over all devices
+    (module docstring); every input leaf must have the same leading size."""
+    devices = jax.devices()
+    if len(devices) == 1:
+        return batched(*inputs)
+    count = jax.tree.leaves(inputs)[0].shape[0]
+    padded = -(-count // len(devices)) * len(devices)
+    inputs = jax.tree.map(lambda leaf: _padded(leaf, padded), inputs)
+    mesh = Mesh(np.array(devices), (AXIS,))
+    outputs = jax.shard_map(batched, mesh=mesh, in_specs=P(AXIS), out_specs=P(AXIS),
+                            check_vma=False)(*inputs)
+    return jax.tree.map(lambda leaf: leaf[:count], outputs)
+
+
+def on_one_device(tree):
+    """`tree` with every array on the first device: for work that is not split over devices
+    (the S-step's minibatches), so it does not read a split array across devices. Hand a
+    result of such work back to split work through the host (`jax.device_get`, for small
+    results): JAX refuses to mix arrays placed on one device with arrays split over all."""
+    return jax.device_put(tree, jax.devices()[0])

@@ -1,0 +1,64 @@
+"""Progress lines: rates and ETAs from a fake clock, ticks from jitted code, scopes."""
+
+import re
+
+import jax
+import jax.numpy as jnp
+
+from lopt import progress
+
+
+class FakeClock:
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        return self.now
+
+
+def test_stage_and_job_etas_follow_the_rate_and_the_plan():
+    clock, lines = FakeClock(), []
+    with progress.job("demo", {"first": 1.0, "second": 3.0, "third": 2.0}, interval=1e6,
+                      log=lines.append, clock=clock) as job:
+        with progress.stage("first"):
+            clock.now += 10.0  # 10 s for 1 unit of plan weight
+        with progress.stage("second", total=4, unit="objectives") as stage:
+            clock.now += 5.0
+            stage.update(1)
+            line = job.line()
+        clock.now += 1.0
+    # second: 1 of 4 in 5 s -> 15 s left; third: 2 units at 10 s per unit -> 20 s.
+    assert "second: 1/4 objectives (0.2 objectives/s), ETA 15s; job ETA 35s" in line
+    assert any(entry.startswith("[demo 10s] first: done in 10.0s; job ETA 50s")
+               for entry in lines)
+    assert lines[-1].splitlines()[:3] == ["demo: time per stage", "first: 10.0s",
+                                          "second: 5.0s"]
+    assert lines[-1].splitlines()[3].startswith("total: 16.0s, of which XLA compiled 0 programs")
+
+
+def test_ticks_from_a_jitted_scan_and_scoped_labels_reach_the_open_stage():
+    lines = []
+
+    @jax.jit
+    def count(steps):
+        def body(total, number):
+            progress.tick(number + 1)
+            return total + number, None
+        return jax.lax.scan(body, 0, steps)[0]
+
+    with progress.job("demo", interval=1e6, log=lines.append):
+        with progress.scope("lto_logistic"), progress.stage("scan", total=7) as stage:
+            jax.block_until_ready(count(jnp.arange(7)))
+            jax.effects_barrier()
+    assert stage.done == 7
+    compiled = re.search(r"XLA compiled (\d+) programs", lines[-1])
+    assert compiled and int(compiled.group(1)) >= 1  # at least `count`, compiled in the job
+    assert "lto_logistic / scan: " in lines[-1].splitlines()[1]
+
+
+def test_without_a_job_stages_are_inert_and_print_nothing(capsys):
+    with progress.stage("alone", total=3) as stage:
+        stage.update(2)
+        progress.tick(jnp.asarray(3))
+    assert stage.done == 2
+    assert capsys.readouterr().out == ""
