@@ -8,6 +8,7 @@ is padded to a multiple of the device count by repeating the last item (so padde
 finite) and the padding is dropped from the outputs. Items must not interact: each output
 row depends on its input row only, so the result does not depend on the number of devices
 (up to floating-point round-off where XLA vectorises a different batch size differently).
+`map_over_devices(function, *inputs)` is the common case: a `lax.map` over the items.
 
 On a CPU a process has one device unless XLA_FLAGS sets
 `--xla_force_host_platform_device_count`; the binaries leave it at one (docs/decisions.md).
@@ -44,6 +45,14 @@ def over_devices(batched, *inputs):
     outputs = jax.shard_map(batched, mesh=mesh, in_specs=P(AXIS), out_specs=P(AXIS),
                             check_vma=False)(*inputs)
     return jax.tree.map(lambda leaf: leaf[:count], outputs)
+
+
+def map_over_devices(function, *inputs, batch_size: int | None = None):
+    """`function(*item)` for every item along the leading axis of `inputs`: a `lax.map`
+    (vmapped within batches of `batch_size` items) on each device's share (`over_devices`)."""
+    return over_devices(
+        lambda *share: jax.lax.map(lambda item: function(*item), share, batch_size=batch_size),
+        *inputs)
 
 
 def on_one_device(tree):

@@ -155,9 +155,7 @@ def in_chunks(one_objective, *inputs):
     CHUNK objectives, a `lax.map` over the chunks, split over all devices (`lopt.parallel`).
     One vmap over all objectives gave the same samples but held about twice their size in
     temporaries (time-major scan outputs, then transposed); chunks keep that to one chunk's."""
-    return parallel.over_devices(
-        lambda *share: jax.lax.map(lambda args: one_objective(*args), share, batch_size=CHUNK),
-        *inputs)
+    return parallel.map_over_devices(one_objective, *inputs, batch_size=CHUNK)
 
 
 def mean_rollouts(family, features: feats.FeatureConfig, problems, x0: jax.Array,

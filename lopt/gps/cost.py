@@ -73,9 +73,7 @@ def expand(family, layout: feats.StateLayout, problems, samples: Samples) -> Qua
     iterates = feats.iterate(layout, samples.states)
     # Objectives one at a time, as in `exact_dynamics.linearise`: vmapping them as well holds
     # every point's Hessian intermediates at once. Split over all devices.
-    return QuadraticCost(*parallel.over_devices(
-        lambda *share: jax.lax.map(lambda inputs: one_objective(*inputs), share),
-        problems, iterates))
+    return QuadraticCost(*parallel.map_over_devices(one_objective, problems, iterates))
 
 
 def time_weights(horizon: int, early_weight: float, early_steps: int, dtype) -> jax.Array:

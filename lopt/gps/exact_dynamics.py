@@ -83,6 +83,4 @@ def linearise(family, features: feats.FeatureConfig, problems, samples: Samples,
     # Objectives one at a time: the forward-over-reverse Jacobians of all S x T points of one
     # objective already vectorise well, and vmapping objectives too held every tangent's
     # intermediates at once (1.6 GB per 8 MLP objectives). Split over all devices.
-    return parallel.over_devices(
-        lambda *share: jax.lax.map(lambda inputs: one_objective(*inputs), share),
-        problems, samples.states, samples.actions)
+    return parallel.map_over_devices(one_objective, problems, samples.states, samples.actions)

@@ -82,9 +82,7 @@ def tune_momentum(config: Config, family, problems, x0: jax.Array) -> MomentumCh
         return jnp.where(jnp.isfinite(values[:, -1]), values[:, -1], jnp.inf)
 
     grid = (sizes.reshape(-1), decays.reshape(-1))
-    finals = parallel.over_devices(  # [G, N]
-        lambda share: jax.lax.map(final_values, share),
-        (*grid, jnp.arange(sizes.size)))
+    finals = parallel.map_over_devices(final_values, (*grid, jnp.arange(sizes.size)))  # [G, N]
     if config.momentum_per_objective:
         best = jnp.argmin(finals, axis=0)
     else:

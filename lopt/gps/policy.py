@@ -138,26 +138,32 @@ def rows(layout: feats.StateLayout, data: Targets, index: jax.Array):
     return feats.policy_input(layout, states), actions, data.precision[objective, time]
 
 
+def _objective_rows(layout: feats.StateLayout, objective: Targets):
+    """All rows of one objective (leaves of `Targets` without the N axis): (policy inputs
+    `[S T, dP]`, target actions `[S T, dU]`, precisions `[S T, dU, dU]`)."""
+    horizon = objective.gain.shape[0]
+    states = objective.states[:, :horizon]
+    actions = jnp.einsum("tux,stx->stu", objective.gain, states) + objective.offset
+    precisions = jnp.broadcast_to(objective.precision, (*actions.shape, actions.shape[-1]))
+    dim = actions.shape[-1]
+    return (feats.policy_input(layout, states).reshape(-1, states.shape[-1] - layout.dim),
+            actions.reshape(-1, dim), precisions.reshape(-1, dim, dim))
+
+
 def _row_moments(layout: feats.StateLayout, data: Targets):
     """Mean and standard deviation over all rows of the policy inputs and target actions.
 
     Two passes over the objectives (`lax.map`): sums, then squared deviations from the mean,
     so no `[N, S, T, dX]` temporary is formed."""
-    horizon = data.gain.shape[1]
 
-    def rows_of(inputs):  # one objective's policy inputs and actions, rows flattened
-        states, gain, offset = inputs
-        states = states[:, :horizon]
-        actions = jnp.einsum("tux,stx->stu", gain, states) + offset
-        return (feats.policy_input(layout, states).reshape(-1, states.shape[-1] - layout.dim),
-                actions.reshape(-1, actions.shape[-1]))
+    def rows_of(objective):  # inputs and actions
+        return _objective_rows(layout, objective)[:2]
 
-    objectives = (data.states, data.gain, data.offset)
-    sums = jax.lax.map(lambda inputs: jax.tree.map(lambda a: jnp.sum(a, axis=0),
-                                                   rows_of(inputs)), objectives)
+    sums = jax.lax.map(lambda objective: jax.tree.map(lambda a: jnp.sum(a, axis=0),
+                                                      rows_of(objective)), data)
     means = jax.tree.map(lambda a: jnp.sum(a, axis=0) / data.num_rows, sums)
-    squares = jax.lax.map(lambda inputs: jax.tree.map(
-        lambda a, m: jnp.sum((a - m) ** 2, axis=0), rows_of(inputs), means), objectives)
+    squares = jax.lax.map(lambda objective: jax.tree.map(
+        lambda a, m: jnp.sum((a - m) ** 2, axis=0), rows_of(objective), means), data)
     stds = jax.tree.map(lambda a: jnp.sqrt(jnp.sum(a, axis=0) / data.num_rows), squares)
     return means[0], stds[0], stds[1]
 
@@ -189,19 +195,11 @@ def loss(layout: feats.StateLayout, policy: Policy, data: Targets) -> jax.Array:
     O(1) whatever the action scale) `[]`. Objectives are summed one at a time (`lax.map`),
     so memory stays at one objective's rows."""
     scale = precision_scale(data)
-    horizon = data.gain.shape[1]
 
-    def one_objective(inputs):
-        states, gain, offset, precision = inputs  # [S, T', dX], [T, dU, dX], ...
-        states = states[:, :horizon]
-        actions = jnp.einsum("tux,stx->stu", gain, states) + offset
-        precisions = jnp.broadcast_to(precision, (*actions.shape, actions.shape[-1]))
-        dim = actions.shape[-1]
-        return jnp.sum(_mahalanobis(policy, feats.policy_input(layout, states).reshape(
-            -1, states.shape[-1] - layout.dim), actions.reshape(-1, dim),
-            precisions.reshape(-1, dim, dim)))
+    def one_objective(objective):
+        return jnp.sum(_mahalanobis(policy, *_objective_rows(layout, objective)))
 
-    return jnp.sum(jax.lax.map(one_objective, tuple(data))) / (data.num_rows * scale)
+    return jnp.sum(jax.lax.map(one_objective, data)) / (data.num_rows * scale)
 
 
 def fit(layout: feats.StateLayout, policy: Policy, data: Targets, key: jax.Array, *,

@@ -116,8 +116,7 @@ def _chunked(config: Config, function, inputs):
     (~133 KB per matrix) already fills the caches, and each eta search then runs only the
     passes its own objective needs. The objectives are split over all devices
     (`lopt.parallel`)."""
-    return parallel.over_devices(
-        lambda share: jax.lax.map(function, share, batch_size=config.lqg_batch_size), inputs)
+    return parallel.map_over_devices(function, inputs, batch_size=config.lqg_batch_size)
 
 
 def optimise_stage(config: Config, family, model: Model, state: LoopState,
