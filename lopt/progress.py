@@ -13,8 +13,8 @@ Stages run in `scope(prefix)` are labelled `prefix / name`; plans use the labels
 The job's ETA comes from a plan, {stage label: weight}, given when the job starts: the
 remaining planned weight times the seconds per unit of weight the finished stages took
 (stages outside the plan add nothing). With no plan, or before any planned stage has
-finished, only the stage's own ETA is given. `Job.summary()` is the time per stage and
-the time XLA spent compiling.
+finished, only the stage's own ETA is given. `Job.summary()` is the time per stage, the
+time XLA spent compiling and the process's peak memory.
 
 Library code opens stages without knowing whether a job is active: with none, `stage`
 runs its body with an inert Stage, and `tick` does nothing, so nothing is printed and no
@@ -24,6 +24,7 @@ thread runs unless a binary (or a user) opened a `job`.
 from __future__ import annotations
 
 import contextlib
+import resource
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -152,12 +153,14 @@ class Job:
                   f"done in {seconds:.1f}s{job}")
 
     def summary(self) -> str:
-        """Time per stage, in the order they ran, and the total."""
+        """Time per stage, in the order they ran, the total, and the process's peak resident
+        memory so far (`resource.getrusage`, kilobytes on Linux)."""
         lines = [f"{name}: {seconds:.1f}s" for name, seconds in self.times.items()]
         total = self._clock() - self.started
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
         return "\n".join([f"{self.name}: time per stage", *lines, f"total: {total:.1f}s, of "
                           f"which XLA compiled {self.compiles} programs in "
-                          f"{self.compile_seconds:.1f}s"])
+                          f"{self.compile_seconds:.1f}s; peak memory {peak:.1f} GB"])
 
 
 _active: list[Job] = []

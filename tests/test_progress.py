@@ -34,6 +34,7 @@ def test_stage_and_job_etas_follow_the_rate_and_the_plan():
     assert lines[-1].splitlines()[:3] == ["demo: time per stage", "first: 10.0s",
                                           "second: 5.0s"]
     assert lines[-1].splitlines()[3].startswith("total: 16.0s, of which XLA compiled 0 programs")
+    assert re.search(r"; peak memory \d+\.\d GB$", lines[-1])
 
 
 def test_ticks_from_a_jitted_scan_and_scoped_labels_reach_the_open_stage():
