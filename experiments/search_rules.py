@@ -6,7 +6,7 @@ r"""Searches for update rules (Neural Optimizer Search) with PPO, evolution or r
 
 `--config` picks a preset of `lopt.search.PRESETS` (smoke: seconds on a quadratic; cpu: digits
 MLP on a laptop CPU; paper: the CIFAR-10 child at paper scale); the other flags override its
-fields when given. Writes results.jsonl, checkpoint.pkl, top_rules.md and reward_curve.png into
+fields when given. Writes results.jsonl, checkpoint.npz, top_rules.md and reward_curve.png into
 --out (see `lopt.search.driver`). `--resume` continues the run in --out, which must have been
 started with the same settings.
 """
@@ -76,7 +76,8 @@ def main(argv):
         config = make_config()
         if config.task in tasks.CIFAR10_TASKS and config.data_dir is None:
             raise ValueError(f"task {config.task} needs --data_dir (a local CIFAR-10 directory)")
-        driver.check_output(OUT.value, config, RESUME.value)
+        driver.check_output(OUT.value, driver.run_identity(config, jax.random.key(SEED.value)),
+                            RESUME.value)
     except ValueError as error:
         raise app.UsageError(str(error)) from error
     with progress.job("search_rules", driver.plan(config)):

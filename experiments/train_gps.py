@@ -6,12 +6,14 @@ r"""Learns predicted step descent with Guided Policy Search on training objectiv
 
 Training problems are drawn with `--seed` (the paper's number for the family unless
 `--num_train` is given). Writes into --out:
-  learned.json, policy.npz        the learned optimizer (`lopt.gps.load(OUT)` reads it)
-  checkpoint.npz, checkpoint.json the loop state after the last finished iteration
-  config.json                     every setting of the run
+  learned.npz                     the learned optimizer (`lopt.gps.load(OUT)` reads it)
+  checkpoint.npz                  the loop state after the last finished iteration, with the
+                                  run's identity (settings, key, problems; `lopt.checkpoint`)
+  config.json                     every setting of the run (written when it starts)
   training.png                    mean training cost of the controllers and of the policy
-With --resume an interrupted run continues from its checkpoint; without it an existing
-checkpoint in --out is an error (so a finished run is never overwritten by accident).
+With --resume an interrupted run continues from its checkpoint; a checkpoint of another run
+(another seed, setting or problem count) is refused, naming what differs. Without --resume an
+existing checkpoint in --out is an error (so a finished run is never overwritten by accident).
 """
 
 import dataclasses
@@ -23,7 +25,7 @@ import jax
 from absl import app, flags, logging
 
 from experiments.common import prepare_output_dir, use_single_threaded_eigen
-from lopt import gps, objectives, plotting, progress
+from lopt import checkpoint, gps, objectives, plotting, progress
 
 FAMILY = flags.DEFINE_enum("family", "logistic_regression", sorted(objectives.FAMILIES),
                            "Objective family.")
@@ -51,7 +53,7 @@ def main(argv):
     del argv
     use_single_threaded_eigen()
     out = prepare_output_dir(OUT.value)
-    has_checkpoint = os.path.exists(os.path.join(out, gps.trainer.CHECKPOINT_METADATA))
+    has_checkpoint = os.path.exists(os.path.join(out, gps.trainer.CHECKPOINT))
     if has_checkpoint and not RESUME.value:
         raise app.UsageError(f"--out={out} already holds a checkpoint; pass --resume to "
                              "continue it or choose another directory")
@@ -66,13 +68,22 @@ def main(argv):
     family = objectives.get(FAMILY.value)
     num_train = NUM_TRAIN.value or objectives.PAPER_NUM_TRAIN.get(FAMILY.value, 90)
     key_train, key_gps = jax.random.split(jax.random.key(SEED.value))
-    with open(os.path.join(out, "config.json"), "w") as file:
-        json.dump({"family": FAMILY.value, "preset": CONFIG.value, "num_train": num_train,
-                   "seed": SEED.value, "config": dataclasses.asdict(config)}, file, indent=1)
+    problems = family.sample(key_train, num_train)
+    if has_checkpoint:  # refuse another run's checkpoint before any training work
+        identity = gps.trainer.run_identity(config, family, problems, key_gps)
+        try:
+            checkpoint.check_identity(checkpoint.identity_in(os.path.join(
+                out, gps.trainer.CHECKPOINT)), identity, f"the checkpoint in {out}")
+        except ValueError as error:
+            raise app.UsageError(str(error)) from error
+    else:
+        with open(os.path.join(out, "config.json"), "w") as file:
+            json.dump({"family": FAMILY.value, "preset": CONFIG.value, "num_train": num_train,
+                       "seed": SEED.value, "config": dataclasses.asdict(config)}, file,
+                      indent=1)
     started = time.time()
     with progress.job("train_gps", gps.trainer.plan(config)):
-        learned = gps.train(family, family.sample(key_train, num_train), config, key_gps,
-                            checkpoint_dir=out)
+        learned = gps.train(family, problems, config, key_gps, checkpoint_dir=out)
     gps.save(learned, out)
     history = learned.history
     plotting.plot_training_costs(

@@ -1,6 +1,5 @@
 """The policy: supervised fit, linearisation, predicted step descent as optax, files."""
 
-import json
 
 import jax
 import jax.numpy as jnp
@@ -8,7 +7,7 @@ import numpy as np
 import optax
 import pytest
 
-from lopt import evaluation, gps, objectives
+from lopt import checkpoint, evaluation, gps, objectives
 from lopt.gps import features, policy
 
 FAMILY = objectives.logistic_regression()
@@ -183,21 +182,18 @@ def test_loading_foreign_or_corrupt_files_gives_clear_errors(learned, tmp_path):
     with pytest.raises(ValueError, match="is not a learned-optimizer directory"):
         gps.load(str(tmp_path / "missing"))
     gps.save(learned, str(tmp_path))
-    metadata_path = tmp_path / "learned.json"
-    metadata = json.loads(metadata_path.read_text())
-    metadata_path.write_text(json.dumps({**metadata, "format": "something.else"}))
-    with pytest.raises(ValueError, match="format is 'something.else'"):
+    path = str(tmp_path / gps.learned.FILE)
+    metadata = checkpoint.metadata(path)
+    checkpoint.save(path, learned.policy, metadata={**metadata, "format": "something.else"})
+    with pytest.raises(ValueError, match="holds 'something.else', not 'lopt.gps.learned'"):
         gps.load(str(tmp_path))
-    metadata_path.write_text(json.dumps({**metadata, "version": 99}))
+    checkpoint.save(path, learned.policy, metadata={**metadata, "version": 99})
     with pytest.raises(ValueError, match="version 99 is not supported"):
         gps.load(str(tmp_path))
-    metadata_path.write_text("{not json")
-    with pytest.raises(ValueError, match="cannot load a learned optimizer"):
+    checkpoint.save(path, learned.policy, metadata={**metadata, "hidden": 3})
+    with pytest.raises(ValueError, match="holds arrays of shapes"):
         gps.load(str(tmp_path))
-    metadata_path.write_text(json.dumps(metadata))
-    (tmp_path / "policy.npz").write_bytes(b"garbage")
-    with pytest.raises(ValueError, match="cannot load a learned optimizer"):
-        gps.load(str(tmp_path))
-    np.savez(tmp_path / "policy.npz", input_mean=np.zeros(3))
-    with pytest.raises(ValueError, match="holds arrays"):
+    with open(path, "wb") as file:
+        file.write(b"garbage")
+    with pytest.raises(ValueError, match="is not a readable lopt checkpoint"):
         gps.load(str(tmp_path))

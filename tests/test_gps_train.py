@@ -92,13 +92,27 @@ def test_kill_and_resume_equals_uninterrupted(uninterrupted, tmp_path):
         np.testing.assert_array_equal(got, want)
 
 
-def test_resuming_a_different_run_is_refused(tmp_path):
+@pytest.fixture(scope="module")
+def killed_run(tmp_path_factory):
+    directory = str(tmp_path_factory.mktemp("killed"))
     with pytest.raises(Killed):
-        trainer.train(FAMILY, PROBLEMS, CONFIG, KEY, checkpoint_dir=str(tmp_path),
+        trainer.train(FAMILY, PROBLEMS, CONFIG, KEY, checkpoint_dir=directory,
                       callback=_kill_after_first_iteration)
-    other = dataclasses.replace(CONFIG, policy_learning_rate=0.5)
-    with pytest.raises(ValueError, match="belongs to a different run"):
-        trainer.train(FAMILY, PROBLEMS, other, KEY, checkpoint_dir=str(tmp_path))
+    return directory
+
+
+@pytest.mark.parametrize("problems, config, key, named", [
+    (PROBLEMS, dataclasses.replace(CONFIG, policy_learning_rate=0.5), KEY,
+     "gps.policy_learning_rate"),
+    (PROBLEMS, CONFIG, jax.random.key(2), "key ([0, 1] there, [0, 2] now)"),
+    (FAMILY.sample(jax.random.key(5), 4), CONFIG, KEY, "data ("),
+    (FAMILY.sample(jax.random.key(0), 5), CONFIG, KEY, "data ("),
+])
+def test_resuming_a_different_run_is_refused_naming_the_difference(killed_run, problems, config,
+                                                                   key, named):
+    with pytest.raises(ValueError, match="belongs to a different run") as error:
+        trainer.train(FAMILY, problems, config, key, checkpoint_dir=killed_run)
+    assert named in str(error.value)
 
 
 def test_bad_policy_settings_are_rejected_with_the_name():

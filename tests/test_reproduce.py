@@ -34,7 +34,7 @@ def test_every_experiment_runs_at_smoke_scale_and_resumes(run_module, tmp_path):
     assert "| predicted_step_descent |" in margins and "learned beats it at" in margins
     assert "Against the paper's baselines" in margins
     assert "line_search_margin_of_victory.png" in margins
-    assert (out / "lto_mlp" / "learned" / "learned.json").exists()
+    assert (out / "lto_mlp" / "learned" / "learned.npz").exists()
     search = (out / "nos_search" / "report.md").read_text()
     assert "on selection seeds" in search and "| selection (1 seeds) |" in search
     # Progress: each GPS stage, the job's ETA after it, and the time per stage at the end.

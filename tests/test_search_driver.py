@@ -67,6 +67,8 @@ def test_resume_refuses_a_different_config(uninterrupted):
     changed = dataclasses.replace(SMOKE, batch_size=5, strategy="random")
     with pytest.raises(ValueError, match=r"batch_size .*strategy"):
         driver.run(changed, jax.random.key(0), out=out, resume=True)
+    with pytest.raises(ValueError, match=r"different run: key \(\[0, 0\] there, \[0, 1\] now"):
+        driver.run(SMOKE, jax.random.key(1), out=out, resume=True)
     with pytest.raises(ValueError, match="already holds a search"):
         driver.run(SMOKE, jax.random.key(0), out=out)
 
@@ -90,10 +92,13 @@ def test_binary_smoke_end_to_end(run_module, tmp_path):
     assert completed.returncode == 0, completed.stderr[-3000:]
     assert "Best rule:" in completed.stdout
     assert len(_read(os.path.join(out, "results.jsonl")).splitlines()) == 40
-    assert {"top_rules.md", "reward_curve.png", "checkpoint.pkl"} <= set(os.listdir(out))
+    assert {"top_rules.md", "reward_curve.png", "checkpoint.npz"} <= set(os.listdir(out))
     resumed = run_module("experiments.search_rules", "--config=smoke", "--strategy=ppo",
                          f"--out={out}", "--resume")
     assert resumed.returncode != 0 and "strategy ('random' there, 'ppo' now)" in resumed.stderr
+    reseeded = run_module("experiments.search_rules", "--config=smoke", "--strategy=random",
+                          f"--out={out}", "--resume", "--seed=1")
+    assert reseeded.returncode != 0 and "key ([0, 0] there, [0, 1] now)" in reseeded.stderr
 
 
 @pytest.mark.parametrize(("flags", "message"), [

@@ -1,5 +1,7 @@
 """The train_gps and evaluate_learned binaries end to end, and their bad-flag errors."""
 
+import json
+
 import jax
 import numpy as np
 import pytest
@@ -22,6 +24,11 @@ def test_train_then_evaluate_end_to_end(run_module, tmp_path):
     assert (trained / "training.png").stat().st_size > 0
     again = run_module(TRAIN, "--config=smoke", "--num_train=3", f"--out={trained}")
     assert again.returncode != 0 and "pass --resume" in again.stderr
+    reseeded = run_module(TRAIN, "--config=smoke", "--num_train=3", "--num_iterations=2",
+                          "--seed=1", "--resume", f"--out={trained}")
+    assert reseeded.returncode != 0 and "belongs to a different run: data (" in reseeded.stderr
+    assert "now), key ([" in reseeded.stderr  # the seed's key is named too
+    assert json.loads((trained / "config.json").read_text())["seed"] == 0  # left as it was
 
     out = tmp_path / "evaluation"
     result = run_module(EVALUATE, f"--checkpoint={trained}", "--num_problems=3",

@@ -6,31 +6,29 @@ the same state as the training rollouts (`lopt.gps.features`) from the gradients
 values it is given, and returns the policy's mean step (updates are *added* to the params).
 It works on flat vectors and on pytrees whose total size is the trained dimension.
 
-Files (`save` / `load`): a directory holding `learned.json` (format name, version, dimension,
-feature set, family name and training history) and `policy.npz` (the policy's arrays).
+Files (`save` / `load`): a directory holding `learned.npz`, a `lopt.checkpoint` file of the
+policy's arrays whose metadata holds the format name, version, dimension, feature set, family
+name and training history.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
-import zipfile
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 from jax.flatten_util import ravel_pytree
 
+from lopt import checkpoint
 from lopt.gps import features as feats
 from lopt.gps import policy as policy_lib
 
 FORMAT = "lopt.gps.learned"
-VERSION = 2  # 2: the policy clips whitened inputs at 20 standard deviations (1: at 5)
-METADATA_FILE = "learned.json"
-ARRAYS_FILE = "policy.npz"
+VERSION = 3  # 3: one lopt.checkpoint file; 2: inputs clipped at 20 standard deviations (1: 5)
+FILE = "learned.npz"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -116,17 +114,8 @@ def as_optax(learned: Learned) -> optax.GradientTransformationExtraArgs:
     return predicted_step_descent(learned.policy, learned.features, learned.dim)
 
 
-def _policy_arrays(policy: policy_lib.Policy) -> dict[str, np.ndarray]:
-    arrays = {f"network/{layer}/{name}": np.asarray(value)
-              for layer, params in policy.network.items() for name, value in params.items()}
-    for field in policy_lib.Policy._fields[1:]:
-        arrays[field] = np.asarray(getattr(policy, field))
-    return arrays
-
-
 def save(learned: Learned, path: str) -> None:
-    """Writes `learned` into the directory `path` (created if missing; files overwritten)."""
-    os.makedirs(path, exist_ok=True)
+    """Writes `learned` into the directory `path` (created if missing; the file overwritten)."""
     metadata = {
         "format": FORMAT,
         "version": VERSION,
@@ -136,43 +125,26 @@ def save(learned: Learned, path: str) -> None:
         "hidden": int(learned.policy.network["Dense_0"]["kernel"].shape[1]),
         "history": list(learned.history),
     }
-    np.savez(os.path.join(path, ARRAYS_FILE), **_policy_arrays(learned.policy))
-    with open(os.path.join(path, METADATA_FILE), "w") as file:
-        json.dump(metadata, file, indent=1)
+    checkpoint.save(os.path.join(path, FILE), learned.policy, metadata=metadata)
 
 
 def load(path: str) -> Learned:
     """Reads a learned optimizer written by `save`; a clear ValueError for anything else."""
-    metadata_path = os.path.join(path, METADATA_FILE)
-    arrays_path = os.path.join(path, ARRAYS_FILE)
-    if not os.path.isfile(metadata_path) or not os.path.isfile(arrays_path):
-        raise ValueError(f"{path!r} is not a learned-optimizer directory: it needs "
-                         f"{METADATA_FILE} and {ARRAYS_FILE} (written by lopt.gps.save)")
-    try:
-        with open(metadata_path) as file:
-            metadata = json.load(file)
-        if not isinstance(metadata, dict) or metadata.get("format") != FORMAT:
-            found = metadata.get("format") if isinstance(metadata, dict) else None
-            raise ValueError(f"format is {found!r}, expected {FORMAT!r}")
-        if metadata.get("version") != VERSION:
-            raise ValueError(f"version {metadata.get('version')!r} is not supported "
-                             f"(this lopt reads version {VERSION})")
-        features = feats.FeatureConfig(**metadata["features"])
-        dim = int(metadata["dim"])
-        template = policy_lib.init(jax.random.key(0), features.state_size(dim) - dim, dim,
-                                   int(metadata["hidden"]))
-        expected = {name: value.shape for name, value in _policy_arrays(template).items()}
-        with np.load(arrays_path) as stored:
-            arrays = {name: stored[name] for name in stored.files}
-        shapes = {name: value.shape for name, value in arrays.items()}
-        if shapes != expected:
-            raise ValueError(f"{ARRAYS_FILE} holds arrays {shapes}, expected {expected}")
-    except (OSError, KeyError, TypeError, json.JSONDecodeError, zipfile.BadZipFile,
-            ValueError) as error:
-        raise ValueError(f"cannot load a learned optimizer from {path!r}: {error}") from error
-    network = {layer: {name: arrays[f"network/{layer}/{name}"] for name in params}
-               for layer, params in template.network.items()}
-    policy = policy_lib.Policy(network, *(arrays[field] for field in policy_lib.Policy._fields[1:]))
+    file = os.path.join(path, FILE)
+    if not os.path.isfile(file):
+        raise ValueError(f"{path!r} is not a learned-optimizer directory: it needs {FILE} "
+                         "(written by lopt.gps.save)")
+    metadata = checkpoint.metadata(file)
+    if metadata.get("format") != FORMAT:
+        raise ValueError(f"{file!r} holds {metadata.get('format')!r}, not {FORMAT!r}")
+    if metadata.get("version") != VERSION:
+        raise ValueError(f"{file!r}: version {metadata.get('version')!r} is not supported "
+                         f"(this lopt reads version {VERSION})")
+    features = feats.FeatureConfig(**metadata["features"])
+    dim = int(metadata["dim"])
+    template = policy_lib.init(jax.random.key(0), features.state_size(dim) - dim, dim,
+                               int(metadata["hidden"]))
+    policy, _ = checkpoint.load(file, template)
     return Learned(policy, features, dim, metadata.get("family", ""),
                    tuple(metadata.get("history", ())))
 
@@ -187,7 +159,7 @@ def available_pretrained() -> list[str]:
     if not os.path.isdir(PRETRAINED_DIR):
         return []
     return sorted(name for name in os.listdir(PRETRAINED_DIR)
-                  if os.path.isfile(os.path.join(PRETRAINED_DIR, name, METADATA_FILE)))
+                  if os.path.isfile(os.path.join(PRETRAINED_DIR, name, FILE)))
 
 
 def pretrained(family: str) -> Learned:

@@ -50,7 +50,7 @@ momentum) controllers, and kept fixed. Everything runs in float64 inside
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import os
 import time
 from typing import NamedTuple
@@ -60,7 +60,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
-from lopt import evaluation, parallel, progress
+from lopt import checkpoint, evaluation, parallel, progress
 from lopt.gps import controllers as ctrl
 from lopt.gps import dynamics as dynamics_lib
 from lopt.gps import exact_dynamics, trajectory_opt
@@ -69,8 +69,7 @@ from lopt.gps import learned as learned_lib
 from lopt.gps import policy as policy_lib
 from lopt.gps.config import Config
 
-CHECKPOINT_ARRAYS = "checkpoint.npz"
-CHECKPOINT_METADATA = "checkpoint.json"
+CHECKPOINT = "checkpoint.npz"
 
 
 class TrainState(NamedTuple):
@@ -328,46 +327,13 @@ def _to_float64(leaf):
     return leaf.astype(jnp.float64) if jnp.issubdtype(leaf.dtype, jnp.floating) else leaf
 
 
-def _fingerprint(config: Config, family, num_problems: int) -> str:
-    return repr((config, family, num_problems))
-
-
-def _save_checkpoint(path: str, state: TrainState, next_iteration: int, history: list,
-                     fingerprint: str) -> None:
-    """Writes the loop state atomically (temporary files, then renames)."""
-    os.makedirs(path, exist_ok=True)
-    arrays = {f"leaf_{i}": np.asarray(leaf) for i, leaf in enumerate(jax.tree.leaves(state))}
-    metadata = {"next_iteration": next_iteration, "history": history, "run": fingerprint}
-    temporary = os.path.join(path, "checkpoint.tmp.npz")
-    np.savez(temporary, **arrays)
-    os.replace(temporary, os.path.join(path, CHECKPOINT_ARRAYS))
-    with open(os.path.join(path, CHECKPOINT_METADATA + ".tmp"), "w") as file:
-        json.dump(metadata, file)
-    os.replace(os.path.join(path, CHECKPOINT_METADATA + ".tmp"),
-               os.path.join(path, CHECKPOINT_METADATA))
-
-
-def _load_checkpoint(path: str, template, fingerprint: str):
-    """(TrainState, next iteration, history) from `path`, or None if it holds no checkpoint."""
-    metadata_path = os.path.join(path, CHECKPOINT_METADATA)
-    if not os.path.isfile(metadata_path):
-        return None
-    try:
-        with open(metadata_path) as file:
-            metadata = json.load(file)
-        with np.load(os.path.join(path, CHECKPOINT_ARRAYS)) as stored:
-            leaves = [stored[f"leaf_{i}"] for i in range(len(stored.files))]
-    except (OSError, KeyError, ValueError) as error:
-        raise ValueError(f"cannot resume from the checkpoint in {path!r}: {error}") from error
-    if metadata.get("run") != fingerprint:
-        raise ValueError(f"the checkpoint in {path!r} belongs to a different run (config, "
-                         "family or number of training problems); use a new directory")
-    expected = jax.tree.leaves(template)
-    if [leaf.shape for leaf in leaves] != [leaf.shape for leaf in expected]:
-        raise ValueError(f"the checkpoint in {path!r} does not match this run's shapes")
-    leaves = [jnp.asarray(a, e.dtype) for a, e in zip(leaves, expected, strict=True)]
-    state = jax.tree.unflatten(jax.tree.structure(template), leaves)
-    return state, int(metadata["next_iteration"]), list(metadata["history"])
+def run_identity(config: Config, family, train_problems, key: jax.Array) -> dict:
+    """What `train`'s checkpoints must match to be resumed (`lopt.checkpoint.identity`): every
+    setting, the family's class and fields, the key and a fingerprint of the problems."""
+    fields = family if dataclasses.is_dataclass(family) else {}
+    return checkpoint.identity({"gps": config, "family": fields,
+                                "family_class": type(family).__name__},
+                               key, data=train_problems)
 
 
 def train(family, train_problems, config: Config, key: jax.Array, *, callback=None,
@@ -395,7 +361,8 @@ def train(family, train_problems, config: Config, key: jax.Array, *, callback=No
     on the first device.
     """
     num = evaluation.num_problems(train_problems)
-    fingerprint = _fingerprint(config, family, num)
+    identity = run_identity(config, family, train_problems, key)
+    checkpoint_path = None if checkpoint_dir is None else os.path.join(checkpoint_dir, CHECKPOINT)
     with jax.enable_x64():
         problems = jax.tree.map(_to_float64, train_problems)
         key_x0, key_state, key = jax.random.split(key, 3)
@@ -407,11 +374,13 @@ def train(family, train_problems, config: Config, key: jax.Array, *, callback=No
         if config.validation_steps:  # fresh starts, one per training objective
             validation = (jax.tree.map(_to_float64, train_problems),
                           family.init(jax.random.fold_in(key_x0, 1), num).astype(jnp.float64))
-        resumed = None
-        if checkpoint_dir is not None:
+        if checkpoint_path is not None and os.path.exists(checkpoint_path):
             template = _state_shapes(config, family, problems, x0, key_state)
-            resumed = _load_checkpoint(checkpoint_dir, template, fingerprint)
-        if resumed is None:
+            state, saved = checkpoint.load(checkpoint_path, template, identity=identity)
+            state = jax.tree.map(jnp.asarray, state)
+            first, history = saved["next_iteration"], saved["history"]
+            logging.info("GPS: resumed from %s at iteration %d", checkpoint_dir, first)
+        else:
             state = initial_state(config, family, problems, x0, key_state)
             if validation is not None:
                 state = state._replace(best_cost=jnp.mean(_jit_policy_cost(
@@ -420,9 +389,6 @@ def train(family, train_problems, config: Config, key: jax.Array, *, callback=No
             logging.info("GPS: tuned momentum initialisation, mean training cost %.6f",
                          float(jnp.mean(_jit_controller_cost(config, family, problems, x0,
                                                              state.loop.controller))))
-        else:
-            state, first, history = resumed
-            logging.info("GPS: resumed from %s at iteration %d", checkpoint_dir, first)
         for index in range(first, config.num_iterations):
             started = time.perf_counter()
             prefix = iteration_prefix(index, config.num_iterations)
@@ -455,8 +421,9 @@ def train(family, train_problems, config: Config, key: jax.Array, *, callback=No
                 state = state._replace(best_policy=state.policy,
                                        best_cost=jnp.asarray(selection_cost))
             history.append(record)
-            if checkpoint_dir is not None:
-                _save_checkpoint(checkpoint_dir, state, index + 1, history, fingerprint)
+            if checkpoint_path is not None:
+                checkpoint.save(checkpoint_path, state, identity=identity,
+                                metadata={"next_iteration": index + 1, "history": history})
             if callback is not None:
                 callback(index, record)
         policy = jax.tree.map(np.asarray, state.best_policy)

@@ -12,12 +12,13 @@ The budget counts sampled rules (cache hits included, as in the paper's Figure 4
 up to whole iterations.
 
 Files in `out`:
-  config.json     the search's settings (`config_fields`), written when it starts
+  config.json     the run's identity (`run_identity`: every setting, the key's data and a
+                  fingerprint of the task's data), written when it starts
   results.jsonl   one JSON object per sampled rule: rule, fingerprint, score, learning_rate,
                   diverged, iteration (appended as each iteration finishes)
-  checkpoint.pkl  every `checkpoint_every` iterations, written atomically: the next
-                  iteration, the driver's PRNG key, the strategy state (controller parameters and
-                  optimiser state for PPO) and the score cache
+  checkpoint.npz  every `checkpoint_every` iterations (`lopt.checkpoint`: atomic, no pickle):
+                  the next iteration, the driver's PRNG key, the strategy state (controller
+                  parameters and optimiser state for PPO) and the score cache
   top_rules.md    the best distinct rules, compared with sgd, momentum, adam and rmsprop scored
                   under the same protocol, and the snippet that turns a rule into an optimizer
   reward_curve.png  reward of each sampled rule against the number sampled, with running max
@@ -35,7 +36,6 @@ import dataclasses
 import json
 import math
 import os
-import pickle
 import time
 from typing import Any, NamedTuple
 
@@ -44,7 +44,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
-from lopt import progress
+from lopt import checkpoint, progress
 from lopt import rules as rules_lib
 from lopt.search import fingerprint, strategies, tasks
 from lopt.search.controller import ControllerConfig
@@ -53,7 +53,7 @@ from lopt.search.ppo import PPOConfig
 
 BASELINES = ("sgd", "momentum", "adam", "rmsprop")
 RESULTS, CHECKPOINT, TOP_RULES, REWARD_CURVE, CONFIG = (
-    "results.jsonl", "checkpoint.pkl", "top_rules.md", "reward_curve.png", "config.json")
+    "results.jsonl", "checkpoint.npz", "top_rules.md", "reward_curve.png", "config.json")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -141,15 +141,13 @@ PRESETS = {
 }
 
 
-def config_fields(config: SearchConfig) -> dict[str, Any]:
-    """The config as a flat {dotted field name: JSON-compatible value} dict."""
-    def flatten(prefix, value):
-        if dataclasses.is_dataclass(value):
-            return {key: item for field in dataclasses.fields(value)
-                    for key, item in flatten(f"{prefix}{field.name}.",
-                                             getattr(value, field.name)).items()}
-        return {prefix[:-1]: json.loads(json.dumps(value))}
-    return flatten("", config)
+def run_identity(config: SearchConfig, key: jax.Array, task=None) -> dict[str, Any]:
+    """The identity of a search (`lopt.checkpoint.identity`): the config's fields, the key and
+    a fingerprint of the task's data (`task`, built from the config when not given); `resume`
+    refuses a directory of any other."""
+    task = task or tasks.get(config.task, data_dir=config.data_dir)
+    data = task.dataset if task.has_data else (task.problem, task.start)
+    return checkpoint.identity(config, key, data=data)
 
 
 class SearchResult(NamedTuple):
@@ -167,9 +165,10 @@ class SearchResult(NamedTuple):
     iteration_seconds: np.ndarray
 
 
-def check_output(out: str, config: SearchConfig, resume: bool) -> None:
+def check_output(out: str, identity: dict[str, Any], resume: bool) -> None:
     """Raises ValueError for an unwritable directory, an existing run without `resume`, or a
-    checkpoint of a different config (naming the differing fields)."""
+    directory of a different run than `identity` (`run_identity`), naming the differing
+    fields."""
     try:
         os.makedirs(out, exist_ok=True)
     except OSError as error:
@@ -183,13 +182,7 @@ def check_output(out: str, config: SearchConfig, resume: bool) -> None:
     if os.path.exists(os.path.join(out, CONFIG)):
         with open(os.path.join(out, CONFIG)) as file:
             saved = json.load(file)
-        current = config_fields(config)
-        differing = sorted(key for key in saved.keys() | current.keys()
-                           if saved.get(key) != current.get(key))
-        if differing:
-            details = ", ".join(f"{key} ({saved.get(key)!r} there, {current.get(key)!r} now)"
-                                for key in differing)
-            raise ValueError(f"{out!r} holds a search with a different config: {details}")
+        checkpoint.check_identity(saved, identity, f"the search in {out!r}")
 
 
 def _restore_rows(path: str, batch_size: int) -> list[dict]:
@@ -208,27 +201,8 @@ def _restore_rows(path: str, batch_size: int) -> list[dict]:
     return complete
 
 
-def _write_atomically(path: str, payload: bytes) -> None:
-    with open(path + ".tmp", "wb") as file:
-        file.write(payload)
-        file.flush()
-        os.fsync(file.fileno())
-    os.replace(path + ".tmp", path)
-
-
-def _save_checkpoint(path: str, state, key: jax.Array, cache: dict, next_iteration: int):
-    _write_atomically(path, pickle.dumps({
-        "iteration": next_iteration, "key": np.asarray(jax.random.key_data(key)),
-        "strategy_state": jax.device_get(state), "cache": dict(cache)}))
-
-
-def _load_checkpoint(path: str):
-    """(strategy state, driver key, cache, next iteration) saved by `_save_checkpoint`."""
-    with open(path, "rb") as file:
-        saved = pickle.load(file)
-    return (jax.tree.map(jnp.asarray, saved["strategy_state"]),
-            jax.random.wrap_key_data(jnp.asarray(saved["key"])), saved["cache"],
-            saved["iteration"])
+def _checkpoint_tree(state, key: jax.Array) -> dict:
+    return {"strategy_state": state, "key": key}
 
 
 def _append(path: str, rows: list[dict]) -> None:
@@ -280,12 +254,13 @@ def run(config: SearchConfig, key: jax.Array, *, out: str | None = None,
     """
     if resume and out is None:
         raise ValueError("resume needs an output directory")
-    if out is not None:
-        check_output(out, config, resume)
-        _write_atomically(os.path.join(out, CONFIG),
-                          json.dumps(config_fields(config), indent=1).encode())
-    start_time = time.time()
     task = tasks.get(config.task, data_dir=config.data_dir)
+    identity = run_identity(config, key, task)
+    if out is not None:
+        check_output(out, identity, resume)
+        checkpoint.write_atomically(os.path.join(out, CONFIG),
+                                    json.dumps(identity, indent=1).encode())
+    start_time = time.time()
     strategy = config.make_strategy()
     space = config.space
     init_key, eval_key, key = jax.random.split(key, 3)
@@ -294,7 +269,11 @@ def run(config: SearchConfig, key: jax.Array, *, out: str | None = None,
     checkpoint_path = os.path.join(out, CHECKPOINT) if out else None
     rows = _restore_rows(results_path, config.batch_size) if resume else []
     if resume and os.path.exists(checkpoint_path):
-        state, key, cache, first_iteration = _load_checkpoint(checkpoint_path)
+        saved, metadata = checkpoint.load(checkpoint_path, _checkpoint_tree(state, key),
+                                          identity=identity)
+        state = jax.tree.map(jnp.asarray, saved["strategy_state"])
+        key, cache = saved["key"], metadata["cache"]
+        first_iteration = metadata["next_iteration"]
         logging.info("Resuming at iteration %d of %d", first_iteration, config.num_iterations)
     written = len(rows) // config.batch_size
 
@@ -321,7 +300,8 @@ def run(config: SearchConfig, key: jax.Array, *, out: str | None = None,
                 _append(results_path, new_rows)
         done = iteration + 1
         if out and (done % config.checkpoint_every == 0 or done == config.num_iterations):
-            _save_checkpoint(checkpoint_path, state, key, cache, done)
+            checkpoint.save(checkpoint_path, _checkpoint_tree(state, key), identity=identity,
+                            metadata={"next_iteration": done, "cache": cache})
         timings.append((time.time() - iteration_start, evaluate_seconds))
         elapsed = time.time() - start_time
         rate = (done - first_iteration) * config.batch_size / elapsed
