@@ -18,7 +18,7 @@ ALL = ("lto_logistic", "lto_robust", "lto_mlp", "lto_transfer", "lto_trajectorie
 
 
 @pytest.mark.slow
-def test_every_experiment_runs_at_smoke_scale_and_resumes(run_module, tmp_path):
+def test_every_experiment_runs_at_smoke_scale(run_module, tmp_path):
     out = tmp_path / "reproduce"
     result = run_module(REPRODUCE, "--which=all", "--scale=smoke", f"--out={out}", timeout=1500)
     assert result.returncode == 0, result.stderr[-3000:]
