@@ -1,7 +1,8 @@
 """Running optimizers over batches of objectives, and the margin of victory.
 
 `run(opt, family, problems, num_steps, key)` is one jitted program: a `jax.vmap` over problems
-of a `jax.lax.scan` over steps. Every step calls
+of a `jax.lax.scan` over steps, compiled once per kind of optimizer (`optax.sgd(0.1)` and a
+fresh `optax.sgd(0.2)` share it; `lopt.optimizer_kind`). Every step calls
 
     updates, state = opt.update(grad, state, x, value=f(x), grad=grad, value_fn=f)
 
@@ -27,7 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from lopt import parallel
+from lopt import optimizer_kind, parallel
 
 
 def num_problems(problems) -> int:
@@ -88,9 +89,20 @@ def batch_curves(opt, family, problems, x0: jax.Array, num_steps: int) -> jax.Ar
     return batch_trajectories(opt, family, problems, x0, num_steps)[0]
 
 
+@partial(jax.jit, static_argnames=("kind", "family", "num_steps"))
+def _compiled_trajectories(kind, numbers, family, problems, x0, num_steps):
+    """`batch_trajectories` of the optimizer `kind.rebuild(numbers)` (`lopt.optimizer_kind`:
+    one compilation per kind of optimizer, its floats and arrays traced), with the problems
+    split over all devices (`lopt.parallel`)."""
+    opt = kind.rebuild(numbers)
+    return parallel.over_devices(
+        lambda *share: batch_trajectories(opt, family, *share, num_steps), problems, x0)
+
+
 @partial(jax.jit, static_argnames=("opt", "family", "num_steps"))
-def _compiled_trajectories(opt, family, problems, x0, num_steps):
-    """`batch_trajectories` with the problems split over all devices (`lopt.parallel`)."""
+def _compiled_static_trajectories(opt, family, problems, x0, num_steps):
+    """`_compiled_trajectories` for an optimizer whose numbers cannot be traced (one that
+    branches on a float in Python): compiled per optimizer object."""
     return parallel.over_devices(
         lambda *share: batch_trajectories(opt, family, *share, num_steps), problems, x0)
 
@@ -133,7 +145,12 @@ def run(opt, family, problems, num_steps: int, key: jax.Array | None = None, *, 
       >>> curves = run(optax.sgd(0.5), fam, problems, 100, jax.random.key(1))  # [100, 101]
     """
     x0 = _check_inputs(family, problems, num_steps, key, x0)
-    values, iterates = _compiled_trajectories(opt, family, problems, x0, num_steps)
+    kind, numbers = optimizer_kind.split(opt)
+    try:
+        values, iterates = _compiled_trajectories(kind, numbers, family, problems, x0, num_steps)
+    except (jax.errors.ConcretizationTypeError, jax.errors.TracerIntegerConversionError,
+            jax.errors.TracerArrayConversionError):
+        values, iterates = _compiled_static_trajectories(opt, family, problems, x0, num_steps)
     return (values, iterates) if return_iterates else values
 
 

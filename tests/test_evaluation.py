@@ -37,6 +37,51 @@ def test_run_from_key_is_deterministic_and_compiles_once():
     assert not np.allclose(first, second)
 
 
+def _numpy_gradient_descent(problems, x0, learning_rate, num_steps):
+    """Curves [P, num_steps + 1] of x <- x - lr (A x - b) on 0.5 x'Ax - b'x, in NumPy."""
+    curves = []
+    for p in range(x0.shape[0]):
+        matrix, vector = np.asarray(problems["matrix"][p]), np.asarray(problems["vector"][p])
+        x, values = np.asarray(x0[p], np.float64), []
+        for _ in range(num_steps + 1):
+            values.append(0.5 * x @ matrix @ x - vector @ x)
+            x = x - learning_rate * (matrix @ x - vector)
+        curves.append(values)
+    return np.array(curves)
+
+
+def test_fresh_optimizers_of_one_kind_compile_once_and_keep_their_own_numbers():
+    family = objectives.quadratic(dim=5)
+    problems = family.sample(jax.random.key(3), 3)
+    x0 = family.init(jax.random.key(4), 3)
+    evaluation.run(optax.sgd(0.05), family, problems, 7, x0=x0)
+    cache_size = evaluation._compiled_trajectories._cache_size()
+    for rate in (0.1, 0.1, 0.3):  # fresh objects, the same rate twice
+        curves = evaluation.run(optax.sgd(rate), family, problems, 7, x0=x0)
+        np.testing.assert_allclose(curves, _numpy_gradient_descent(problems, x0, rate, 7),
+                                   rtol=1e-5, atol=1e-6)
+    assert evaluation._compiled_trajectories._cache_size() == cache_size
+    evaluation.run(optax.sgd(0.1, momentum=0.9), family, problems, 7, x0=x0)
+    assert evaluation._compiled_trajectories._cache_size() == cache_size + 1  # another kind
+
+
+def test_an_optimizer_branching_on_its_float_in_python_still_runs():
+    def gradient_descent(learning_rate):
+        def update(grads, state, params=None):
+            del params
+            if learning_rate > 1.0:  # a Python branch: the rate cannot be traced
+                raise ValueError("too large")
+            return jax.tree.map(lambda g: -learning_rate * g, grads), state
+        return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
+
+    family = objectives.quadratic(dim=5)
+    problems = family.sample(jax.random.key(3), 2)
+    x0 = family.init(jax.random.key(4), 2)
+    curves = evaluation.run(gradient_descent(0.2), family, problems, 6, x0=x0)
+    np.testing.assert_allclose(curves, _numpy_gradient_descent(problems, x0, 0.2, 6),
+                               rtol=1e-5, atol=1e-6)
+
+
 def test_diverging_optimizer_never_produces_non_finite_curves():
     family = objectives.rosenbrock()
     problems = family.sample(jax.random.key(0), 2)
