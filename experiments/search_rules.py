@@ -6,18 +6,26 @@ r"""Searches for update rules (Neural Optimizer Search) with PPO, evolution or r
 
 `--config` picks a preset of `lopt.search.PRESETS` (smoke: seconds on a quadratic; cpu: digits
 MLP on a laptop CPU; paper: the CIFAR-10 child at paper scale); the other flags override its
-fields when given. Writes results.jsonl, checkpoint.npz, top_rules.md and reward_curve.png into
---out (see `lopt.search.driver`). `--resume` continues the run in --out, which must have been
-started with the same settings.
+fields when given. Writes into --out results.jsonl, config.json and checkpoint.npz (see
+`lopt.search.driver`), and when the search ends
+  top_rules.md      the best distinct rules next to sgd, momentum, adam and rmsprop scored
+                    under the same protocol, and the snippet that turns a rule into an optimizer
+  reward_curve.png  reward of each sampled rule against the number sampled, with running max
+                    and moving mean (the paper's Figure 4)
+`--resume` continues the run in --out, which must have been started with the same settings
+and seed.
 """
 
 import dataclasses
+import os
 
 import jax
 from absl import app, flags
 
-from lopt import progress
+from lopt import plotting, progress
 from lopt.search import driver, tasks
+
+TOP_RULES, REWARD_CURVE = "top_rules.md", "reward_curve.png"
 
 STRATEGY = flags.DEFINE_string("strategy", "ppo", "ppo, evolution or random.")
 CONFIG = flags.DEFINE_string("config", "cpu", "Preset: smoke, cpu or paper.")
@@ -70,6 +78,33 @@ def make_config() -> driver.SearchConfig:
         batch_size=BATCH_SIZE.value, checkpoint_every=CHECKPOINT_EVERY.value))
 
 
+def write_top_rules(path: str, config: driver.SearchConfig, top: list[dict],
+                    baselines: dict[str, dict]) -> None:
+    """Markdown table of the best rules and the baselines, with the export snippet."""
+    def line(name, row):
+        rate = "diverged" if row["learning_rate"] is None else f"{row['learning_rate']:.0e}"
+        return f"| {name} | `{row['rule']}` | {row['score']:.4f} | {rate} |\n"
+
+    best_baseline = max(baselines.values(), key=lambda row: row["score"])
+    with open(path, "w") as file:
+        file.write(f"# Best rules: {config.strategy} on {config.task}\n\n"
+                   f"Score = the search's reward (validation accuracy; negated objective for "
+                   f"data-free tasks) after the learning-rate sweep over "
+                   f"{list(config.evaluator.learning_rates)}.\n\n"
+                   "| rank | rule | score | learning rate |\n|---|---|---|---|\n")
+        file.writelines(line(rank + 1, row) for rank, row in enumerate(top))
+        file.write("\nBaselines under the same protocol:\n\n"
+                   "| name | rule | score | learning rate |\n|---|---|---|---|\n")
+        file.writelines(line(name, row) for name, row in baselines.items())
+        if top:
+            margin = top[0]["score"] - best_baseline["score"]
+            file.write(f"\nBest found minus best baseline: {margin:+.4f}.\n")
+            rate = top[0]["learning_rate"] or 1e-3
+            file.write("\nUse a rule as an optax optimizer:\n\n```python\nimport lopt\n"
+                       f"opt = lopt.rules.to_optax(lopt.rules.parse({top[0]['rule']!r}), "
+                       f"{rate:g})\n```\n")
+
+
 def main(argv):
     del argv
     try:
@@ -83,6 +118,10 @@ def main(argv):
     with progress.job("search_rules", driver.plan(config)):
         result = driver.run(config, jax.random.key(SEED.value), out=OUT.value,
                             resume=RESUME.value)
+    write_top_rules(os.path.join(OUT.value, TOP_RULES), config, result.top, result.baselines)
+    plotting.plot_reward_curve([row["score"] for row in result.rows],
+                               os.path.join(OUT.value, REWARD_CURVE),
+                               f"{config.strategy} on {config.task}")
     best = result.top[0]
     print(f"Best rule: {best['rule']} (score {best['score']:.4f}); wrote {OUT.value}/"
           f"results.jsonl, top_rules.md and reward_curve.png in {result.seconds:.0f}s")

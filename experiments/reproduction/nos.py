@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import shutil
 
 import jax
 import jax.numpy as jnp
@@ -244,8 +243,9 @@ def search(settings: Settings, which: str, command: str) -> Report:
     run_dir = os.path.join(directory, "search")
     resume = os.path.exists(os.path.join(run_dir, driver.CONFIG))
     result = driver.run(config, jax.random.key(settings.seed), out=run_dir, resume=resume)
-    shutil.copyfile(os.path.join(run_dir, driver.REWARD_CURVE),
-                    os.path.join(directory, "reward_curve.png"))
+    plotting.plot_reward_curve([row["score"] for row in result.rows],
+                               os.path.join(directory, "reward_curve.png"),
+                               f"{config.strategy} on {config.task}")
     # Two stages, so the verdict is not a winner's curse: the search's best distinct rules are
     # re-scored on selection seeds, and the best REPORTED_RULES of them are scored, with the
     # baselines, on fresh seeds the choice never saw.

@@ -19,10 +19,6 @@ Files in `out`:
   checkpoint.npz  every `checkpoint_every` iterations (`lopt.checkpoint`: atomic, no pickle):
                   the next iteration, the driver's PRNG key, the strategy state (controller
                   parameters and optimiser state for PPO) and the score cache
-  top_rules.md    the best distinct rules, compared with sgd, momentum, adam and rmsprop scored
-                  under the same protocol, and the snippet that turns a rule into an optimizer
-  reward_curve.png  reward of each sampled rule against the number sampled, with running max
-                  and moving mean (the paper's Figure 4)
 
 `run(..., resume=True)` continues from the checkpoint: the iterations after it are recomputed
 (deterministically: same key, same cache) and their rows, already in results.jsonl, are not
@@ -52,8 +48,7 @@ from lopt.search.evaluator import EvaluatorConfig, Scores, evaluate
 from lopt.search.ppo import PPOConfig
 
 BASELINES = ("sgd", "momentum", "adam", "rmsprop")
-RESULTS, CHECKPOINT, TOP_RULES, REWARD_CURVE, CONFIG = (
-    "results.jsonl", "checkpoint.npz", "top_rules.md", "reward_curve.png", "config.json")
+RESULTS, CHECKPOINT, CONFIG = "results.jsonl", "checkpoint.npz", "config.json"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,7 +64,7 @@ class SearchConfig:
     ppo: controller training settings (strategy "ppo").
     population_size, tournament_size: regularized evolution (strategy "evolution").
     checkpoint_every: iterations between checkpoints.
-    top_k: distinct rules listed in top_rules.md.
+    top_k: distinct rules in `SearchResult.top`.
     """
 
     strategy: str = "ppo"
@@ -244,7 +239,7 @@ def run(config: SearchConfig, key: jax.Array, *, out: str | None = None,
       out: output directory (created if missing).
       resume: continue from `out`'s checkpoint (a fresh start if there is none).
       max_iterations: stop after this many iterations of this call, as if killed there (no
-        extra checkpoint, no top_rules.md or figure); a later `resume` finishes the run.
+        extra checkpoint, no baselines); a later `resume` finishes the run.
 
     Returns:
       SearchResult.
@@ -318,12 +313,6 @@ def run(config: SearchConfig, key: jax.Array, *, out: str | None = None,
         return SearchResult(top, {}, rows, time.time() - start_time, timings[:, 1].sum(),
                             timings)
     baselines = _score_baselines(config, task, eval_key, cache)
-    if out:
-        write_top_rules(os.path.join(out, TOP_RULES), config, top, baselines)
-        from lopt import plotting  # matplotlib only when writing files
-        plotting.plot_reward_curve([row["score"] for row in rows],
-                                   os.path.join(out, REWARD_CURVE),
-                                   f"{config.strategy} on {config.task}")
     return SearchResult(top, baselines, rows, time.time() - start_time, timings[:, 1].sum(),
                         timings)
 
@@ -343,30 +332,3 @@ def top_rules(rows: list[dict], top_k: int) -> list[dict]:
     for row in rows:
         distinct.setdefault(row["fingerprint"], row)
     return sorted(distinct.values(), key=lambda row: -row["score"])[:top_k]
-
-
-def write_top_rules(path: str, config: SearchConfig, top: list[dict],
-                    baselines: dict[str, dict]) -> None:
-    """Markdown table of the best rules and the baselines, with the export snippet."""
-    def line(name, row):
-        rate = "diverged" if row["learning_rate"] is None else f"{row['learning_rate']:.0e}"
-        return f"| {name} | `{row['rule']}` | {row['score']:.4f} | {rate} |\n"
-
-    best_baseline = max(baselines.values(), key=lambda row: row["score"])
-    with open(path, "w") as file:
-        file.write(f"# Best rules: {config.strategy} on {config.task}\n\n"
-                   f"Score = the search's reward (validation accuracy; negated objective for "
-                   f"data-free tasks) after the learning-rate sweep over "
-                   f"{list(config.evaluator.learning_rates)}.\n\n"
-                   "| rank | rule | score | learning rate |\n|---|---|---|---|\n")
-        file.writelines(line(rank + 1, row) for rank, row in enumerate(top))
-        file.write("\nBaselines under the same protocol:\n\n"
-                   "| name | rule | score | learning rate |\n|---|---|---|---|\n")
-        file.writelines(line(name, row) for name, row in baselines.items())
-        if top:
-            margin = top[0]["score"] - best_baseline["score"]
-            file.write(f"\nBest found minus best baseline: {margin:+.4f}.\n")
-            rate = top[0]["learning_rate"] or 1e-3
-            file.write("\nUse a rule as an optax optimizer:\n\n```python\nimport lopt\n"
-                       f"opt = lopt.rules.to_optax(lopt.rules.parse({top[0]['rule']!r}), "
-                       f"{rate:g})\n```\n")
