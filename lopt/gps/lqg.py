@@ -19,6 +19,11 @@ marked as failed and counts as "KL too large", so the search raises eta and repe
 (as eta grows, -log p_ref dominates and Q_uu tends to the reference precision, which is
 positive definite). `adapt_step` is the step-size rule of LA's reference code.
 
+Specification: `riccati_step` and `forward_step` are one step of each pass in its plain dense
+form (full-state model F `[dX, n]`, joint Gaussians `[n, n]`, no structure used), and
+`dense_backward_pass`, `dense_forward_pass` scan them with the arguments and results of
+`backward_pass`, `forward_pass`; the fast passes are tested against them.
+
 Work per eta: everything that does not depend on eta is computed once per search (`expand`,
 `reference_terms`): the recursion runs on eta Q so that eta only scales the reference's
 `[dU, ...]` rows, and the cost's share of the value Hessian, carried back through the known
@@ -152,6 +157,125 @@ def reference_terms(reference: Controller) -> ReferenceTerms:
         jnp.concatenate([-weighted_gain, reference.precision], axis=-1), weighted_gain,
         jnp.concatenate([jnp.einsum("tus,tu->ts", weighted_gain, reference.offset),
                          -weighted_offset], axis=-1))
+
+
+def riccati_step(value_hessian: jax.Array, value_gradient: jax.Array, dynamics_t: dyn.Dynamics,
+                 cost_hessian: jax.Array, cost_gradient: jax.Array, reference_t: Controller,
+                 eta: jax.Array):
+    """One dense step of the Riccati recursion for c_t / eta - log p_ref (the specification of
+    `expanded_backward_pass`'s step; no structure used).
+
+    With z = [s; u] `[n]`, S = [-K_ref, I] `[dU, n]` and P = Sigma_ref^{-1}, the Q-function of
+    step t is 1/2 z^T Q z + q^T z + const with
+        Q = C / eta + S^T P S + F^T V F,   q = c / eta - S^T P k_ref + F^T (V f + v),
+    its minimiser u = K s + k with K = -Q_uu^{-1} Q_us, k = -Q_uu^{-1} q_u, and the new
+    controller's covariance is Q_uu^{-1} (maximum entropy). The value of step t is
+    V' = Q_ss + Q_us^T K, v' = q_s + Q_us^T k. The dynamics' noise only shifts the constant.
+
+    Args:
+      value_hessian: V `[dX, dX]` of the value of s_{t+1}.
+      value_gradient: v `[dX]`.
+      dynamics_t: the full-state model of step t: F `[dX, n]`, f `[dX]`, noise `[dX, dX]`.
+      cost_hessian: C `[n, n]` (only its symmetric part counts).
+      cost_gradient: c `[n]`.
+      reference_t: p_ref of step t (Controller leaves without the T axis).
+      eta: the dual variable `[]`.
+
+    Returns:
+      ((V' `[dX, dX]`, v' `[dX]`), (K `[dU, dX]`, k `[dU]`, Q_uu `[dU, dU]`)).
+    """
+    size = value_hessian.shape[0]
+    matrix, offset, _ = dynamics_t
+    selector = jnp.concatenate([-reference_t.gain, jnp.eye(reference_t.offset.shape[0],
+                                                           dtype=matrix.dtype)], axis=1)
+    hessian = (_symmetric(cost_hessian) / eta + selector.T @ reference_t.precision @ selector
+               + matrix.T @ value_hessian @ matrix)
+    gradient = (cost_gradient / eta - selector.T @ reference_t.precision @ reference_t.offset
+                + matrix.T @ (value_hessian @ offset + value_gradient))
+    q_uu, q_us, q_u = hessian[size:, size:], hessian[size:, :size], gradient[size:]
+    cholesky = jnp.linalg.cholesky(q_uu)  # NaN where Q_uu is not positive definite
+    solved = jax.scipy.linalg.cho_solve((cholesky, True), jnp.concatenate(
+        [q_us, q_u[:, None]], axis=1))
+    gain, offset_u = -solved[:, :size], -solved[:, size]
+    value = (_symmetric(hessian[:size, :size] + q_us.T @ gain), gradient[:size] + q_us.T @ offset_u)
+    return value, (gain, offset_u, q_uu)
+
+
+def dense_backward_pass(layout: feats.StateLayout, dynamics: dyn.Dynamics,
+                        cost: cost_lib.QuadraticCost, reference: Controller, eta: jax.Array):
+    """`backward_pass` by the dense `riccati_step` (the specification): same arguments and
+    results. A structured model is first written as the full one `[T, dX, n]`
+    (`dynamics.dense`); the recursion starts from V = C_T,ss / eta, v = c_T,s / eta."""
+    size = layout.size
+    dynamics = jax.vmap(lambda dynamics_t: dyn.dense(layout, dynamics_t))(dynamics)
+    cost = cost_lib.embedded(cost, size + layout.dim)
+    final = (_symmetric(cost.hessian[-1, :size, :size]) / eta, cost.gradient[-1, :size] / eta)
+
+    def step(value, inputs):
+        return riccati_step(*value, *inputs, eta)
+
+    _, (gains, offsets, q_uu) = jax.lax.scan(
+        step, final, (dynamics, cost.hessian[:-1], cost.gradient[:-1], reference), reverse=True)
+    cholesky = jnp.linalg.cholesky(q_uu)
+    ok = jnp.all(jnp.isfinite(cholesky)) & jnp.all(jnp.isfinite(offsets))
+    return from_precision(gains, offsets, cholesky, q_uu), ok
+
+
+def forward_step(mean: jax.Array, covariance: jax.Array, dynamics_t: dyn.Dynamics,
+                 controller_t: Controller):
+    """One dense step of the state Gaussian under a linear-Gaussian controller (the
+    specification of `expanded_forward_pass`'s step).
+
+    With s ~ N(mu, Sigma) and u | s ~ N(K s + k, Sigma_u), z = [s; u] ~ N(mu_z, Sigma_z):
+        mu_z = [mu; K mu + k],   Sigma_z = [[Sigma, Sigma K^T], [K Sigma, K Sigma K^T + Sigma_u]],
+    and s' = F z + f + noise ~ N(F mu_z + f, F Sigma_z F^T + noise).
+
+    Args:
+      mean: mu `[dX]`.
+      covariance: Sigma `[dX, dX]`.
+      dynamics_t: the full-state model of step t: F `[dX, n]`, f `[dX]`, noise `[dX, dX]`.
+      controller_t: the controller of step t (Controller leaves without the T axis).
+
+    Returns:
+      ((next mean `[dX]`, next covariance `[dX, dX]`), (mu_z `[n]`, Sigma_z `[n, n]`)).
+    """
+    matrix, offset, noise = dynamics_t
+    gain = controller_t.gain
+    joint_mean = jnp.concatenate([mean, gain @ mean + controller_t.offset])
+    joint_covariance = jnp.block([[covariance, covariance @ gain.T],
+                                  [gain @ covariance,
+                                   gain @ covariance @ gain.T + controller_t.covariance]])
+    next_state = (matrix @ joint_mean + offset,
+                  _symmetric(matrix @ joint_covariance @ matrix.T + noise))
+    return next_state, (joint_mean, joint_covariance)
+
+
+def dense_forward_pass(layout: feats.StateLayout, dynamics: dyn.Dynamics,
+                       controller: Controller, cost: cost_lib.QuadraticCost,
+                       initial_mean: jax.Array, initial_covariance: jax.Array,
+                       reference: Controller | None = None):
+    """`forward_pass` by the dense `forward_step` (the specification): same arguments and
+    results. The state-action marginals `[T+1, n]`, `[T+1, n, n]` (no action at T) give
+    E[c_t] = 1/2 mu_z^T C mu_z + 1/2 tr(C Sigma_z) + c^T mu_z + c_0 and the KL
+    (`kl_divergence`)."""
+    dim = layout.dim
+    dynamics = jax.vmap(lambda dynamics_t: dyn.dense(layout, dynamics_t))(dynamics)
+    cost = cost_lib.embedded(cost, layout.size + dim)
+
+    def step(state, inputs):
+        return forward_step(*state, *inputs)
+
+    (final_mean, final_covariance), (means, covariances) = jax.lax.scan(
+        step, (initial_mean, initial_covariance), (dynamics, controller))
+    means = jnp.concatenate([means, jnp.pad(final_mean, (0, dim))[None]])
+    covariances = jnp.concatenate(
+        [covariances, jnp.pad(final_covariance, ((0, dim), (0, dim)))[None]])
+    costs = (0.5 * jnp.einsum("ti,tij,tj->t", means, cost.hessian, means)
+             + 0.5 * jnp.einsum("tij,tji->t", cost.hessian, covariances)
+             + jnp.einsum("ti,ti->t", cost.gradient, means) + cost.constant)
+    kls = (jnp.zeros(controller.offset.shape[:1], means.dtype) if reference is None
+           else kl_divergence(layout, controller, reference, means, covariances))
+    return costs, kls
 
 
 def backward_pass(layout: feats.StateLayout, dynamics: dyn.Dynamics, cost: cost_lib.QuadraticCost,
@@ -409,6 +533,38 @@ class Solution(NamedTuple):
     num_passes: jax.Array
 
 
+class _EtaSearch(NamedTuple):
+    """The loop state of `optimise`'s search in log eta (all `[]` but the Solutions).
+
+    low, high: the bracket's ends; log eta_min and log eta_max until evaluated. The KL is too
+      large at low (gap > 0) and within the bound at high.
+    gap_low, gap_high: log KL - log epsilon at the ends (+inf, -inf until evaluated), as
+      halved by the Illinois rule.
+    known_low, known_high: whether that end has been evaluated.
+    at_high: the Solution evaluated at high.
+    best: the answer so far (returned when the loop stops).
+    last_gap: the last evaluation's gap (NaN before the first): the first outward step's size.
+    evaluations: passes run so far (int).
+    expansions: outward steps taken before the root was bracketed (int).
+    last_side: which end the last bracketed evaluation replaced: -1 low, 1 high, 0 none (int).
+    done: converged, or the bound is inactive at eta_min or unreachable at eta_max.
+    """
+
+    low: jax.Array
+    high: jax.Array
+    gap_low: jax.Array
+    gap_high: jax.Array
+    known_low: jax.Array
+    known_high: jax.Array
+    at_high: Solution
+    best: Solution
+    last_gap: jax.Array
+    evaluations: jax.Array
+    expansions: jax.Array
+    last_side: jax.Array
+    done: jax.Array
+
+
 def optimise(config: Config, layout: feats.StateLayout, dynamics: dyn.Dynamics,
              cost: cost_lib.QuadraticCost, reference: Controller, initial_mean: jax.Array,
              initial_covariance: jax.Array, kl_bound: jax.Array,
@@ -457,55 +613,60 @@ def optimise(config: Config, layout: feats.StateLayout, dynamics: dyn.Dynamics,
     _, blank = jax.eval_shape(evaluate, lowest)
     blank = jax.tree.map(lambda leaf: jnp.zeros(leaf.shape, leaf.dtype), blank)
     false, zero = jnp.asarray(False), jnp.asarray(0)
-    # (low, high, gap_low, gap_high, known_low, known_high, at_high, best, last gap,
-    #  evaluations, expansions, last_side, done); low/high hold the bounds until known.
-    start = (lowest, highest, jnp.asarray(jnp.inf, dtype), jnp.asarray(-jnp.inf, dtype), false,
-             false, blank, blank, jnp.asarray(jnp.nan, dtype), zero, zero, zero, false)
+    start = _EtaSearch(low=lowest, high=highest, gap_low=jnp.asarray(jnp.inf, dtype),
+                       gap_high=jnp.asarray(-jnp.inf, dtype), known_low=false, known_high=false,
+                       at_high=blank, best=blank, last_gap=jnp.asarray(jnp.nan, dtype),
+                       evaluations=zero, expansions=zero, last_side=zero, done=false)
 
-    def cond(carry):
-        *_, evaluations, _, _, done = carry
-        return (~done) & (evaluations < config.eta_max_iterations + 2)
+    def cond(search: _EtaSearch):
+        return (~search.done) & (search.evaluations < config.eta_max_iterations + 2)
 
-    def body(carry):
-        (low, high, gap_low, gap_high, known_low, known_high, at_high, best, last_gap,
-         evaluations, expansions, last_side, _) = carry
-        bracketed = known_low & known_high
-        secant = high - gap_high * (high - low) / (gap_high - gap_low)
+    def body(search: _EtaSearch) -> _EtaSearch:
+        low, high = search.low, search.high
+        bracketed = search.known_low & search.known_high
+        secant = high - search.gap_high * (high - low) / (search.gap_high - search.gap_low)
         width = high - low
         inside = jnp.isfinite(secant) & (secant > low + 1e-3 * width) & (
             secant < high - 1e-3 * width)
-        step = jnp.where(warm, jnp.where(jnp.isfinite(last_gap),
-                                         jnp.maximum(jnp.abs(last_gap), 0.5), 2.0)
-                         * 2.0 ** expansions, jnp.inf)
-        expanded = jnp.where(known_low, jnp.minimum(low + step, highest),
+        step = jnp.where(warm, jnp.where(jnp.isfinite(search.last_gap),
+                                         jnp.maximum(jnp.abs(search.last_gap), 0.5), 2.0)
+                         * 2.0 ** search.expansions, jnp.inf)
+        expanded = jnp.where(search.known_low, jnp.minimum(low + step, highest),
                              jnp.maximum(high - step, lowest))
+        one_known = search.known_low | search.known_high
         candidate = jnp.where(
             bracketed, jnp.where(inside, secant, 0.5 * (low + high)),
-            jnp.where(known_low | known_high, expanded, first))
+            jnp.where(one_known, expanded, first))
         gap, at_candidate = evaluate(candidate)
         converged = jnp.abs(gap) <= log_tolerance
         too_large = gap > 0
-        # Illinois: halve the retained end's gap when the same end is kept twice in a row.
-        side = jnp.where(bracketed, jnp.where(too_large, -1, 1), 0)
-        gap_low = jnp.where(too_large, gap, jnp.where(last_side == 1, 0.5 * gap_low, gap_low))
-        gap_high = jnp.where(too_large, jnp.where(last_side == -1, 0.5 * gap_high, gap_high), gap)
-        low = jnp.where(too_large, candidate, low)
-        high = jnp.where(too_large, high, candidate)
-        at_high = _select(too_large, at_high, at_candidate)
+        at_high = _select(too_large, search.at_high, at_candidate)
         # Not bracketed yet: the last evaluation is the answer if its side cannot be left.
         inactive = ~too_large & (candidate <= lowest)
         unreachable = too_large & (candidate >= highest)
-        best = _select(converged | (~too_large & ~bracketed) | unreachable | ~known_high,
-                       at_candidate, at_high)
-        done = converged | ((inactive | unreachable) & ~bracketed)
-        expansions = jnp.where(known_low | known_high, expansions + 1, expansions)
-        return (low, high, gap_low, gap_high, known_low | too_large, known_high | ~too_large,
-                at_high, best, gap, evaluations + 1, expansions, side, done)
+        return _EtaSearch(
+            low=jnp.where(too_large, candidate, low),
+            high=jnp.where(too_large, high, candidate),
+            # Illinois: halve the retained end's gap when the same end is kept twice in a row.
+            gap_low=jnp.where(too_large, gap, jnp.where(search.last_side == 1,
+                                                        0.5 * search.gap_low, search.gap_low)),
+            gap_high=jnp.where(too_large, jnp.where(search.last_side == -1,
+                                                    0.5 * search.gap_high, search.gap_high), gap),
+            known_low=search.known_low | too_large,
+            known_high=search.known_high | ~too_large,
+            at_high=at_high,
+            best=_select(converged | (~too_large & ~bracketed) | unreachable | ~search.known_high,
+                         at_candidate, at_high),
+            last_gap=gap,
+            evaluations=search.evaluations + 1,
+            expansions=jnp.where(one_known, search.expansions + 1, search.expansions),
+            last_side=jnp.where(bracketed, jnp.where(too_large, -1, 1), 0),
+            done=converged | ((inactive | unreachable) & ~bracketed))
 
-    *_, best, _, evaluations, _, _, _ = jax.lax.while_loop(cond, body, start)
-    costs, _ = expanded_forward_pass(layout, dynamics, best.controller, expansion, initial_mean,
-                                     initial_covariance)
-    return best._replace(expected_cost=jnp.sum(costs), num_passes=evaluations)
+    search = jax.lax.while_loop(cond, body, start)
+    costs, _ = expanded_forward_pass(layout, dynamics, search.best.controller, expansion,
+                                     initial_mean, initial_covariance)
+    return search.best._replace(expected_cost=jnp.sum(costs), num_passes=search.evaluations)
 
 
 def _select(predicate, if_true, if_false):
