@@ -166,7 +166,7 @@ def learned_optimizer(settings: Settings, directory: str, family, family_name: s
 
 def _trained(directory: str) -> bool:
     """Whether `directory` already holds the learned optimizer (`learned_optimizer`)."""
-    return os.path.exists(os.path.join(directory, "learned", gps.learned.METADATA_FILE))
+    return os.path.exists(os.path.join(directory, "learned", gps.learned.FILE))
 
 
 # Expected seconds of the stages that are not GPS's (progress plan; `lopt.gps.trainer.plan`
