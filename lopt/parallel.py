@@ -8,7 +8,7 @@ is padded to a multiple of the device count by repeating the last item (so padde
 finite) and the padding is dropped from the outputs. Items must not interact: each output
 row depends on its input row only, so the result does not depend on the number of devices
 (up to floating-point round-off where XLA vectorises a different batch size differently).
-`map_over_devices(function, *inputs)` is the common case: a `lax.map` over the items.
+`map_over_devices(function, *inputs)` is the common case: `map_in_batches` over the items.
 
 On a CPU a process has one device unless XLA_FLAGS sets
 `--xla_force_host_platform_device_count`; the binaries leave it at one (docs/decisions.md).
@@ -47,12 +47,37 @@ def over_devices(batched, *inputs):
     return jax.tree.map(lambda leaf: leaf[:count], outputs)
 
 
+def map_in_batches(function, *inputs, batch_size: int | None = None):
+    """`function(*item)` for every item along the leading axis of `inputs` (stacked like
+    `jax.vmap(function)(*inputs)`), vmapped within batches of `batch_size` items (default 1)
+    and looped over the batches.
+
+    Unlike `lax.map(..., batch_size=)`, which handles a remainder batch separately and then
+    concatenates (a copy of every output), each batch writes into the preallocated outputs in
+    place; when the batch size does not divide the item count, the last batch is the last
+    `batch_size` items, recomputing a few (items are independent, so the results are the
+    same)."""
+    count = jax.tree.leaves(inputs)[0].shape[0]
+    size = min(batch_size or 1, count)
+    batched = jax.vmap(function)
+    take = lambda start: jax.tree.map(
+        lambda leaf: jax.lax.dynamic_slice_in_dim(leaf, start, size), inputs)
+    shapes = jax.eval_shape(lambda: batched(*take(0)))
+    outputs = jax.tree.map(lambda s: jnp.zeros((count, *s.shape[1:]), s.dtype), shapes)
+
+    def body(index, outputs):
+        start = jnp.minimum(index * size, count - size)
+        return jax.tree.map(lambda out, new: jax.lax.dynamic_update_slice_in_dim(
+            out, new, start, 0), outputs, batched(*take(start)))
+
+    return jax.lax.fori_loop(0, -(-count // size), body, outputs)
+
+
 def map_over_devices(function, *inputs, batch_size: int | None = None):
-    """`function(*item)` for every item along the leading axis of `inputs`: a `lax.map`
-    (vmapped within batches of `batch_size` items) on each device's share (`over_devices`)."""
+    """`function(*item)` for every item along the leading axis of `inputs`: `map_in_batches`
+    on each device's share (`over_devices`)."""
     return over_devices(
-        lambda *share: jax.lax.map(lambda item: function(*item), share, batch_size=batch_size),
-        *inputs)
+        lambda *share: map_in_batches(function, *share, batch_size=batch_size), *inputs)
 
 
 def on_one_device(tree):

@@ -7,7 +7,7 @@ papers do not state are marked as our choice.
 
 Presets: `paper` (the defaults), `cpu` (the paper's sizes with 8 GPS iterations, for a
 2-core machine) and `smoke` (seconds; tests). Our defaults that depart from the papers, each
-measured in `lopt.gps.trainer`: one shared momentum setting to start from, on-policy sampling
+measured (docs/decisions.md): one shared momentum setting to start from, on-policy sampling
 (MD's variant, not LM's), local dynamics from the exact derivatives of f, exploration noise
 0.1 and the returned policy chosen on fresh starts over 100 steps (`validation_steps`).
 """
@@ -41,13 +41,10 @@ class Config:
     momentum_step_sizes: tuple[float, ...] = tuple(10.0 ** (k / 4) for k in range(-12, 5))
     momentum_decays: tuple[float, ...] = (0.0, 0.5, 0.7, 0.8, 0.9, 0.95, 0.99)
     # LM section 5 tune it per objective (True); our default is the one pair best on average,
-    # which the policy imitates before the first iteration (per objective it could not: loss
-    # 0.38, policy cost 0.44 vs momentum 0.30, NaN by iteration 3; logistic, cpu preset).
+    # which the policy can imitate before the first iteration (per objective it could not).
     momentum_per_objective: bool = False
     # Our choice: exploration noise on the step. The KL trust region is measured against this
-    # spread, so it sets how far a controller may move per iteration; 0.02 (the old default)
-    # left the first steps gradient-descent-like (logistic, cpu preset, with
-    # validation_steps=100: test above momentum at 46% of iterations vs 19-38% at 0.02).
+    # spread, so it sets how far a controller may move per iteration.
     initial_action_std: float = 0.1
     # Our choice: the LQG's cost of f(x_t) is weighted 1 + early_cost_weight for t = 1..
     # early_cost_steps (LM: 0, the plain sum over time); the reported costs stay unweighted.

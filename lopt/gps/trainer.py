@@ -18,28 +18,11 @@ linearised at the controllers' samples (`coupling="trajectory"`: around the prev
 controllers).
 
 Why mirror descent rather than BADMM: the KL trust region around the linearised policy is
-exactly the constraint the part-1 LQG already solves (`lqg.optimise` takes any reference
-controller), so the coupling needs no dual variables, no extra cost terms and no tuning of
-their step sizes; the trust-region size is still adapted from predicted vs actual
-improvement.
-
-Why on-policy, exact dynamics and the best policy (measured on logistic regression, `cpu`
-preset, 90 objectives): sampling the controllers and linearising the policy at their states,
-with per-objective momentum, diverged by iteration 4; with shared momentum it was stable but
-did not improve in three iterations (policy 0.2973 vs momentum 0.2942). On-policy with exact
-dynamics improves every iteration (policy 0.2992 -> 0.2893 in six), because the controllers
-are optimised where the policy actually goes and the S-step only has to follow a small
-change. Once the trust region had grown (KL 40 nats over 40 steps) the loop became unstable:
-a few controllers blew up on the real objective at iteration 8-9 and the policy that imitated
-them fell back to 0.331, so `train` returns the best policy seen. "Best" is by default the
-lowest mean objective over `validation_steps` = 100 steps from fresh starts on the training
-objectives, not the training cost: the policy memorises its training starts (cpu preset: 0.2317
-from them, 0.2431 from fresh starts) and with a larger trust region (kl_step 1.0) the policy
-best on the training cost (0.2304) diverged from fresh starts (mean 1.87) and on unseen
-objectives; the validation cost typically bottoms out two or three iterations before the
-training cost does.
-Keeping a controller only where its rollout beat the policy's did not help (99% were kept,
-and the policy got worse from the second iteration: 0.2994 -> 0.3052 at the fourth).
+exactly the constraint the LQG already solves (`lqg.optimise` takes any reference controller),
+so the coupling needs no dual variables or extra cost terms. Why on-policy sampling, exact
+dynamics, and returning the best policy by a validation cost from fresh starts rather than
+the last one: each was measured better on logistic regression (docs/decisions.md, "GPS
+coupling and sampling").
 
 The policy's whitening and action scale are fitted once, on samples of the initial (tuned
 momentum) controllers, and kept fixed. Everything runs in float64 inside
@@ -392,6 +375,8 @@ def train(family, train_problems, config: Config, key: jax.Array, *, callback=No
         for index in range(first, config.num_iterations):
             started = time.perf_counter()
             prefix = iteration_prefix(index, config.num_iterations)
+            if config.sampling == "policy":  # unused: the iteration linearises the policy
+                state = state._replace(loop=state.loop._replace(controller=None))
             state, record = iteration(config, family, problems, x0, state,
                                       jax.random.fold_in(key, index), prefix)
             with progress.stage(f"{prefix}: evaluate"):

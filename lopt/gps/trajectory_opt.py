@@ -110,12 +110,8 @@ def _chunked(config: Config, function, inputs):
     """`function` over the leading (objective) axis of `inputs`: vmapped within chunks of
     `lqg_batch_size` objectives and scanned over chunks, so each chunk's Riccati working set
     (a few `[n, n]` matrices per objective) stays in cache and a chunk's eta search stops
-    when its own objectives have converged. One objective per chunk is the fastest measured
-    at paper size (90 logistic objectives, 2 cores, warm-started searches: 1.37-1.41 CPU-s
-    against 1.55 for 2, 1.78-1.92 for 4 and 1.58-1.67 for 16): an objective's working set
-    (~133 KB per matrix) already fills the caches, and each eta search then runs only the
-    passes its own objective needs. The objectives are split over all devices
-    (`lopt.parallel`)."""
+    when its own objectives have converged (one objective per chunk was fastest measured,
+    docs/decisions.md). The objectives are split over all devices (`lopt.parallel`)."""
     return parallel.map_over_devices(function, inputs, batch_size=config.lqg_batch_size)
 
 
