@@ -4,9 +4,9 @@ r"""Searches for update rules (Neural Optimizer Search) with PPO, evolution or r
       --config=cpu --out=runs/search
   python -m experiments.search_rules --config=cpu --out=runs/search --resume   # after a kill
 
-`--config` picks a preset of `lopt.search.PRESETS` (smoke: seconds on a quadratic; cpu: digits
-MLP on a laptop CPU; paper: the CIFAR-10 child at paper scale); the other flags override its
-fields when given. Writes into --out results.jsonl, config.json and checkpoint.npz (see
+`--config` picks a preset of `lopt.search.SearchConfig.preset` (smoke: seconds on a quadratic;
+cpu: digits MLP on a laptop CPU; paper: the CIFAR-10 child at paper scale); the other flags
+override its fields when given. Writes into --out results.jsonl, config.json and checkpoint.npz (see
 `lopt.search.driver`), and when the search ends
   top_rules.md      the best distinct rules next to sgd, momentum, adam and rmsprop scored
                     under the same protocol, and the snippet that turns a rule into an optimizer

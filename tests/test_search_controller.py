@@ -1,4 +1,4 @@
-"""Controller and PPO: valid samples under every constraint switch, log-probabilities against a
+"""RuleController and PPO: valid samples under every constraint switch, log-probabilities against a
 manual recomputation, and a PPO update that favours a high-reward rule."""
 
 import dataclasses
@@ -13,7 +13,7 @@ from conftest import token_violations
 from lopt.rules import VOCABULARY, Vocabulary, from_tokens
 from lopt.rules.tokens import TOKENS_PER_LEVEL
 from lopt.search import driver, ppo
-from lopt.search.controller import Controller, ControllerConfig
+from lopt.search.controller import ControllerConfig, RuleController
 
 SMALL_VOCABULARY = Vocabulary(operands=("g", "m", "v", "one"),
                               unaries=(("identity", None), ("neg", None), ("sign", None)),
@@ -35,7 +35,7 @@ CASES = ([(SMALL_VOCABULARY, 3, switches) for switches in SWITCHES]
 @pytest.mark.parametrize(("vocabulary", "depth", "switches"), CASES)
 def test_samples_satisfy_every_constraint(vocabulary, depth, switches):
     vocabulary = _switched(vocabulary, switches)
-    controller = Controller(ControllerConfig(depth=depth, vocabulary=vocabulary,
+    controller = RuleController(ControllerConfig(depth=depth, vocabulary=vocabulary,
                                                     hidden_size=16))
     params = controller.init(jax.random.key(0))
     samples = controller.sample(params, jax.random.key(1), 1000)
@@ -52,7 +52,7 @@ def test_samples_satisfy_every_constraint(vocabulary, depth, switches):
 
 def test_log_prob_matches_manual_recomputation():
     config = ControllerConfig(depth=2, hidden_size=8)
-    controller = Controller(config)
+    controller = RuleController(config)
     params = controller.init(jax.random.key(0))
     samples = controller.sample(params, jax.random.key(1), 3)
     step = jax.jit(controller.network.apply)
@@ -74,7 +74,7 @@ def test_log_prob_matches_manual_recomputation():
 
 
 def test_parameters_start_uniform_in_init_scale():
-    controller = Controller(ControllerConfig(depth=1))
+    controller = RuleController(ControllerConfig(depth=1))
     leaves = jax.tree.leaves(controller.init(jax.random.key(0)))
     values = np.concatenate([np.ravel(leaf) for leaf in leaves])
     assert np.abs(values).max() <= 0.08 and np.abs(values).max() > 0.079
@@ -83,7 +83,7 @@ def test_parameters_start_uniform_in_init_scale():
 @pytest.mark.parametrize("config", [ppo.PPOConfig(), driver.PRESETS["cpu"].ppo],
                          ids=["paper", "cpu"])
 def test_ppo_update_raises_probability_of_high_reward_rule(config):
-    controller = Controller(ControllerConfig(depth=2, hidden_size=32))
+    controller = RuleController(ControllerConfig(depth=2, hidden_size=32))
     state = ppo.init(controller, config, jax.random.key(0))
     tokens = controller.sample(state.params, jax.random.key(1), 16).tokens
     rewards = jnp.zeros(16).at[3].set(1.0)

@@ -123,8 +123,8 @@ def test_binary_bad_input(run_module, flags, message):
 def test_new_rules_compile_nothing(uninterrupted, tmp_path):
     from lopt.search import controller, evaluator, ppo
 
-    jitted = (evaluator._score_members_sharded, controller.Controller.sample,
-              controller.Controller.score, ppo.update)
+    jitted = (evaluator._score_members_sharded, controller.RuleController.sample,
+              controller.RuleController.score, ppo.update)
     before = [function._cache_size() for function in jitted]
     driver.run(SMOKE, jax.random.key(1), out=str(tmp_path), max_iterations=2)
     assert [function._cache_size() for function in jitted] == before

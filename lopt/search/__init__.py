@@ -8,10 +8,9 @@ controller with PPO, evolution and random search, and the resumable search drive
 """
 
 from lopt.search import fingerprint, ppo, strategies, tasks
-from lopt.search.controller import Controller, ControllerConfig, Samples
-from lopt.search.driver import PRESETS, SearchConfig, SearchResult, run
+from lopt.search.controller import ControllerConfig, RuleController, RuleSamples
+from lopt.search.driver import SearchConfig, SearchResult, run
 from lopt.search.evaluator import EvaluatorConfig, Scores, evaluate
 from lopt.search.ppo import PPOConfig, PPOState
 from lopt.search.strategies import STRATEGIES, Evolution, PPOSearch, RandomSearch
 
-Config = SearchConfig

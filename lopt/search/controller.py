@@ -12,7 +12,7 @@ the space, as in section 4.1 (10^6–10^10 rules).
 Shapes: T = 5·depth positions, W = `Vocabulary.max_size(depth)` ids per head, H = hidden size.
 Sampling a batch is one jitted `jax.vmap` over keys of a `jax.lax.scan` over positions.
 
-    controller = Controller(ControllerConfig(depth=2))
+    controller = RuleController(ControllerConfig(depth=2))
     params = controller.init(jax.random.key(0))
     batch = controller.sample(params, jax.random.key(1), 64)   # tokens [64, 10], log_prob [64]
 """
@@ -61,7 +61,7 @@ class ControllerConfig:
         return self.vocabulary.max_size(self.depth)
 
 
-class Samples(NamedTuple):
+class RuleSamples(NamedTuple):
     """A batch of B rules in token form with the controller's statistics.
 
     tokens: int32 [B, T]; log_prob: [B] log-probability of each sequence under the controller;
@@ -105,7 +105,7 @@ class LSTMPolicy(nn.Module):
 
 
 @dataclasses.dataclass(frozen=True)
-class Controller:
+class RuleController:
     """Pure functions of the controller's parameters for one `ControllerConfig`."""
 
     config: ControllerConfig = ControllerConfig()
@@ -125,7 +125,7 @@ class Controller:
         zeros = jnp.zeros(self.config.hidden_size)
         return zeros, zeros
 
-    def _unroll(self, params, choose: Callable, choose_inputs) -> Samples:
+    def _unroll(self, params, choose: Callable, choose_inputs) -> RuleSamples:
         """Runs the LSTM over all positions; `choose(log_probs [W], x) -> token` picks each
         position's token (sampled or given) from the masked log-softmax, x from choose_inputs."""
         config = self.config
@@ -147,11 +147,11 @@ class Controller:
         initial = (self._zero_carry(), jnp.zeros(config.num_positions, jnp.int32), jnp.int32(0))
         (_, tokens, _), (log_probs, entropies) = jax.lax.scan(
             step, initial, (positions, choose_inputs))
-        return Samples(tokens, log_probs.sum(), entropies.sum())
+        return RuleSamples(tokens, log_probs.sum(), entropies.sum())
 
     @functools.partial(jax.jit, static_argnums=(0, 3))
-    def sample(self, params, key: jax.Array, num_rules: int) -> Samples:
-        """Samples `num_rules` rules autoregressively: Samples with leading axis num_rules."""
+    def sample(self, params, key: jax.Array, num_rules: int) -> RuleSamples:
+        """Samples `num_rules` rules autoregressively: RuleSamples with leading axis num_rules."""
         def one(rule_key):
             keys = jax.random.split(rule_key, self.config.num_positions)
             return self._unroll(params, lambda log_probs, k: jax.random.categorical(k, log_probs),
@@ -159,7 +159,7 @@ class Controller:
         return jax.vmap(one)(jax.random.split(key, num_rules))
 
     @functools.partial(jax.jit, static_argnums=0)
-    def score(self, params, tokens: jax.Array) -> Samples:
+    def score(self, params, tokens: jax.Array) -> RuleSamples:
         """Log-probabilities and entropies of given token sequences, tokens int [B, T]."""
         def one(sequence):
             return self._unroll(params, lambda log_probs, token: token, sequence)

@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from lopt.search.controller import Controller
+from lopt.search.controller import RuleController
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,7 +55,7 @@ class PPOConfig:
 
 
 class PPOState(NamedTuple):
-    """Controller parameters, Adam state, the reward baseline and the number of updates."""
+    """RuleController parameters, Adam state, the reward baseline and the number of updates."""
 
     params: Any
     opt_state: Any
@@ -67,14 +67,14 @@ def _optimizer(config: PPOConfig) -> optax.GradientTransformation:
     return optax.adam(config.learning_rate)
 
 
-def init(controller: Controller, config: PPOConfig, key: jax.Array) -> PPOState:
+def init(controller: RuleController, config: PPOConfig, key: jax.Array) -> PPOState:
     """Fresh controller parameters and optimiser state; the baseline starts at the first
     batch's mean reward."""
     params = controller.init(key)
     return PPOState(params, _optimizer(config).init(params), jnp.float32(0.0), jnp.int32(0))
 
 
-def surrogate_loss(params, controller: Controller, config: PPOConfig, tokens, old_log_prob,
+def surrogate_loss(params, controller: RuleController, config: PPOConfig, tokens, old_log_prob,
                    advantages):
     """Negated clipped surrogate plus entropy bonus, for tokens int [B, T], old_log_prob [B],
     advantages [B]; returns (loss, mean entropy)."""
@@ -87,7 +87,7 @@ def surrogate_loss(params, controller: Controller, config: PPOConfig, tokens, ol
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1))
-def update(controller: Controller, config: PPOConfig, state: PPOState, tokens: jax.Array,
+def update(controller: RuleController, config: PPOConfig, state: PPOState, tokens: jax.Array,
            old_log_prob: jax.Array, rewards: jax.Array) -> tuple[PPOState, dict]:
     """One PPO update on a batch of B sampled rules.
 

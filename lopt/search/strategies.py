@@ -31,7 +31,7 @@ import jax.numpy as jnp
 
 from lopt.rules.tokens import random_tokens
 from lopt.search import ppo as ppo_lib
-from lopt.search.controller import Controller, ControllerConfig
+from lopt.search.controller import ControllerConfig, RuleController
 
 _jit_method = functools.partial(jax.jit, static_argnums=0)
 
@@ -72,8 +72,8 @@ class PPOSearch:
     ppo: ppo_lib.PPOConfig = ppo_lib.PPOConfig()
 
     @property
-    def controller(self) -> Controller:
-        return Controller(self.space)
+    def controller(self) -> RuleController:
+        return RuleController(self.space)
 
     def init(self, key: jax.Array) -> ppo_lib.PPOState:
         return ppo_lib.init(self.controller, self.ppo, key)
