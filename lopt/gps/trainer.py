@@ -89,7 +89,7 @@ def initial_state(config: Config, family, problems, x0: jax.Array, key: jax.Arra
                           * len(config.momentum_decays), "grid points",
                           _jit_initial_controllers, config, family, problems, x0)
     with progress.stage(INITIAL_POLICY, config.imitation_steps, "steps"):
-        samples = _stages["sample"](config, family, problems, x0, loop, key_sample)
+        samples = _sample_controllers(config, family, problems, x0, loop, key_sample)
         policy = jax.device_get(_jit_initial_policy(  # lopt.parallel.on_one_device
             config, family, *parallel.on_one_device((loop.controller, samples)), key_policy))
         cost = jnp.mean(_jit_policy_cost(config, family, problems, x0, policy))
@@ -201,14 +201,13 @@ def _jit(function):
     return jax.jit(function, static_argnums=(0, 1))
 
 
-_stages = {
-    "sample": _jit(trajectory_opt.sample_stage),
-    "sample_policy": _jit(sample_policy),
-    "fit": _jit(fit_stage),
-    "policy": _jit(policy_stage),
-    "linearise": _jit(linearise_stage),
-    "optimise": _jit(optimise_stage),
-}
+# The stages, each compiled once per (config, family).
+_sample_controllers = _jit(trajectory_opt.sample_stage)
+_sample_policy = _jit(sample_policy)
+_fit = _jit(fit_stage)
+_fit_policy_to = _jit(policy_stage)
+_linearise = _jit(linearise_stage)
+_optimise = _jit(optimise_stage)
 _jit_initial_controllers = _jit(trajectory_opt.initial_state)
 _jit_initial_policy = _jit(initial_policy)
 _jit_controller_cost = _jit(trajectory_opt.mean_cost)
@@ -247,7 +246,7 @@ def _timed(label: str, total: int | None, unit: str, function, *args):
 def _s_step(config: Config, family, policy, controller, samples, key):
     """The jitted `policy_stage` on one device (`lopt.parallel.on_one_device`); the fitted
     policy comes back through the host, so split stages can take it."""
-    return jax.device_get(_stages["policy"](
+    return jax.device_get(_fit_policy_to(
         config, family, policy, *parallel.on_one_device((controller, samples)), key))
 
 
@@ -256,53 +255,68 @@ def stage_names(prefix: str) -> dict[str, str]:
     return {name: f"{prefix}: {name}" for name in ("sample", "fit", "optimise", "policy")}
 
 
-def iteration(config: Config, family, problems, x0, state: TrainState, key,
-              prefix: str = "GPS iteration"):
-    """One GPS iteration (module docstring): returns (new TrainState, diagnostics dict).
-    Each stage runs as a progress stage labelled by `stage_names(prefix)`."""
-    key_sample, key_fit, key_policy = jax.random.split(key, 3)
-    labels, num = stage_names(prefix), x0.shape[0]
-    if config.sampling == "policy":
-        samples, sample_s = _timed(labels["sample"], None, "", _stages["sample_policy"], config,
-                                   family, problems, x0, state.policy, key_sample)
-        model, fit_s = _timed(labels["fit"], None, "", _stages["fit"], config, family, problems,
-                              samples, key_fit)
-        reference = _stages["linearise"](config, family, state.policy, samples)
-        (loop, solution, kl_bound, failed), optimise_s = _timed(
-            labels["optimise"], num, "objectives", _stages["optimise"], config, family, model,
-            state.loop._replace(controller=reference), reference, samples)
-        del model, reference  # before the S-step: 0.9 GB on 1800 logistic objectives
-        (policy, losses), policy_s = _timed(labels["policy"], config.policy_steps, "steps",
-                                            _s_step, config, family, state.policy,
-                                            loop.controller, samples, key_policy)
-    else:
-        samples, sample_s = _timed(labels["sample"], None, "", _stages["sample"], config, family,
-                                   problems, x0, state.loop, key_sample)
-        model, fit_s = _timed(labels["fit"], None, "", _stages["fit"], config, family, problems,
-                              samples, key_fit)
-        (policy, losses), policy_s = _timed(labels["policy"], config.policy_steps, "steps",
-                                            _s_step, config, family, state.policy,
-                                            state.loop.controller, samples, key_policy)
-        reference = None
-        if config.coupling == "mirror_descent":
-            reference = _stages["linearise"](config, family, policy, samples)
-        (loop, solution, kl_bound, failed), optimise_s = _timed(
-            labels["optimise"], num, "objectives", _stages["optimise"], config, family, model,
-            state.loop, reference, samples)
-    record = {
-        "sample_cost": float(jnp.mean(samples.values[:, :, 1:])),
-        "policy_loss": float(losses),
-        "kl": float(jnp.mean(solution.kl)),
-        "kl_bound": float(jnp.mean(kl_bound)),
-        "eta": float(jnp.nanmedian(solution.eta)),
-        "failed_conditions": int(jnp.sum(failed)),
-        "step_mult": float(jnp.mean(loop.step_mult)),
-        "sample_seconds": sample_s,
-        "fit_seconds": fit_s,
-        "policy_seconds": policy_s,
-        "optimise_seconds": optimise_s,
-    }
-    return state._replace(loop=loop, policy=policy), record
+def make_iteration(config: Config, family, problems, x0: jax.Array):
+    """One GPS iteration (module docstring) for these settings and training objectives:
+    `iteration(state, key, prefix)` returns (new TrainState, diagnostics dict). Each stage
+    runs as a progress stage labelled by `stage_names(prefix)`; the stage order follows
+    `config.sampling` (on-policy: sample, fit, optimise, policy; controllers: sample, fit,
+    policy, optimise)."""
+    num = x0.shape[0]
+
+    def sample(labels, state, key):
+        if config.sampling == "policy":
+            return _timed(labels["sample"], None, "", _sample_policy, config, family, problems,
+                          x0, state.policy, key)
+        return _timed(labels["sample"], None, "", _sample_controllers, config, family,
+                      problems, x0, state.loop, key)
+
+    def fit(labels, samples, key):
+        return _timed(labels["fit"], None, "", _fit, config, family, problems, samples, key)
+
+    def optimise(labels, model, loop, reference, samples):
+        return _timed(labels["optimise"], num, "objectives", _optimise, config, family, model,
+                      loop, reference, samples)
+
+    def policy_step(labels, policy, controller, samples, key):
+        return _timed(labels["policy"], config.policy_steps, "steps", _s_step, config, family,
+                      policy, controller, samples, key)
+
+    def iteration(state: TrainState, key: jax.Array, prefix: str = "GPS iteration"):
+        key_sample, key_fit, key_policy = jax.random.split(key, 3)
+        labels = stage_names(prefix)
+        samples, sample_s = sample(labels, state, key_sample)
+        model, fit_s = fit(labels, samples, key_fit)
+        if config.sampling == "policy":  # the trust region is around the policy itself
+            reference = _linearise(config, family, state.policy, samples)
+            (loop, solution, kl_bound, failed), optimise_s = optimise(
+                labels, model, state.loop._replace(controller=reference), reference, samples)
+            del model, reference  # before the S-step: 0.9 GB on 1800 logistic objectives
+            (policy, losses), policy_s = policy_step(labels, state.policy, loop.controller,
+                                                     samples, key_policy)
+        else:
+            (policy, losses), policy_s = policy_step(labels, state.policy,
+                                                     state.loop.controller, samples, key_policy)
+            reference = None
+            if config.coupling == "mirror_descent":
+                reference = _linearise(config, family, policy, samples)
+            (loop, solution, kl_bound, failed), optimise_s = optimise(
+                labels, model, state.loop, reference, samples)
+        record = {
+            "sample_cost": float(jnp.mean(samples.values[:, :, 1:])),
+            "policy_loss": float(losses),
+            "kl": float(jnp.mean(solution.kl)),
+            "kl_bound": float(jnp.mean(kl_bound)),
+            "eta": float(jnp.nanmedian(solution.eta)),
+            "failed_conditions": int(jnp.sum(failed)),
+            "step_mult": float(jnp.mean(loop.step_mult)),
+            "sample_seconds": sample_s,
+            "fit_seconds": fit_s,
+            "policy_seconds": policy_s,
+            "optimise_seconds": optimise_s,
+        }
+        return state._replace(loop=loop, policy=policy), record
+
+    return iteration
 
 
 def _to_float64(leaf):
@@ -372,13 +386,13 @@ def train(family, train_problems, config: Config, key: jax.Array, *, callback=No
             logging.info("GPS: tuned momentum initialisation, mean training cost %.6f",
                          float(jnp.mean(_jit_controller_cost(config, family, problems, x0,
                                                              state.loop.controller))))
+        iteration = make_iteration(config, family, problems, x0)
         for index in range(first, config.num_iterations):
             started = time.perf_counter()
             prefix = iteration_prefix(index, config.num_iterations)
             if config.sampling == "policy":  # unused: the iteration linearises the policy
                 state = state._replace(loop=state.loop._replace(controller=None))
-            state, record = iteration(config, family, problems, x0, state,
-                                      jax.random.fold_in(key, index), prefix)
+            state, record = iteration(state, jax.random.fold_in(key, index), prefix)
             with progress.stage(f"{prefix}: evaluate"):
                 record = {
                     "iteration": index,
