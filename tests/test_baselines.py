@@ -1,5 +1,7 @@
 """Baselines against independent references: scikit-learn, exact quadratic minimisers, NumPy."""
 
+import collections
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -7,7 +9,7 @@ import optax
 import pytest
 from sklearn.linear_model import LogisticRegression
 
-from lopt import baselines, evaluation, objectives
+from lopt import baselines, evaluation, linesearch, objectives
 
 
 def _first(problems):
@@ -141,7 +143,7 @@ def test_fixed_step_conjugate_gradient_is_li_malik_table_1(quadratic_problem):
     np.testing.assert_allclose(np.asarray(iterates[0, -1]), x, rtol=1e-9)
 
 
-def test_fixed_step_lbfgs_evaluates_one_gradient_per_step_and_converges(quadratic_problem):
+def test_fixed_step_lbfgs_converges_without_value_or_objective(quadratic_problem):
     family, problems, minimum = quadratic_problem
     with jax.enable_x64():
         curve = np.asarray(evaluation.run(baselines.fixed_step_lbfgs(1.0), family, problems, 60,
@@ -151,3 +153,85 @@ def test_fixed_step_lbfgs_evaluates_one_gradient_per_step_and_converges(quadrati
     params = jnp.ones(3)
     updates, _ = transform.update(params, transform.init(params), params)  # no value, no value_fn
     assert updates.shape == (3,)
+
+
+def _counted(fn, counts):
+    """`fn` tallying its evaluations into the Counter `counts` as they run (inside jit,
+    while_loop and scan alike): "derivative" for one with derivatives (grad, jvp, any order),
+    "value" for a plain one."""
+
+    @jax.custom_jvp
+    def counted(x):
+        jax.debug.callback(lambda: counts.update(["value"]))
+        return fn(x)
+
+    @counted.defjvp
+    def counted_jvp(primals, tangents):
+        jax.debug.callback(lambda: counts.update(["derivative"]))
+        return jax.jvp(fn, primals, tangents)
+
+    return counted
+
+
+def _one_gradient(state):
+    del state
+    return {"derivative": 1}
+
+
+def _gradient_and_wolfe_trials(max_trials):
+    """One gradient, then one value-and-gradient per line-search trial: as many trials as the
+    search's state reports, at most `max_trials`."""
+
+    def expected(state):
+        is_search = lambda node: isinstance(node, linesearch.WolfeLinesearchState)
+        (search,) = [node for node in jax.tree.leaves(state, is_leaf=is_search)
+                     if is_search(node)]
+        assert 1 <= int(search.num_evaluations) <= max_trials
+        return {"derivative": 1 + int(search.num_evaluations)}
+
+    return expected
+
+
+def _gradient_and_three_newton_steps(state):
+    # One gradient; phi' and phi'' at each of the 3 Newton steps (one second-order forward
+    # evaluation each); one plain value to check that the step decreased f.
+    del state
+    return {"derivative": 1 + 3, "value": 1}
+
+
+@pytest.mark.parametrize("opt, expected", [
+    (baselines.gradient_descent(0.01), _one_gradient),
+    (baselines.momentum(0.01), _one_gradient),
+    (baselines.fixed_step_conjugate_gradient(0.01), _one_gradient),
+    (baselines.fixed_step_lbfgs(0.1), _one_gradient),
+    (baselines.lbfgs(max_linesearch_steps=3), _gradient_and_wolfe_trials(3)),
+    (baselines.conjugate_gradient(restart_every=8), _gradient_and_wolfe_trials(20)),
+    (baselines.conjugate_gradient(line_search="exact"), _gradient_and_three_newton_steps),
+], ids=["gradient_descent", "momentum", "fixed_step_conjugate_gradient", "fixed_step_lbfgs",
+        "lbfgs", "cg_wolfe", "cg_exact_linesearch"])
+def test_objective_evaluations_per_step_are_the_documented_ones(quadratic_problem, opt,
+                                                                 expected):
+    """Counts, as it runs, what one harness step evaluates (`lopt.evaluation`: f and its
+    gradient at x, then `update(grad, state, x, value=, grad=, value_fn=f)`). On this problem
+    L-BFGS's first search and every CG search take several trials, so the line-search counts
+    differ from one."""
+    family, problems, _ = quadratic_problem
+    counts = collections.Counter()
+    with jax.enable_x64():
+        objective = _counted(family.objective(jax.tree.map(lambda a: a[0], problems)), counts)
+        opt = optax.with_extra_args_support(opt)
+
+        @jax.jit
+        def step(x, state):
+            value, grad = jax.value_and_grad(objective)(x)
+            updates, state = opt.update(grad, state, x, value=value, grad=grad,
+                                        value_fn=objective)
+            return optax.apply_updates(x, updates), state
+
+        x = jnp.ones(8)
+        state = opt.init(x)
+        for index in range(8):
+            counts.clear()
+            x, state = jax.block_until_ready(step(x, state))
+            jax.effects_barrier()
+            assert counts == expected(state), f"step {index}"

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import scipy.optimize
 
-from lopt import baselines, linesearch, objectives
+from lopt import linesearch, objectives
 
 
 def _rosenbrock(x):
@@ -90,13 +90,54 @@ def test_bounded_number_of_evaluations():
         assert int(state.num_evaluations) <= 3
 
 
-def test_lbfgs_tuning_on_robust_regression_terminates():
-    # Regression: with optax's zoom search this exact grid (two equal curvature constants,
-    # 60 robust-regression problems, 40 steps) never finished; now it takes seconds.
+def _geman_mcclure_numpy(problems, points):
+    """NumPy value and gradient of the robust-regression loss (c = 1) at points [P, K, dim]:
+    f(w, b) = mean(r^2 / (1 + r^2)) with r = targets - inputs @ w - b."""
+    inputs, targets = np.asarray(problems["inputs"]), np.asarray(problems["targets"])
+    residual = targets[:, None] - np.einsum("pnd,pkd->pkn", inputs, points[..., :-1])
+    residual -= points[..., -1:]
+    values = np.mean(residual ** 2 / (1 + residual ** 2), axis=-1)
+    weight = -2 * residual / (1 + residual ** 2) ** 2 / residual.shape[-1]  # df/dr / n
+    grads = np.concatenate([np.einsum("pkn,pnd->pkd", weight, inputs),
+                            weight.sum(-1, keepdims=True)], axis=-1)
+    return values, grads
+
+
+def test_strong_wolfe_under_vmap_on_robust_regression_checked_in_numpy():
+    # Regression: optax's zoom search never finished on robust regression under vmap (60
+    # problems x curvature constants, as `baselines.tune` runs it). Every member must stop
+    # within max_steps at a step meeting the strong Wolfe conditions, checked on a NumPy copy
+    # of the loss; steepest-descent and random descent directions, scaled over five decades,
+    # make the search both grow the step and zoom.
     family = objectives.robust_linear_regression()
-    problems = family.sample(jax.random.key(0), 60)
+    max_steps, decrease, curvatures = 20, 1e-4, np.array([0.1, 0.5, 0.9])
     with jax.enable_x64():
-        result = baselines.tune(baselines.lbfgs, {"curvature": [0.5, 0.5]}, family, problems,
-                                40, key=jax.random.key(1))
-    assert np.all(np.isfinite(result.scores))
-    assert result.scores[0] == result.scores[1]
+        problems = jax.tree.map(np.asarray, family.sample(jax.random.key(0), 60))
+    rng = np.random.default_rng(0)
+    x0 = rng.normal(size=(60, family.dim))
+    value0, grad0 = _geman_mcclure_numpy(problems, x0[:, None])
+    random = rng.normal(size=x0.shape)
+    random *= -np.sign(np.sum(random * grad0[:, 0], axis=1, keepdims=True))
+    directions = np.where(np.arange(60)[:, None] % 2 == 0, -grad0[:, 0], random)
+    directions *= 10.0 ** rng.uniform(-3, 2, size=(60, 1))
+
+    def search(problem, x, direction, curvature):
+        fn = lambda v: family.loss(problem, v)
+        return _search(fn, x, direction, max_steps=max_steps, decrease=decrease,
+                       curvature=curvature)[1]
+
+    with jax.enable_x64():
+        per_curvature = jax.vmap(search, (None, None, None, 0))
+        states = jax.jit(jax.vmap(per_curvature, (0, 0, 0, None)))(problems, x0, directions,
+                                                                    curvatures)
+    steps, evaluations = np.asarray(states.step_size), np.asarray(states.num_evaluations)
+    assert steps.shape == (60, 3) and np.all(np.asarray(states.found))
+    assert np.all((evaluations >= 1) & (evaluations <= max_steps))
+    assert evaluations.max() > 3  # some searches had to bracket and zoom
+    points = x0[:, None] + steps[..., None] * directions[:, None]
+    value, grad = _geman_mcclure_numpy(problems, points)
+    slope0 = np.einsum("pkd,pd->pk", grad0, directions)
+    slope = np.einsum("pkd,pd->pk", grad, directions)
+    assert np.all(slope0 < 0) and np.all(steps > 0)
+    assert np.all(value <= value0 + decrease * steps * slope0)
+    assert np.all(np.abs(slope) <= curvatures * np.abs(slope0))
