@@ -28,6 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from lopt import finite as finite_lib
 from lopt import optimizer_kind, parallel
 
 
@@ -59,8 +60,7 @@ def trajectory(opt, loss_fn, x0: jax.Array, num_steps: int):
         updates, new_state = opt.update(grad, state, x, value=value, grad=grad, value_fn=loss_fn)
         new_x = optax.apply_updates(x, updates)
         new_value, new_grad = value_and_grad(new_x)
-        finite = jnp.isfinite(new_value) & jnp.all(jnp.isfinite(new_x))
-        finite &= jnp.all(jnp.isfinite(new_grad))
+        finite = finite_lib.all_finite((new_value, new_x, new_grad))
         carry = optax.tree.where(finite, (new_x, new_state, new_value, new_grad), carry)
         return carry, (carry[2], carry[0])
 

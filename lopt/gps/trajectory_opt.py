@@ -22,14 +22,13 @@ import jax
 import jax.numpy as jnp
 from absl import logging
 
-from lopt import parallel, progress
+from lopt import finite, parallel, progress
 from lopt.gps import controllers as ctrl
 from lopt.gps import cost as cost_lib
 from lopt.gps import dynamics as dyn
 from lopt.gps import gmm as gmm_lib
 from lopt.gps import initialisation, lqg
 from lopt.gps.config import Config
-from lopt.rules.compile import is_finite_update
 
 
 class Model(NamedTuple):
@@ -149,7 +148,7 @@ def optimise_stage(config: Config, family, model: Model, state: LoopState,
 
     solution = _chunked(config, solve, (model.dynamics, model.cost, reference, *model.initial,
                                         kl_bound, state.eta, jnp.arange(kl_bound.shape[0])))
-    failed = ~jax.vmap(is_finite_update)(solution.controller)
+    failed = ~finite.all_finite_per_row(solution.controller)
 
     def kept(fallback, new):  # fallback where the objective failed, else new
         return jnp.where(failed.reshape((-1,) + (1,) * (new.ndim - 1)), fallback, new)

@@ -42,6 +42,7 @@ import numpy as np
 from jax.sharding import Mesh
 from jax.sharding import PartitionSpec as P
 
+from lopt import finite
 from lopt import rules as rules_lib
 from lopt.search import fingerprint as fingerprint_lib
 
@@ -165,10 +166,7 @@ def _train_members(task, codes, learning_rates, member_keys, init_params, batch_
         new_params = jax.tree.map(
             lambda p, d: p - learning_rates.reshape((-1,) + (1,) * (p.ndim - 1)).astype(p.dtype)
             * d, params, directions)
-        finite = jnp.isfinite(loss)
-        for leaf in jax.tree.leaves(new_params):
-            finite &= jnp.all(jnp.isfinite(leaf.reshape(num_members, -1)), axis=1)
-        diverged = diverged | ~finite
+        diverged = diverged | ~finite.all_finite_per_row((loss, new_params))
         keep = lambda new, old: jnp.where(
             diverged.reshape((-1,) + (1,) * (new.ndim - 1)), old, new)
         # Only the parameters are frozen: a diverged member's optimizer state may go
