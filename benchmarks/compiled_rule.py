@@ -5,7 +5,10 @@
 Compares, on a ~1M-parameter pytree in float32, one jitted optimizer step (update and apply,
 buffers donated) of
   - `to_optax(parse("adam"), lr)` against `optax.adam(lr, eps=1e-8)`;
-  - `lopt.powersign(lr)` against a hand-written jitted PowerSign (EMA m, p -= lr·g·e^{sg·sm}).
+  - `lopt.powersign(lr)` against a hand-written jitted PowerSign (EMA m, p -= lr·g·e^{sg·sm});
+  - `to_optax` of rules that use exp, drop and noise with the default implementation (on a
+    CPU, `lopt.cpu_kernels`) against the plain specification (`implementation="plain"`): the
+    measured benefit that chooses the CPU kernels.
 """
 
 from __future__ import annotations
@@ -18,6 +21,10 @@ import lopt
 from benchmarks.timing import median_seconds
 
 LEARNING_RATE = 1e-3
+# Rules whose exp, drop or noise run as CPU kernels by default on a CPU.
+KERNEL_RULES = {"powersign": "g * exp(sign(g) * sign(m))",
+                "powersign_drop30": "drop(g, 0.3) * exp(sign(g) * sign(m))",
+                "m_plus_noise": "m + noise"}
 SHAPES = {"conv": (3, 3, 64, 128), "dense": (512, 1024), "head": (1024, 384), "bias": (384,)}
 
 
@@ -77,6 +84,11 @@ def main():
         "lopt.powersign": optax_step(lopt.powersign(LEARNING_RATE)),
         "hand-written PowerSign": handwritten_powersign_step(LEARNING_RATE),
     }
+    for name, text in KERNEL_RULES.items():
+        for implementation in (None, "plain"):
+            optimizer = lopt.rules.to_optax(text, LEARNING_RATE, key=jax.random.key(0),
+                                            implementation=implementation)  # fmt: skip
+            candidates[f"{name} {implementation or 'default'}"] = optax_step(optimizer)
     times = median_seconds({name: _runner(pair, grads) for name, pair in candidates.items()})
     print(f"{num_params:,} parameters, float32, {jax.devices()[0].device_kind}")
     for name, seconds in times.items():
@@ -85,6 +97,9 @@ def main():
     powersign_ratio = times["lopt.powersign"] / times["hand-written PowerSign"]
     print(f"ratio to_optax(parse('adam')) / optax.adam:   {adam_ratio:.3f}  (target <= 1.05)")
     print(f"ratio lopt.powersign / hand-written PowerSign: {powersign_ratio:.3f}  (target <= 1.05)")
+    for name in KERNEL_RULES:
+        ratio = times[f"{name} plain"] / times[f"{name} default"]
+        print(f"ratio plain / default implementation, {name}: {ratio:.3f}")
 
 
 if __name__ == "__main__":

@@ -6,7 +6,10 @@ For a population of 256 random depth-2 rules (sampled under the paper's constrai
 optimizer step per member (moving averages, rule, parameter update) is timed, in one run,
 interleaved:
   - `interpret`: one `jax.vmap`, every member computing every formula of the rule language
-    (target: at most 2.0 times a fixed rule);
+    (target: at most 2.0 times a fixed rule), with the default implementation of exp, log
+    and the random draws (`lopt.cpu_kernels` on a CPU);
+  - `interpret plain`: the same with the plain specification (`implementation="plain"`:
+    `jnp.exp`, `jnp.log`, `jax.random`), the speed the CPU kernels are measured against;
   - `map+switch`, the alternative design measured side by side (not used by `lopt`): a
     `lax.map` over members whose body runs one `lax.switch` per slot on the member's unbatched
     (operand, unary) tokens and one per level on its binary token, so that only the chosen
@@ -14,7 +17,7 @@ interleaved:
   - fixed rules compiled with `to_optax` and vmapped over the 256 members: PowerSign, and each
     of 8 members of the population (their mean is what compiling every member would cost).
 It also counts the XLA compilations caused by a second population of the same shape (must be 0
-for both designs).
+for every design).
 The gradients are an argument of the compiled steps, as in training: closed over as constants,
 XLA would fold g², g³ into extra constant arrays that each step reads from memory.
 
@@ -29,6 +32,7 @@ than the arithmetic does; the in-place ratio is the steady-state cost of trainin
 from __future__ import annotations
 
 import argparse
+import functools
 import itertools
 import time
 
@@ -45,6 +49,7 @@ POPULATION = 256
 DEPTH = 2
 LEARNING_RATE = 1e-3
 NUM_FIXED_MEMBERS = 8
+EPS = 1e-8  # the default ε of lopt.rules
 COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
 
 
@@ -70,34 +75,38 @@ def _map_switch_interpret(codes, moments, params, keys):
 
 
 def _map_switch_member(tokens, moments, params, key):
-    seed = semantics.step_seed(key)
+    numerics = semantics._numerics(None)
+    leaf_draws = numerics.draws(key)
     leaves, treedef = jax.tree.flatten(moments.grad)
     trees = (moments.m, moments.v, moments.gamma, params)
     columns = zip(leaves, *(treedef.flatten_up_to(tree) for tree in trees), strict=True)
-    return treedef.unflatten([_map_switch_leaf(tokens, *column, seed, leaf)
-                              for leaf, column in enumerate(columns)])  # fmt: skip
+    return treedef.unflatten([
+        _map_switch_leaf(tokens, *column, functools.partial(leaf_draws, leaf, column[0].shape),
+                         numerics.exp_or_log)
+        for leaf, column in enumerate(columns)])  # fmt: skip
 
 
-def _map_switch_leaf(tokens, grad, m, v, gamma, weight, seed, leaf):
-    inverse_denominator = lambda: 1.0 / (jnp.sqrt(v) + semantics.EPSILON)
+def _map_switch_leaf(tokens, grad, m, v, gamma, weight, draws, exp_or_log):
+    """`draws()` gives the leaf's (bits, normal), afresh in every branch: what one branch of a
+    `lax.switch` traces must not be reused by another."""
+    inverse_denominator = lambda: 1.0 / (jnp.sqrt(v) + EPS)
     operands = {
         "g": lambda: grad, "g2": lambda: grad * grad, "g3": lambda: grad * grad * grad,
         "m": lambda: m, "v": lambda: v, "gamma": lambda: gamma, "one": lambda: jnp.ones_like(grad),
-        "noise": lambda: semantics._noise_leaf(seed, leaf, grad.shape, grad.dtype),
+        "noise": lambda: semantics._noise(draws()[1], grad.dtype),
         "adam": lambda: m * inverse_denominator(), "rmsprop": lambda: grad * inverse_denominator(),
     }  # fmt: skip
     bank = [operands[name] for name in OPERANDS[: len(OPERANDS) - len(WEIGHT_OPERANDS)]]
     bank += [lambda scale=scale: (scale * weight).astype(grad.dtype) for scale in WEIGHT_SCALES]
-    counter_hash = lambda: semantics._counter_hash(semantics._site_seed(seed, leaf, 0), grad.shape)
-    unary = lambda token, x, bits: semantics._unary(token, x, bits, semantics.choose_static)
-    binary = lambda token, x, y: semantics._binary(token, x, y, semantics.choose_static)
+    unary = lambda token, x, bits: semantics._unary(token, x, bits, exp_or_log,
+                                                    semantics.choose_static)  # fmt: skip
+    binary = lambda token, x, y: semantics._binary(token, x, y, EPS, semantics.choose_static)
     for level in range(len(tokens) // TOKENS_PER_LEVEL):
         level_tokens = tokens[TOKENS_PER_LEVEL * level : TOKENS_PER_LEVEL * (level + 1)]
         first, second, unary1, unary2, binary_token = level_tokens
 
         def slot(operand, unary_token, slot, level=level, bank=tuple(bank)):
-            bits = lambda: semantics._site_bits(
-                counter_hash(), semantics._site_seed(seed, leaf, 1 + 2 * level + slot))  # fmt: skip
+            bits = lambda: draws()[0](1 + 2 * level + slot)
             pairs = itertools.product(range(len(bank)), range(len(UNARY_TOKENS)))
             branches = [lambda o=o, u=u: unary(u, bank[o](), bits) for o, u in pairs]
             return jax.lax.switch(operand * len(UNARY_TOKENS) + unary_token, branches)
@@ -201,7 +210,8 @@ def measure(member_size: int, first, second, repeats: int):
     params, grads, keys = _member_trees(member_size)
     first_codes, second_codes = rules.encode(first, DEPTH), rules.encode(second, DEPTH)
     _check_designs_agree(first_codes, params, grads, keys)
-    interpreters = {"interpret": rules.interpret, "map+switch": _map_switch_interpret}
+    interpreters = {"interpret": rules.interpret, "map+switch": _map_switch_interpret,
+                    "interpret plain": functools.partial(rules.interpret, implementation="plain")}
     designs = list(interpreters)
     modes = {"fresh buffers": False, "in place": True}
     candidates = {}

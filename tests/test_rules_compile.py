@@ -1,6 +1,7 @@
 """Compiled rules and PowerSign/AddSign against NumPy re-implementations and optax."""
 
 import math
+import statistics
 
 import jax
 import jax.numpy as jnp
@@ -9,6 +10,7 @@ import optax
 import pytest
 
 import lopt
+from lopt import cpu_kernels
 from lopt.rules import (
     LIBRARY,
     RuleState,
@@ -74,11 +76,11 @@ def _initial_params(dtype):
     return {name: rng.normal(size=shape).astype(dtype) for name, shape in SHAPES.items()}
 
 
-def _numpy_updates(direction, grads, dtype):
+def _numpy_updates(direction, grads, dtype, b1=0.9, b2=0.999, b3=0.999):
     """Reference: EMAs with bias correction, Δw = -lr·d, for NUM_STEPS steps."""
     params = _initial_params(dtype)
     ema = {key: {name: np.zeros(shape, dtype) for name, shape in SHAPES.items()} for key in "mvc"}
-    decays, powers = {"m": 0.9, "v": 0.999, "c": 0.999}, {"m": 1, "v": 2, "c": 3}
+    decays, powers = {"m": b1, "v": b2, "c": b3}, {"m": 1, "v": 2, "c": 3}
     updates = []
     for step, grad in enumerate(grads, start=1):
         step_updates = {}
@@ -118,17 +120,45 @@ def _assert_updates_close(actual, expected, rtol, atol=1e-9):
 
 
 # atol: lr times a few ulps of the terms, for rules that cancel (exp(g) - exp(m) at step 1).
+# float32 runs both implementations of exp and log|x| (lopt.cpu_kernels): the CPU kernels and
+# the plain jnp specification.
 @pytest.mark.parametrize(
-    "dtype, rtol, atol", [(np.float32, 2e-5, 1e-7), (np.float64, 1e-12, 1e-15)]
+    "dtype, rtol, atol, implementation",
+    [(np.float32, 2e-5, 1e-7, "cpu"), (np.float32, 2e-5, 1e-7, "plain"),
+     (np.float64, 1e-12, 1e-15, None)],
 )
 @pytest.mark.parametrize("name", list(REFERENCES))
-def test_compiled_rule_matches_numpy(name, dtype, rtol, atol):
+def test_compiled_rule_matches_numpy(name, dtype, rtol, atol, implementation):
     rule = LIBRARY[name] if name in LIBRARY else parse(name)
     with jax.enable_x64(dtype == np.float64):
         grads = _gradients(dtype)
-        actual = _optax_updates(to_optax(rule, LEARNING_RATE), grads, dtype)
+        optimizer = to_optax(rule, LEARNING_RATE, implementation=implementation)
+        actual = _optax_updates(optimizer, grads, dtype)
         assert all(leaf.dtype == dtype for leaf in jax.tree.leaves(actual))
     _assert_updates_close(actual, _numpy_updates(REFERENCES[name], grads, dtype), rtol, atol)
+
+
+@pytest.mark.parametrize(
+    "text, direction, hyperparameters",
+    [
+        ("adam", lambda g, m, v, gamma, eps: m / (np.sqrt(v) + eps),
+         {"b1": 0.5, "b2": 0.9, "eps": 1e-3}),
+        ("gamma / (v * g3)", lambda g, m, v, gamma, eps: gamma / (v * g**3 + eps),
+         {"b2": 0.8, "b3": 0.6, "eps": 1e-2}),
+    ],
+    ids=["adam", "gamma_over_v_g3"],
+)
+def test_decays_and_eps_change_the_update_as_the_closed_form_says(text, direction,
+                                                                   hyperparameters):
+    grads = _gradients(np.float32, seed=7)
+    decays = {name: value for name, value in hyperparameters.items() if name != "eps"}
+    eps = hyperparameters["eps"]
+    reference = lambda g, m, v, gamma, w: direction(g, m, v, gamma, eps)
+    actual = _optax_updates(to_optax(text, LEARNING_RATE, **hyperparameters), grads, np.float32)
+    _assert_updates_close(actual, _numpy_updates(reference, grads, np.float32, **decays),
+                          rtol=2e-5)
+    defaults = _optax_updates(to_optax(text, LEARNING_RATE), grads, np.float32)
+    assert not np.allclose(actual[-1]["kernel"], defaults[-1]["kernel"], rtol=1e-2)
 
 
 def test_adam_equals_optax_adam():
@@ -173,7 +203,7 @@ def _restart(t, steps=20, periods=3):
     [
         (lopt.powersign(LEARNING_RATE), _numpy_sign_rule(np.exp, 0.9, lambda t: 1.0)),
         (
-            lopt.powersign(LEARNING_RATE, base=2.0, beta=0.8, sign_decay=linear_sign_decay(20)),
+            lopt.powersign(LEARNING_RATE, base=2.0, b1=0.8, sign_decay=linear_sign_decay(20)),
             _numpy_sign_rule(lambda a: 2.0**a, 0.8, _linear),
         ),
         (lopt.addsign(LEARNING_RATE), _numpy_sign_rule(lambda a: 1 + a, 0.9, lambda t: 1.0)),
@@ -271,9 +301,12 @@ def test_weight_rule_without_params_fails_clearly():
         optimizer.update({"w": jnp.ones(3)}, state)
 
 
-def test_drop_and_noise_statistics_and_keys():
+@pytest.mark.parametrize("implementation", ["cpu", "plain"])
+def test_drop_and_noise_statistics_and_keys(implementation):
+    """The CPU kernels' draws differ from jax.random's but have the same distribution."""
     params = {"w": jnp.ones(20_000)}
-    drop = to_optax(parse("drop(one, 0.3)"), 1.0, key=jax.random.key(0))
+    to_optax_ = lambda text, key: to_optax(text, 1.0, key=key, implementation=implementation)
+    drop = to_optax_("drop(one, 0.3)", jax.random.key(0))
     state = drop.init(params)
     first, state = drop.update(params, state)
     second, _ = drop.update(params, state)
@@ -281,10 +314,10 @@ def test_drop_and_noise_statistics_and_keys():
     assert not bool(jnp.all((first["w"] == 0) == (second["w"] == 0)))  # fresh mask each step
     again, _ = drop.update(params, drop.init(params))
     np.testing.assert_array_equal(again["w"], first["w"])  # same key, same draws
-    both = to_optax(parse("drop(one, 0.5) * drop(one, 0.5)"), 1.0, key=jax.random.key(4))
+    both = to_optax_("drop(one, 0.5) * drop(one, 0.5)", jax.random.key(4))
     kept, _ = both.update(params, both.init(params))
     assert float(jnp.mean(kept["w"] != 0)) == pytest.approx(0.25, abs=0.015)  # independent
-    noise = to_optax(parse("noise"), 1.0, key=jax.random.key(1))
+    noise = to_optax_("noise", jax.random.key(1))
     draws = -np.asarray(noise.update(params, noise.init(params))[0]["w"], np.float64)
     assert draws.mean() == pytest.approx(0.0, abs=3e-4)
     assert draws.std() == pytest.approx(0.01, rel=0.03)
@@ -347,3 +380,68 @@ def test_every_library_rule_runs():
         optimizer = to_optax(rule, 1e-3, key=jax.random.key(0))
         updates, _ = optimizer.update(params, optimizer.init(params), params)
         assert updates["w"].shape == (5,) and bool(is_finite_update(updates)), name
+
+
+# The CPU kernels against their specification (lopt.cpu_kernels).
+
+
+def _float32_grid():
+    """float32 values over the whole range: every exponent, a few mantissas, both signs,
+    zero, subnormals, infinities and NaN."""
+    magnitudes = np.ldexp(np.float32(1.0) + np.linspace(0, 1, 37, endpoint=False)[:, None],
+                          np.arange(-149, 128)[None, :]).astype(np.float32).ravel()
+    special = np.array([0.0, np.inf, np.nan, 1e-45, 88.7, 89.0, -103.9, -104.0], np.float32)
+    values = np.concatenate([magnitudes, special])
+    return np.concatenate([values, -values])
+
+
+def _ulps(actual, exact):
+    """|actual − exact| in units of float32 spacing at the exact value."""
+    exact32 = exact.astype(np.float32)
+    return np.abs(actual.astype(np.float64) - exact) / np.spacing(np.abs(exact32))
+
+
+def test_cpu_exp_and_log_are_within_an_ulp_of_exact_and_agree_with_jnp():
+    """Where input and result are normal floats: the kernel within 1 ulp of the exact value
+    (chosen statically or traced), `jnp` within 5 (so the two within 6); elsewhere (zero,
+    subnormals, which XLA's CPU backend flushes to zero, overflow, infinities, NaN) equal."""
+    x = _float32_grid()
+    tiny, largest = np.finfo(np.float32).tiny, np.finfo(np.float32).max
+    select = jax.jit(lambda x, is_exp: cpu_kernels.exp_or_log(x, is_exp))  # traced choice
+    for is_exp in (True, False):
+        with np.errstate(all="ignore"):
+            wide = x.astype(np.float64)
+            exact = np.exp(wide) if is_exp else np.log(np.abs(wide))
+        plain = np.asarray(jnp.exp(x) if is_exp else jnp.log(jnp.abs(x)))
+        normal = (np.abs(x) >= tiny) & (np.abs(exact) >= tiny) & (np.abs(exact) <= largest)
+        assert _ulps(plain[normal], exact[normal]).max() <= 5.0, is_exp
+        for kernel in (cpu_kernels.exp_or_log(jnp.asarray(x), is_exp), select(x, is_exp)):
+            kernel = np.asarray(kernel)
+            assert _ulps(kernel[normal], exact[normal]).max() <= 1.0, is_exp
+            np.testing.assert_array_equal(kernel[~normal], plain[~normal])
+
+
+def test_cpu_draws_have_the_distributions_of_jax_random():
+    draws = lambda implementation: to_optax(
+        "noise", 1.0, key=jax.random.key(5), implementation=implementation)  # fmt: skip
+    params = {"w": jnp.zeros(200_000)}
+    probabilities = (1e-3, 0.02, 0.16, 0.5, 0.84, 0.98, 0.999)
+    normal_quantiles = [0.01 * statistics.NormalDist().inv_cdf(p) for p in probabilities]
+    samples = {}
+    for implementation in ("cpu", "plain"):
+        optimizer = draws(implementation)
+        values = -np.asarray(optimizer.update(params, optimizer.init(params))[0]["w"])
+        np.testing.assert_allclose(np.quantile(values, probabilities), normal_quantiles,
+                                   rtol=0.03, atol=2e-4, err_msg=implementation)
+        samples[implementation] = values
+    assert abs(np.corrcoef(samples["cpu"], samples["plain"])[0, 1]) < 0.01  # different draws
+    bits, _ = cpu_kernels.hash_draws(jax.random.key(6))(0, (200_000,))
+    uniform = np.asarray(bits(1), np.float64) / 2**32
+    np.testing.assert_allclose(np.quantile(uniform, [0.1, 0.3, 0.5, 0.9]), [0.1, 0.3, 0.5, 0.9],
+                               atol=4e-3)
+    assert abs(np.corrcoef(uniform, np.asarray(bits(2), np.float64))[0, 1]) < 0.01  # sites
+
+
+def test_unknown_implementation_is_rejected_with_the_allowed_values():
+    with pytest.raises(ValueError, match="implementation must be one of"):
+        to_optax("g", 0.1, implementation="gpu")

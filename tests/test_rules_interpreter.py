@@ -1,4 +1,5 @@
-"""The population interpreter: equal to to_optax member by member, and no recompilation."""
+"""The population interpreter: equal to to_optax member by member, and no recompilation, with
+the CPU kernels (the default on a CPU) and with the plain specification."""
 
 import jax
 import jax.numpy as jnp
@@ -72,12 +73,14 @@ def _interpreter_inputs(params, grads, keys):
     return moments, step_keys
 
 
-def test_interpreter_equals_to_optax_for_every_member(setting):
+@pytest.mark.parametrize("implementation", [None, "plain"])
+def test_interpreter_equals_to_optax_for_every_member(setting, implementation):
     rules, params, grads, keys = setting
     moments, step_keys = _interpreter_inputs(params, grads, keys)
-    directions = interpret(encode(rules, DEPTH), moments, params, step_keys)
+    directions = interpret(encode(rules, DEPTH), moments, params, step_keys,
+                           implementation=implementation)
     for index, rule in enumerate(rules):
-        optimizer = to_optax(rule, LEARNING_RATE, key=keys[index])
+        optimizer = to_optax(rule, LEARNING_RATE, key=keys[index], implementation=implementation)
         member_params = _member(params, index)
         state = optimizer.init(member_params)
         for grad in grads:
@@ -108,11 +111,14 @@ def test_noise_drawn_for_its_readers_equals_noise_drawn_inline(setting, monkeypa
         np.testing.assert_array_equal(in_loop[name], inline[name])
 
 
-def test_new_population_of_the_same_shape_compiles_nothing(setting):
+@pytest.mark.parametrize("implementation", [None, "plain"])
+def test_new_population_of_the_same_shape_compiles_nothing(setting, implementation):
     _, params, grads, keys = setting
     moments, step_keys = _interpreter_inputs(params, grads, keys)
+    run = lambda codes, eps=1e-8: interpret(codes, moments, params, step_keys, eps,
+                                            implementation=implementation)  # fmt: skip
     first = encode(_random_rules(POPULATION, seed=1), DEPTH)
-    jax.block_until_ready(interpret(first, moments, params, step_keys))
+    jax.block_until_ready(run(first))
     cached = interpret._cache_size()
     compiles = []
     listener = lambda event, duration, **kwargs: compiles.append(event == COMPILE_EVENT)
@@ -120,7 +126,8 @@ def test_new_population_of_the_same_shape_compiles_nothing(setting):
     try:
         second = encode(_random_rules(POPULATION, seed=2), DEPTH)
         assert not np.array_equal(first, second)
-        jax.block_until_ready(interpret(second, moments, params, step_keys))
+        jax.block_until_ready(run(second))
+        jax.block_until_ready(run(second, eps=1e-3))  # eps is traced
         new_population_compiles = sum(compiles)
         jax.jit(lambda x: x + 1)(jnp.ones(7))  # the listener does see a compilation
     finally:

@@ -6,6 +6,7 @@ import numpy as np
 import optax
 import pytest
 
+from lopt import cpu_kernels
 from lopt.search import tasks
 
 
@@ -146,8 +147,27 @@ def test_matmul_conv_equals_xla_convolution_and_its_gradient(strides, padding):
     numbers = ("NHWC", "HWIO", "NHWC")
     reference = lambda x, w: jax.lax.conv_general_dilated(
         x, w, strides, padding, dimension_numbers=numbers, precision="highest")
-    ours = lambda x, w: tasks.matmul_conv(x, w, strides, padding, precision="highest")
+    ours = lambda x, w: cpu_kernels.matmul_conv(x, w, strides, padding, precision="highest")
     np.testing.assert_allclose(ours(lhs, rhs), reference(lhs, rhs), rtol=1e-5, atol=1e-5)
     cotangent = lambda f: jax.grad(lambda x, w: jnp.sum(jnp.sin(f(x, w))), argnums=(0, 1))
     for got, want in zip(cotangent(ours)(lhs, rhs), cotangent(reference)(lhs, rhs), strict=True):
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
+def test_child_convolutions_are_chosen_by_implementation():
+    """The children convolve by `matmul_conv` (matrix products) where the CPU kernels run, by
+    default on a CPU, and by XLA's convolution elsewhere."""
+    lhs = jax.ShapeDtypeStruct((2, 6, 6, 3), jnp.float32)
+    rhs = jax.ShapeDtypeStruct((3, 3, 3, 4), jnp.float32)
+
+    def primitives(implementation):
+        convolve = lambda x, w: cpu_kernels.conv_general_dilated(
+            x, w, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"),
+            implementation=implementation)  # fmt: skip
+        return {equation.primitive.name for equation in jax.make_jaxpr(convolve)(lhs, rhs).eqns}
+
+    assert "conv_general_dilated" not in primitives("cpu") and "dot_general" in primitives("cpu")
+    assert "conv_general_dilated" in primitives("plain")
+    assert "dot_general" not in primitives("plain")
+    default = "cpu" if jax.default_backend() == "cpu" else "plain"
+    assert primitives(None) == primitives(default)

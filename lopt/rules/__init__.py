@@ -7,9 +7,10 @@
 
 Modules: `expression` (the Rule tree and the search space), `text` (parse / print),
 `tokens` (token form, `Vocabulary` and sampling masks), `semantics` (moments, operands,
-functions: the conventions β1 = 0.9, β2 = β3 = 0.999, ε = 1e-8, noise σ = 0.01), `compile`
-(`to_optax`), `interpreter` (populations), `library` (named rules), `named` (PowerSign and
-AddSign with sign decay).
+functions: the conventions, with b1 = 0.9, b2 = b3 = 0.999, eps = 1e-8 as argument defaults
+and noise σ = 0.01), `compile` (`to_optax`), `interpreter` (populations), `library` (named
+rules), `named` (PowerSign and AddSign with sign decay). On a CPU, exp, log and the random
+draws run as `lopt.cpu_kernels` (the `implementation` argument of `to_optax` and `interpret`).
 """
 
 from lopt.rules.compile import is_finite_update, scale_by_rule, to_optax

@@ -8,17 +8,17 @@ the learning rate may be a schedule or an `optax.inject_hyperparams` hyperparame
 The rule is lowered once, in Python, to its token program; tracing the update emits only the
 operations the rule uses, and the state (`RuleState`) holds only the moving averages it reads,
 a count if it reads any, and a PRNG key if it draws random numbers (`drop`, `noise`).
-Conventions for the operands are in `lopt.rules.semantics`.
+Conventions for the operands are in `lopt.rules.semantics`; b1, b2, b3 and eps are the decays
+of the moving averages of g, g², g³ and the ε of `adam`, `rmsprop` and `x / y`, with optax's
+names and the paper's defaults.
 """
 
 from __future__ import annotations
 
-from typing import Any
-
 import jax
-import jax.numpy as jnp
 import optax
 
+from lopt import cpu_kernels, finite
 from lopt.rules.expression import WEIGHT_OPERANDS, Rule, is_random, operand_names
 from lopt.rules.semantics import advance, choose_static, evaluate, init_state, needed_moments
 from lopt.rules.text import parse
@@ -26,14 +26,25 @@ from lopt.rules.tokens import to_tokens
 
 
 def scale_by_rule(
-    rule: Rule | str, *, key: jax.Array | None = None
+    rule: Rule | str,
+    b1: float = 0.9,
+    b2: float = 0.999,
+    b3: float = 0.999,
+    eps: float = 1e-8,
+    *,
+    key: jax.Array | None = None,
+    implementation: str | None = None,
 ) -> optax.GradientTransformation:
     """Scales gradients to the rule's direction d (the update is −lr · d after `to_optax`).
 
     Args:
       rule: a `Rule` or its text.
+      b1, b2, b3: decays of the moving averages m, v, γ of g, g², g³.
+      eps: ε of `adam`, `rmsprop` and `x / y`.
       key: PRNG key for rules that use `drop` or `noise`; stored in the state and split on
         every update. Ignored by rules that draw nothing.
+      implementation: "plain", "cpu" or None: how exp, log and random draws are computed
+        (`lopt.cpu_kernels`; None chooses by the backend when the update is traced).
 
     Returns:
       A `GradientTransformation` whose state is a `RuleState`.
@@ -42,6 +53,7 @@ def scale_by_rule(
       >>> opt = scale_by_rule("g * exp(sign(g) * sign(m))")
       >>> state = opt.init({"w": jnp.zeros(3)})
     """
+    cpu_kernels.check_implementation(implementation)
     rule = parse(rule) if isinstance(rule, str) else rule
     tokens = to_tokens(rule)
     moments = needed_moments(rule)
@@ -59,14 +71,24 @@ def scale_by_rule(
     def update_fn(updates, state, params=None):
         if reads_weights and params is None:
             raise ValueError(f"rule '{rule}' reads the weights: call update(grads, state, params)")
-        state, step_moments, step_key = advance(state, updates)
-        return evaluate(tokens, step_moments, params, step_key, choose_static), state
+        state, step_moments, step_key = advance(state, updates, b1, b2, b3)
+        directions = evaluate(tokens, step_moments, params, step_key, choose_static, eps=eps,
+                              implementation=implementation)
+        return directions, state
 
     return optax.GradientTransformation(init_fn, update_fn)
 
 
 def to_optax(
-    rule: Rule | str, learning_rate: optax.ScalarOrSchedule, *, key: jax.Array | None = None
+    rule: Rule | str,
+    learning_rate: optax.ScalarOrSchedule,
+    b1: float = 0.9,
+    b2: float = 0.999,
+    b3: float = 0.999,
+    eps: float = 1e-8,
+    *,
+    key: jax.Array | None = None,
+    implementation: str | None = None,
 ) -> optax.GradientTransformation:
     """An optax optimizer applying Δw = −learning_rate · rule.
 
@@ -76,28 +98,26 @@ def to_optax(
     Args:
       rule: a `Rule` or its text.
       learning_rate: a float or an optax schedule.
+      b1, b2, b3: decays of the moving averages m, v, γ of g, g², g³.
+      eps: ε of `adam`, `rmsprop` and `x / y`.
       key: PRNG key, required (at `init`) by rules that use `drop` or `noise`.
+      implementation: "plain", "cpu" or None (by the backend); see `scale_by_rule`.
 
     Returns:
-      `optax.chain(scale_by_rule(rule, key=key), optax.scale_by_learning_rate(learning_rate))`.
+      `optax.chain(scale_by_rule(rule, b1, b2, b3, eps, ...),
+      optax.scale_by_learning_rate(learning_rate))`.
 
     Example:
       >>> opt = to_optax(parse("adam"), learning_rate=1e-3)   # same as optax.adam(1e-3)
       >>> params = {"w": jnp.ones(3)}
       >>> updates, state = opt.update({"w": jnp.ones(3)}, opt.init(params), params)
     """
-    return optax.chain(scale_by_rule(rule, key=key), optax.scale_by_learning_rate(learning_rate))
+    return optax.chain(
+        scale_by_rule(rule, b1, b2, b3, eps, key=key, implementation=implementation),
+        optax.scale_by_learning_rate(learning_rate),
+    )
 
 
-def is_finite_update(updates: Any) -> jax.Array:
-    """Whether every element of an update pytree is finite (overflowing rules give inf/NaN).
-
-    Returns:
-      A bool scalar array; jittable.
-
-    Example:
-      >>> is_finite_update({"w": jnp.array([1.0, jnp.inf])})
-      Array(False, dtype=bool)
-    """
-    leaves = jax.tree.leaves(updates)
-    return jnp.all(jnp.array([jnp.all(jnp.isfinite(leaf)) for leaf in leaves], dtype=bool))
+# Whether every element of an update pytree is finite (overflowing rules give inf/NaN): a
+# bool `[]`, jittable (`lopt.finite.all_finite`, the check shared with GPS and the harnesses).
+is_finite_update = finite.all_finite

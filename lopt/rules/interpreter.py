@@ -10,7 +10,8 @@ same shape runs without compiling anything.
 
 It shares its evaluation code with `to_optax` (`lopt.rules.semantics.evaluate`), so member p's
 direction equals what `to_optax(rule_p, ...)` computes from the same moments, parameters and
-step key, random draws included.
+step key, random draws included, given the same `implementation` (`lopt.cpu_kernels`: the
+design below was measured on a CPU, where the CPU kernels run by default).
 
 Why every member computes every formula: XLA then fuses the rule, `adam`, `rmsprop` and the
 parameter update of the whole population into one elementwise loop (the moving averages are
@@ -39,6 +40,7 @@ avoid quotients that several slots read.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Any
 
@@ -84,8 +86,16 @@ def encode(rules: Sequence[Rule], depth: int | None = None) -> jax.Array:
     return jnp.asarray(np.array([to_tokens(rule, depth) for rule in rules], dtype=np.int32))
 
 
-@jax.jit
-def interpret(codes: jax.Array, moments: Moments, params: Any, key: jax.Array) -> Any:
+@functools.partial(jax.jit, static_argnames="implementation")
+def interpret(
+    codes: jax.Array,
+    moments: Moments,
+    params: Any,
+    key: jax.Array,
+    eps: float | jax.Array = 1e-8,
+    *,
+    implementation: str | None = None,
+) -> Any:
     """Every member's rule value d_p (a descent direction: Δw_p = −lr · d_p).
 
     Args:
@@ -94,6 +104,8 @@ def interpret(codes: jax.Array, moments: Moments, params: Any, key: jax.Array) -
         e.g. from `jax.vmap(lopt.rules.advance)` over the members' `RuleState`s.
       params: pytree of member parameters with a leading axis P.
       key: P keys, one per member (this step's keys, e.g. from `advance`).
+      eps: ε of `adam`, `rmsprop` and `x / y` (traced: changing it compiles nothing).
+      implementation: "plain", "cpu" or None (by the backend); see `lopt.cpu_kernels`.
 
     Returns:
       A pytree like `moments.grad` ([P, ...] leaves).
@@ -106,10 +118,13 @@ def interpret(codes: jax.Array, moments: Moments, params: Any, key: jax.Array) -
     if sum(leaf.nbytes for leaf in jax.tree.leaves(moments.grad)) <= BUFFER_BYTES:
         noise = _for_members_that_need(
             jnp.any(levels[:, :, :2] == _NOISE, axis=(1, 2)),
-            lambda rows: jax.vmap(draw_noise, (0, None))(key[rows], _row_shapes(moments.grad)),
+            lambda rows: jax.vmap(
+                functools.partial(draw_noise, implementation=implementation), (0, None)
+            )(key[rows], _row_shapes(moments.grad)),
             moments.grad,
         )
-    member = lambda *args: evaluate(*args[:4], choose_selected, noise=args[4])
+    member = lambda *args: evaluate(*args[:4], choose_selected, noise=args[4], eps=eps,
+                                    implementation=implementation)
     return jax.vmap(member)(codes, moments, params, key, noise)
 
 

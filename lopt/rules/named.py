@@ -1,8 +1,8 @@
 """PowerSign and AddSign as optax optimizers, with the sign-decay schedules of the paper.
 
 From Bello et al. (2017), in the extended version that introduces "internal decay" of the
-sign term (arXiv:1709.07417, section 5): with m the EMA of g (decay β; its sign is all that is
-used, so no bias correction is needed) and a decay d(t) ∈ [0, 1],
+sign term (arXiv:1709.07417, section 5): with m the EMA of g (decay b1; its sign is all that
+is used, so no bias correction is needed) and a decay d(t) ∈ [0, 1],
 
     PowerSign: Δw = −lr · base^{d(t)·sign(g)·sign(m)} · g
     AddSign:   Δw = −lr · (α + d(t)·sign(g)·sign(m)) · g
@@ -26,6 +26,8 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import optax
+
+from lopt.rules.semantics import update_moment
 
 
 class SignAgreementState(NamedTuple):
@@ -73,14 +75,14 @@ def _fraction(count, decay_steps: int) -> jax.Array:
 
 def scale_by_sign_agreement(
     scale: Callable[[jax.Array], jax.Array],
-    beta: float = 0.9,
+    b1: float = 0.9,
     sign_decay: optax.Schedule | None = None,
 ) -> optax.GradientTransformation:
-    """Scales g by scale(d(t)·sign(g)·sign(m)), m the EMA of g with decay `beta`.
+    """Scales g by scale(d(t)·sign(g)·sign(m)), m the EMA of g with decay `b1`.
 
     Args:
       scale: elementwise map of the decayed sign agreement a ∈ [−1, 1] to a factor.
-      beta: decay of the gradient EMA.
+      b1: decay of the gradient EMA.
       sign_decay: schedule d(t) of the update count, or None for d = 1.
 
     Returns:
@@ -93,9 +95,7 @@ def scale_by_sign_agreement(
 
     def update_fn(updates, state, params=None):
         del params
-        momentum = jax.tree.map(
-            lambda m, g: (beta * m + (1 - beta) * g).astype(m.dtype), state.momentum, updates
-        )
+        momentum = update_moment(updates, state.momentum, b1, 1)
         count, decay = None, 1.0
         if sign_decay is not None:
             count, decay = optax.safe_increment(state.count), sign_decay(state.count)
@@ -113,7 +113,7 @@ def scale_by_sign_agreement(
 def powersign(
     learning_rate: optax.ScalarOrSchedule,
     base: float = math.e,
-    beta: float = 0.9,
+    b1: float = 0.9,
     sign_decay: optax.Schedule | None = None,
 ) -> optax.GradientTransformation:
     """PowerSign: Δw = −lr · base^{d(t)·sign(g)·sign(m)} · g (see the module docstring).
@@ -121,7 +121,7 @@ def powersign(
     Args:
       learning_rate: a float or an optax schedule.
       base: α > 0 (the paper uses e or 2).
-      beta: decay of the gradient EMA m.
+      b1: decay of the gradient EMA m.
       sign_decay: None or a schedule such as `linear_sign_decay(num_steps)`.
 
     Returns:
@@ -132,7 +132,7 @@ def powersign(
     """
     log_base = math.log(base)
     return optax.chain(
-        scale_by_sign_agreement(lambda agreement: jnp.exp(log_base * agreement), beta, sign_decay),
+        scale_by_sign_agreement(lambda agreement: jnp.exp(log_base * agreement), b1, sign_decay),
         optax.scale_by_learning_rate(learning_rate),
     )
 
@@ -140,7 +140,7 @@ def powersign(
 def addsign(
     learning_rate: optax.ScalarOrSchedule,
     alpha: float = 1.0,
-    beta: float = 0.9,
+    b1: float = 0.9,
     sign_decay: optax.Schedule | None = None,
 ) -> optax.GradientTransformation:
     """AddSign: Δw = −lr · (α + d(t)·sign(g)·sign(m)) · g (see the module docstring).
@@ -148,7 +148,7 @@ def addsign(
     Args:
       learning_rate: a float or an optax schedule.
       alpha: the constant α (the paper uses 1 or 2).
-      beta: decay of the gradient EMA m.
+      b1: decay of the gradient EMA m.
       sign_decay: None or a schedule such as `restart_sign_decay(num_steps, 4)`.
 
     Returns:
@@ -158,6 +158,6 @@ def addsign(
       >>> opt = addsign(1e-3, alpha=2.0)
     """
     return optax.chain(
-        scale_by_sign_agreement(lambda agreement: alpha + agreement, beta, sign_decay),
+        scale_by_sign_agreement(lambda agreement: alpha + agreement, b1, sign_decay),
         optax.scale_by_learning_rate(learning_rate),
     )

@@ -1,23 +1,30 @@
 """What rules compute: moment estimates, operands, unary and binary functions, randomness.
 
-Conventions (Bello et al., 2017, section 4.2), written once here:
-- m̂, v̂, γ̂ are bias-corrected exponential moving averages of g, g², g³ with β1 = 0.9,
-  β2 = β3 = 0.999: after t updates m = β1·m + (1 − β1)·g and m̂ = m / (1 − β1^t); the EMAs live
-  in the parameters' dtype and the arithmetic happens in the gradients' dtype, as in optax.
-- `adam` = m̂ / (√v̂ + ε), `rmsprop` = g / (√v̂ + ε) with the same v̂; ε = 1e-8 (computed as
-  m̂ · (1 / (√v̂ + ε)), within two ulps of the quotient: a product, unlike a quotient, XLA fuses
-  into the interpreter's loop, which saves three passes over memory per step);
+This module is the specification, written in plain `jnp`, `jax.random` and optax helpers. On a
+CPU, exp, log|x| and the random draws run as the kernels of `lopt.cpu_kernels` instead, which
+agree with it to a few ulps (exp, log) or in distribution (the draws); the `implementation`
+argument of `evaluate` and `draw_noise` chooses ("plain", "cpu" or None: by the backend).
+
+Conventions (Bello et al., 2017, section 4.2), written once here; b1, b2, b3 and eps are
+arguments whose defaults are the paper's:
+- m̂, v̂, γ̂ are bias-corrected exponential moving averages of g, g², g³ with decays b1 = 0.9,
+  b2 = b3 = 0.999 (`update_moment`, `optax.tree.bias_correction`): after t updates
+  m = b1·m + (1 − b1)·g and m̂ = m / (1 − b1^t); the EMAs live in the parameters' dtype and the
+  arithmetic happens in the gradients' dtype, as in optax.
+- `adam` = m̂ / (√v̂ + ε), `rmsprop` = g / (√v̂ + ε) with the same v̂; ε = eps = 1e-8 (computed
+  as m̂ · (1 / (√v̂ + ε)), within two ulps of the quotient: a product, unlike a quotient, XLA
+  fuses into the interpreter's loop, which saves three passes over memory per step);
   `x / y` = x / (y + ε); `log(x)` = log|x|; `clip(x, l)` clips to [−l, l].
-- `noise` is N(0, 0.01²) per element, drawn afresh each step.
+- `noise` is N(0, 0.01²) per element, drawn afresh each step in float32 and cast to the
+  gradients' dtype.
 - `drop(x, p)` keeps each element with probability 1 − p and zeroes it otherwise, without
-  rescaling (the paper's definition, unlike dropout).
-- Random draws: a step takes 64 bits from its key with `jax.random.bits` (`step_seed`); each
-  draw mixes them with its site (below) and expands them over the elements with a
-  counter-based integer hash (`_site_bits`), because threefry per element would cost more
-  than everything else in a step. The inner hash depends only on the leaf, so a leaf's draws
-  share it and each further draw costs one hash per element. `drop(x, p)` keeps an element
-  when its 32 bits are at least ⌈p·2³²⌉; `noise` inverts the normal CDF (Giles' erf⁻¹) at a
-  uniform of 24-bit resolution.
+  rescaling (the paper's definition, unlike dropout): it keeps an element when its 32 random
+  bits are at least ⌈p·2³²⌉.
+- Random draws are tied to the program, not to the text: a draw's site is 0 for `noise`
+  (drawn once per leaf and step) or 1 + 2·level + slot for a `drop` in unary slot `slot` (0
+  for u1, 1 for u2) of level `level`. Draw `site` on leaf `leaf` (its index among the
+  flattened leaves) of the step with key k takes its bits (`jax.random.bits`) or normal values
+  (`jax.random.normal`) from the key fold_in(fold_in(k, leaf), site).
 - The parameter update is Δw = −lr · rule: rules give a descent direction.
 
 Evaluation runs a rule's token program (`lopt.rules.tokens`) level by level on each leaf of
@@ -28,9 +35,6 @@ Tokens are read as a few numbers each (`_UNARY_ROWS`, `_BINARY_ROWS`): identity,
 drop are one formula, where(bits ≥ threshold, clip(sign·x, −bound, bound), 0), so the
 interpreter selects among four unary results (that formula, exp, log|x|, sign) and four
 binary ones (x ± y, x·y, x / (y + ε), keep-left), and the four scaled weights are one operand.
-Random draws are tied to the program, not to the text: a draw's site is the leaf's index and
-0 for `noise` or 1 + 2·level + slot for a `drop` in unary slot `slot` (0 for u1, 1 for u2) of
-level `level`; `noise` is drawn once per leaf and step.
 """
 
 from __future__ import annotations
@@ -45,17 +49,14 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from lopt import cpu_kernels
+from lopt.cpu_kernels import LeafDraws
 from lopt.rules.expression import OPERANDS, WEIGHT_OPERANDS, WEIGHT_SCALES, Rule, operand_names
 from lopt.rules.tokens import BINARY_TOKENS, TOKENS_PER_LEVEL, UNARY_TOKENS
 
-BETA1 = 0.9
-BETA2 = 0.999
-BETA3 = 0.999
-EPSILON = 1e-8
 NOISE_SCALE = 0.01
+NOISE_SITE = 0
 MOMENT_NAMES = ("m", "v", "gamma")
-_DECAYS = {"m": BETA1, "v": BETA2, "gamma": BETA3}
-_POWERS = {"m": 1, "v": 2, "gamma": 3}
 _MOMENTS_OF_OPERAND = {"m": {"m"}, "v": {"v"}, "gamma": {"gamma"}, "adam": {"m", "v"},
                        "rmsprop": {"v"}}  # fmt: skip
 
@@ -90,6 +91,45 @@ class RuleState(NamedTuple):
     key: jax.Array | None
 
 
+class Numerics(NamedTuple):
+    """How exp / log|x| and the random draws are computed: the specification or CPU kernels.
+
+    Attributes:
+      exp_or_log: (x, is_exp) -> exp(x) where `is_exp` (a Python or traced bool), else log|x|.
+      draws: step key -> ((leaf, shape) -> `LeafDraws`).
+    """
+
+    exp_or_log: Callable[[jax.Array, bool | jax.Array], jax.Array]
+    draws: Callable[[jax.Array], Callable[[int, tuple[int, ...]], LeafDraws]]
+
+
+def _exp_or_log(x: jax.Array, is_exp: bool | jax.Array) -> jax.Array:
+    """The specification of `Numerics.exp_or_log`."""
+    if isinstance(is_exp, bool):
+        return jnp.exp(x) if is_exp else jnp.log(jnp.abs(x))
+    return jnp.where(is_exp, jnp.exp(x), jnp.log(jnp.abs(x)))
+
+
+def _key_draws(key: jax.Array) -> Callable[[int, tuple[int, ...]], LeafDraws]:
+    """The specification of `Numerics.draws`: site keys by `fold_in` (the module docstring)."""
+
+    def leaf_draws(leaf: int, shape: tuple[int, ...]) -> LeafDraws:
+        site_key = lambda site: jax.random.fold_in(jax.random.fold_in(key, leaf), site)
+        return (lambda site: jax.random.bits(site_key(site), shape, jnp.uint32),
+                lambda site: jax.random.normal(site_key(site), shape, jnp.float32))
+
+    return leaf_draws
+
+
+_PLAIN = Numerics(_exp_or_log, _key_draws)
+_CPU = Numerics(cpu_kernels.exp_or_log, cpu_kernels.hash_draws)
+
+
+def _numerics(implementation: str | None) -> Numerics:
+    """The CPU kernels where `cpu_kernels.chosen(implementation)`, else the specification."""
+    return _CPU if cpu_kernels.chosen(implementation) else _PLAIN
+
+
 def needed_moments(rule: Rule) -> frozenset[str]:
     """The moving averages ⊆ {"m", "v", "gamma"} that `rule` reads (adam needs m and v)."""
     names = operand_names(rule)
@@ -118,15 +158,18 @@ def init_state(
     return RuleState(count, zeros("m"), zeros("v"), zeros("gamma"), key)
 
 
-def advance(state: RuleState, grads: Any) -> tuple[RuleState, Moments, jax.Array | None]:
+def advance(
+    state: RuleState, grads: Any, b1: float = 0.9, b2: float = 0.999, b3: float = 0.999
+) -> tuple[RuleState, Moments, jax.Array | None]:
     """Folds this step's gradients into the moving averages and splits the key.
 
-    With t = count + 1: m ← β1·m + (1 − β1)·g, m̂ = m / (1 − β1^t), and likewise v̂ from g²
-    (β2) and γ̂ from g³ (β3); (key, step_key) = split(key).
+    With t = count + 1: m ← b1·m + (1 − b1)·g, m̂ = m / (1 − b1^t), and likewise v̂ from g²
+    (b2) and γ̂ from g³ (b3); (key, step_key) = split(key).
 
     Args:
       state: the `RuleState` before the step.
       grads: gradient pytree.
+      b1, b2, b3: decays of the moving averages of g, g², g³.
 
     Returns:
       (new state, this step's bias-corrected `Moments`, this step's key or None).
@@ -137,23 +180,27 @@ def advance(state: RuleState, grads: Any) -> tuple[RuleState, Moments, jax.Array
     """
     count = None if state.count is None else optax.safe_increment(state.count)
     emas, corrected = {}, {}
-    for name in MOMENT_NAMES:
-        emas[name], corrected[name] = _moving_average(getattr(state, name), grads, name, count)
+    for order, (name, decay) in enumerate(zip(MOMENT_NAMES, (b1, b2, b3), strict=True), 1):
+        ema = getattr(state, name)
+        if ema is not None:
+            ema = update_moment(grads, ema, decay, order)
+            corrected[name] = optax.tree.bias_correction(ema, decay, count)
+        emas[name] = ema
     key, step_key = (None, None) if state.key is None else jax.random.split(state.key)
     new_state = RuleState(count, emas["m"], emas["v"], emas["gamma"], key)
     return new_state, Moments(grads, **corrected), step_key
 
 
-def _moving_average(ema: Any, grads: Any, name: str, count: jax.Array) -> tuple[Any, Any]:
-    """(updated EMA, bias-corrected EMA) of g**power for moment `name`; (None, None) if unused."""
-    if ema is None:
-        return None, None
-    decay, power = _DECAYS[name], _POWERS[name]
-    ema = jax.tree.map(
-        lambda e, g: (decay * e + (1 - decay) * g**power).astype(e.dtype), ema, grads
-    )
-    correction = 1 - decay**count
-    return ema, jax.tree.map(lambda e: e / correction.astype(e.dtype), ema)
+def update_moment(grads: Any, ema: Any, decay: float | jax.Array, order: int) -> Any:
+    """decay · ema + (1 − decay) · g^order, in the dtypes of `ema`'s leaves.
+
+    `optax.tree.update_moment` with its two terms the other way round: XLA's CPU backend fuses
+    one of the two products into a multiply-add, which one depending on that order, so
+    optax's order changes the last bit of the averages, and through training the published
+    search scores (docs/decisions.md, 2026-12-02).
+    """
+    return jax.tree.map(lambda e, g: (decay * e + (1 - decay) * g**order).astype(e.dtype),
+                        ema, grads)  # fmt: skip
 
 
 def choose_static(index: int, branches: Sequence[Callable[[], jax.Array]]) -> jax.Array:
@@ -173,6 +220,9 @@ def evaluate(
     key: jax.Array | None,
     choose: Choose,
     noise: Any = None,
+    *,
+    eps: float | jax.Array = 1e-8,
+    implementation: str | None = None,
 ) -> Any:
     """The rule's value (a descent direction) for every leaf of the gradient pytree.
 
@@ -184,11 +234,14 @@ def evaluate(
       choose: `choose_static` for Python-int tokens, `choose_selected` for traced ones.
       noise: this step's `noise` operand (`draw_noise(key, moments.grad)`) if computed
         beforehand, else None (drawn here when the program reads it).
+      eps: ε of `adam`, `rmsprop` and `x / y`.
+      implementation: "plain", "cpu" or None (see `lopt.cpu_kernels`).
 
     Returns:
       A pytree like `moments.grad`.
     """
-    seed = None if key is None else step_seed(key)
+    numerics = _numerics(implementation)
+    leaf_draws = None if key is None else numerics.draws(key)
     leaves, treedef = jax.tree.flatten(moments.grad)
     per_leaf = lambda tree: [None] * len(leaves) if tree is None else treedef.flatten_up_to(tree)
     columns = zip(
@@ -197,9 +250,11 @@ def evaluate(
         strict=True,
     )
     directions = [
-        _evaluate_leaf(tokens, grad, m, v, gamma, weight, noise, seed, index, choose)
+        _evaluate_leaf(tokens, grad, m, v, gamma, weight, noise,
+                       None if leaf_draws is None else leaf_draws(index, grad.shape),
+                       numerics.exp_or_log, eps, choose)
         for index, (grad, m, v, gamma, weight, noise) in enumerate(columns)
-    ]
+    ]  # fmt: skip
     return treedef.unflatten(directions)
 
 
@@ -208,24 +263,23 @@ def _lookup(table: Sequence[Any], index: int | jax.Array, dtype=jnp.float32) -> 
     return table[index] if isinstance(index, int) else jnp.asarray(np.array(table, dtype))[index]
 
 
-def draw_noise(key: jax.Array, grads: Any) -> Any:
+def draw_noise(key: jax.Array, grads: Any, implementation: str | None = None) -> Any:
     """The `noise` operand of the step with key `key`: a pytree like `grads`."""
-    seed = step_seed(key)
+    leaf_draws = _numerics(implementation).draws(key)
     leaves, treedef = jax.tree.flatten(grads)
-    return treedef.unflatten([_noise_leaf(seed, leaf, grad.shape, grad.dtype)
-                              for leaf, grad in enumerate(leaves)])
+    return treedef.unflatten([_noise(leaf_draws(leaf, grad.shape)[1], grad.dtype)
+                              for leaf, grad in enumerate(leaves)])  # fmt: skip
 
 
-def _noise_leaf(seed, leaf, shape, dtype, counter_hash=None):
-    site_seed = _site_seed(seed, leaf, 0)
-    counter_hash = _counter_hash(site_seed, shape) if counter_hash is None else counter_hash
-    return (NOISE_SCALE * _normal(_site_bits(counter_hash, site_seed))).astype(dtype)
+def _noise(normal: Callable[[int], jax.Array], dtype) -> jax.Array:
+    """The `noise` operand of a leaf from its `normal` draws."""
+    return (NOISE_SCALE * normal(NOISE_SITE)).astype(dtype)
 
 
-def _evaluate_leaf(tokens, grad, m, v, gamma, weight, noise, seed, leaf, choose: Choose):
-    counter_hash = functools.cache(lambda: _counter_hash(_site_seed(seed, leaf, 0), grad.shape))
-    draws = lambda site: lambda: _site_bits(counter_hash(), _site_seed(seed, leaf, site))
-    inverse_denominator = functools.cache(lambda: 1.0 / (jnp.sqrt(v) + EPSILON))
+def _evaluate_leaf(tokens, grad, m, v, gamma, weight, noise, draws: LeafDraws | None,
+                   exp_or_log, eps, choose: Choose):
+    bits, normal = (None, None) if draws is None else draws
+    inverse_denominator = functools.cache(lambda: 1.0 / (jnp.sqrt(v) + eps))
     operands = {
         "g": lambda: grad,
         "g2": lambda: grad * grad,
@@ -234,8 +288,7 @@ def _evaluate_leaf(tokens, grad, m, v, gamma, weight, noise, seed, leaf, choose:
         "v": lambda: v,
         "gamma": lambda: gamma,
         "one": lambda: jnp.ones_like(grad),
-        "noise": lambda: noise if noise is not None else _noise_leaf(
-            seed, leaf, grad.shape, grad.dtype, counter_hash()),
+        "noise": lambda: noise if noise is not None else _noise(normal, grad.dtype),
         "adam": lambda: m * inverse_denominator(),
         "rmsprop": lambda: grad * inverse_denominator(),
     }
@@ -245,9 +298,9 @@ def _evaluate_leaf(tokens, grad, m, v, gamma, weight, noise, seed, leaf, choose:
         first, second, unary1, unary2, binary = tokens[TOKENS_PER_LEVEL * level :][:5]
         slot = lambda operand, unary, slot, level=level: _unary(
             unary, _operand(operand, bank, weight, grad.dtype, choose),
-            draws(1 + 2 * level + slot), choose)  # fmt: skip
+            lambda: bits(1 + 2 * level + slot), exp_or_log, choose)  # fmt: skip
         x, y = slot(first, unary1, 0), slot(second, unary2, 1)
-        output = _binary(binary, x, y, choose)
+        output = _binary(binary, x, y, eps, choose)
         bank.append(lambda output=output: output)
     return output
 
@@ -267,75 +320,21 @@ def _operand(index, bank, weight, dtype, choose: Choose) -> jax.Array:
     return choose(entry, [*bank[:first_weight], scaled_weight, *bank[first_weight:]])
 
 
-def _unary(index, x: jax.Array, bits: Callable[[], jax.Array], choose: Choose) -> jax.Array:
-    """Unary token `index` of x; `bits` gives this slot's random bits (for drop)."""
+def _unary(index, x: jax.Array, bits: Callable[[], jax.Array], exp_or_log,
+           choose: Choose) -> jax.Array:
+    """Unary token `index` of x; `bits` gives this slot's random bits (for drop), `exp_or_log`
+    is `Numerics.exp_or_log`."""
     parameters = zip(_UNARY_PARAMETERS, _UNARY_DTYPES, strict=True)
     sign, bound, threshold = (_lookup(table, index, dtype) for table, dtype in parameters)
     kind = _lookup(_UNARY_KIND, index, jnp.int32)
-    exp_or_log = functools.cache(lambda: _exp_or_log(x, kind == 1))  # one for both branches
+    exp_or_log_x = functools.cache(lambda: exp_or_log(x, kind == 1))  # one for both branches
     branches = [
         lambda: _signed_clip_drop(x, sign, bound, threshold, bits),
-        exp_or_log,
-        exp_or_log,
+        exp_or_log_x,
+        exp_or_log_x,
         lambda: jnp.sign(x),
     ]
     return choose(kind, branches)
-
-
-def _exp_or_log(x: jax.Array, is_exp: bool | jax.Array) -> jax.Array:
-    """exp(x) where `is_exp`, else log|x|; `is_exp` a Python bool or a traced scalar.
-
-    For float32 both are Cephes' single-precision algorithms (S. Moshier), within one ulp of
-    the exact values (XLA's CPU exp is off by up to 5): x = k·ln 2 + r with |r| ≤ ln 2 / 2 and
-    exp(x) = 2^k · (1 + r + r²·P(r)), or |x| = 2^k · (1 + t) with 1 + t in [√½, √2) and
-    log|x| = k·ln 2 + t + t²·Q(t). The two share one polynomial evaluation (P padded with
-    zero leading coefficients, which is exact), so a traced `is_exp`, where every member
-    computes both, costs one polynomial instead of two. exp is 0 below −104 and ∞ above 89,
-    log|0| = −∞, NaN stays NaN. Other dtypes use `jnp.exp` and `jnp.log`.
-    """
-    static = isinstance(is_exp, bool)
-    pick = (lambda a, b: a() if is_exp else b()) if static else (
-        lambda a, b: jnp.where(is_exp, a(), b()))
-    if x.dtype != jnp.float32:
-        return pick(lambda: jnp.exp(x), lambda: jnp.log(jnp.abs(x)))
-
-    def exp_reduction():
-        clipped = jnp.clip(x, -104.0, 89.0)
-        k = jnp.floor(clipped * math.log2(math.e) + 0.5)
-        return clipped - k * _LN2_HIGH - k * _LN2_LOW, k
-
-    def log_reduction():
-        bits = jax.lax.bitcast_convert_type(jnp.abs(x), jnp.int32) - _SQRT_HALF_BITS
-        mantissa = (bits & 0x7FFFFF) + _SQRT_HALF_BITS
-        return jax.lax.bitcast_convert_type(mantissa, jnp.float32) - 1.0, (
-            bits >> 23).astype(jnp.float32)
-
-    if static:
-        z, k = exp_reduction() if is_exp else log_reduction()
-        coefficients = _EXP_POLYNOMIAL if is_exp else _LOG_POLYNOMIAL
-    else:
-        (r, k_exp), (t, k_log) = exp_reduction(), log_reduction()
-        z, k = jnp.where(is_exp, r, t), jnp.where(is_exp, k_exp, k_log)
-        padded = (0.0,) * (len(_LOG_POLYNOMIAL) - len(_EXP_POLYNOMIAL)) + _EXP_POLYNOMIAL
-        pairs = zip(padded, _LOG_POLYNOMIAL, strict=True)
-        coefficients = [jnp.where(is_exp, exp_c, log_c) for exp_c, log_c in pairs]
-    polynomial = functools.reduce(lambda p, c: p * z + c, coefficients[1:],
-                                  jnp.full_like(z, coefficients[0]))
-    series = z + z * z * polynomial
-
-    def exp_value():
-        k_int = k.astype(jnp.int32)  # 2^k as two factors, so k may reach 128 or go below -126
-        half = k_int >> 1
-        power = lambda e: jax.lax.bitcast_convert_type((e + 127) << 23, jnp.float32)
-        return (1.0 + series) * power(half) * power(k_int - half)
-
-    def log_value():
-        magnitude = jnp.abs(x)
-        value = series + k * _LN2_LOW + k * _LN2_HIGH
-        return jnp.where(magnitude == 0, -jnp.inf,
-                         jnp.where(magnitude < jnp.inf, value, magnitude))
-
-    return pick(exp_value, log_value)
 
 
 def _signed_clip_drop(x, sign, bound, threshold, bits: Callable[[], jax.Array]) -> jax.Array:
@@ -353,14 +352,14 @@ def _signed_clip_drop(x, sign, bound, threshold, bits: Callable[[], jax.Array]) 
     return x
 
 
-def _binary(index, x: jax.Array, y: jax.Array, choose: Choose) -> jax.Array:
-    """Binary token `index`: x ± y (the sign looked up from the token), x · y, x / (y + ε) or
+def _binary(index, x: jax.Array, y: jax.Array, eps, choose: Choose) -> jax.Array:
+    """Binary token `index`: x ± y (the sign looked up from the token), x · y, x / (y + eps) or
     x (keep-left)."""
     sign = _lookup(_BINARY_SIGN, index)
     branches = [
         lambda: _plus_minus(x, y, sign),
         lambda: x * y,
-        lambda: x / (y + EPSILON),
+        lambda: x / (y + eps),
         lambda: x,
     ]
     return choose(_lookup(_BINARY_KIND, index, jnp.int32), branches)
@@ -371,84 +370,6 @@ def _plus_minus(x: jax.Array, y: jax.Array, sign) -> jax.Array:
     if isinstance(sign, float):
         return x + y if sign > 0 else x - y
     return x + jnp.asarray(sign, y.dtype) * y
-
-
-def step_seed(key: jax.Array) -> jax.Array:
-    """The 64 bits (uint32 [2]) that all of a step's random draws derive from."""
-    return jax.random.bits(key, (2,), jnp.uint32)
-
-
-def _site_seed(seed: jax.Array, leaf: int, site: int) -> jax.Array:
-    """uint32 [2] seed (s0, s1) of draw `site` on leaf `leaf`: the step seed mixed with the
-    integer hash h below (cheap integer arithmetic per member, no threefry call); s0 depends
-    only on the leaf, so that the draws of a leaf share the inner hash (`_counter_hash`)."""
-    leaf_tag = jnp.uint32(((leaf * 64 + 1) * 0x9E3779B9) % 2**32)
-    tag = jnp.uint32(((leaf * 64 + site + 1) * 0x9E3779B9) % 2**32)
-    return jnp.stack([_lowbias32(seed[0] ^ leaf_tag), _lowbias32(seed[1] + tag)])
-
-
-def _counter_hash(seed: jax.Array, shape: tuple[int, ...]) -> jax.Array:
-    """h(i + s0) for the elements i of `shape`, from a uint32 [2] seed (s0, s1): the part of
-    `_site_bits` that a leaf's draws share."""
-    counter = jax.lax.iota(jnp.uint32, math.prod(shape)).reshape(shape)
-    return _lowbias32(counter + seed[0])
-
-
-def _site_bits(counter_hash: jax.Array, seed: jax.Array) -> jax.Array:
-    """32 random bits per element: bits[i] = h(h(i + s0) ^ s1), given h(i + s0).
-
-    h is the "lowbias32" integer hash (x ^= x >> 16; x *= 0x7feb352d; x ^= x >> 15;
-    x *= 0x846ca68b; x ^= x >> 16; C. Wellons, hash-prospector): about a dozen integer
-    operations per element, where threefry for every element costs 5–10 ns per element on a
-    CPU, more than the rest of a compiled rule.
-    """
-    return _lowbias32(counter_hash ^ seed[1])
-
-
-def _lowbias32(x: jax.Array) -> jax.Array:
-    x = (x ^ (x >> 16)) * jnp.uint32(0x7FEB352D)
-    x = (x ^ (x >> 15)) * jnp.uint32(0x846CA68B)
-    return x ^ (x >> 16)
-
-
-def _uniform(bits: jax.Array) -> jax.Array:
-    """float32 uniform on (0, 1) from random bits: the top 24 bits, centred in their interval."""
-    return ((bits >> 8).astype(jnp.float32) + 0.5) * 2.0**-24
-
-
-def _normal(bits: jax.Array) -> jax.Array:
-    """float32 standard normal from random bits by inverting the CDF: √2 · erf⁻¹(2u − 1).
-
-    erf⁻¹ is M. Giles' single-precision approximation ("Approximating the erfinv function",
-    GPU Computing Gems, 2011; within 6e-6 relative of `lax.erf_inv` over `_uniform`'s range), with
-    w = −log(1 − (2u − 1)²) computed as −log(4u(1 − u)): one log, one square root and two
-    short polynomials per element, a fraction of what `lax.erf_inv` costs on a CPU.
-    """
-    u = _uniform(bits)
-    w = -_exp_or_log(4.0 * u * (1.0 - u), False)
-    central, tail = w - 2.5, jnp.sqrt(w) - 3.0
-    central = functools.reduce(lambda p, c: c + p * central, _ERFINV_CENTRAL[1:],
-                               jnp.full_like(u, _ERFINV_CENTRAL[0]))
-    tail = functools.reduce(lambda p, c: c + p * tail, _ERFINV_TAIL[1:],
-                            jnp.full_like(u, _ERFINV_TAIL[0]))
-    return math.sqrt(2.0) * jnp.where(w < 5.0, central, tail) * (2.0 * u - 1.0)
-
-
-# Cephes expf and logf (S. Moshier): exp(r) = 1 + r + r²·P(r), log(1 + t) = t + t²·Q(t), highest
-# power first; ln 2 split in a part exact in products with k and the rest.
-_EXP_POLYNOMIAL = (1.9875691500e-4, 1.3981999507e-3, 8.3334519073e-3, 4.1665795894e-2,
-                   1.6666665459e-1, 5.0000001201e-1)
-_LOG_POLYNOMIAL = (7.0376836292e-2, -1.1514610310e-1, 1.1676998740e-1, -1.2420140846e-1,
-                   1.4249322787e-1, -1.6668057665e-1, 2.0000714765e-1, -2.4999993993e-1,
-                   3.3333331174e-1, -0.5)
-_LN2_HIGH, _LN2_LOW = 0.693359375, -2.12194440e-4
-_SQRT_HALF_BITS = 0x3F3504F3  # float32 bits of √½
-
-# Giles' coefficients, highest power first, for w < 5 (in w − 2.5) and w ≥ 5 (in √w − 3).
-_ERFINV_CENTRAL = (2.81022636e-08, 3.43273939e-07, -3.5233877e-06, -4.39150654e-06,
-                   0.00021858087, -0.00125372503, -0.00417768164, 0.246640727, 1.50140941)
-_ERFINV_TAIL = (-0.000200214257, 0.000100950558, 0.00134934322, -0.00367342844, 0.00573950773,
-                -0.0076224613, 0.00943887047, 1.00167406, 2.83297682)
 
 
 def _drop_threshold(rate: float) -> int:

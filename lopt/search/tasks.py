@@ -37,7 +37,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from lopt import data, objectives
+from lopt import cpu_kernels, data, objectives
 
 
 class MLP(nn.Module):
@@ -54,40 +54,9 @@ class MLP(nn.Module):
         return nn.Dense(self.num_classes)(x)
 
 
-def matmul_conv(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=None,
-                dimension_numbers=None, feature_group_count=1, precision=None, **unused):
-    """A drop-in for `lax.conv_general_dilated` (NHWC inputs, HWIO kernels, no dilation, one
-    group) as a sum of strided slices times kernel taps: `kh * kw` matrix products.
-
-    Why: on CPU, XLA runs a convolution inside `lax.scan` (how the evaluator trains) about
-    10-20x slower than the same convolution outside a loop (jax-ml/jax#12868); slices and
-    matrix products have no such penalty. Results equal the convolution to float round-off.
-    """
-    del dimension_numbers, unused  # flax passes NHWC/HWIO numbers, the only layout here
-    if any(d not in (None, 1) for d in (*(lhs_dilation or ()), *(rhs_dilation or ()))) \
-            or feature_group_count != 1:
-        raise ValueError("matmul_conv supports neither dilation nor grouped convolutions")
-    kernel_h, kernel_w, in_features, _ = rhs.shape
-    if isinstance(padding, str):
-        padding = jax.lax.padtype_to_pads(lhs.shape[1:3], (kernel_h, kernel_w), window_strides,
-                                          padding)
-    padded = jnp.pad(lhs, ((0, 0), tuple(padding[0]), tuple(padding[1]), (0, 0)))
-    stride_h, stride_w = window_strides
-    out_h = (padded.shape[1] - kernel_h) // stride_h + 1
-    out_w = (padded.shape[2] - kernel_w) // stride_w + 1
-    out = 0.0
-    for i in range(kernel_h):
-        for j in range(kernel_w):
-            tap = jax.lax.slice(padded, (0, i, j, 0),
-                                (padded.shape[0], i + (out_h - 1) * stride_h + 1,
-                                 j + (out_w - 1) * stride_w + 1, in_features),
-                                (1, stride_h, stride_w, 1))
-            out = out + jnp.einsum("nhwc,cd->nhwd", tap, rhs[i, j], precision=precision)
-    return out
-
-
-# Every convolution of the child networks (see `matmul_conv`).
-_conv = functools.partial(nn.Conv, conv_general_dilated=matmul_conv)
+# Every convolution of the child networks: `cpu_kernels.matmul_conv` on a CPU, where XLA's own
+# convolution is slow inside the evaluator's `lax.scan`, and XLA's convolution elsewhere.
+_conv = functools.partial(nn.Conv, conv_general_dilated=cpu_kernels.conv_general_dilated)
 
 # Batch norm that always uses the statistics of the batch it sees (see the module docstring).
 _batch_norm = functools.partial(nn.BatchNorm, use_running_average=False)
