@@ -66,7 +66,7 @@ def map_in_batches(function, *inputs, batch_size: int | None = None):
     outputs = jax.tree.map(lambda s: jnp.zeros((count, *s.shape[1:]), s.dtype), shapes)
 
     def body(index, outputs):
-        start = jnp.minimum(index * size, count - size)
+        start = index * size if count % size == 0 else jnp.minimum(index * size, count - size)
         return jax.tree.map(lambda out, new: jax.lax.dynamic_update_slice_in_dim(
             out, new, start, 0), outputs, batched(*take(start)))
 
