@@ -89,22 +89,24 @@ def batch_curves(opt, family, problems, x0: jax.Array, num_steps: int) -> jax.Ar
     return batch_trajectories(opt, family, problems, x0, num_steps)[0]
 
 
+def _trajectories_over_devices(opt, family, problems, x0, num_steps):
+    """`batch_trajectories` with the problems split over all devices (`lopt.parallel`)."""
+    return parallel.over_devices(
+        lambda *share: batch_trajectories(opt, family, *share, num_steps), problems, x0)
+
+
 @partial(jax.jit, static_argnames=("kind", "family", "num_steps"))
 def _compiled_trajectories(kind, numbers, family, problems, x0, num_steps):
-    """`batch_trajectories` of the optimizer `kind.rebuild(numbers)` (`lopt.optimizer_kind`:
-    one compilation per kind of optimizer, its floats and arrays traced), with the problems
-    split over all devices (`lopt.parallel`)."""
-    opt = kind.rebuild(numbers)
-    return parallel.over_devices(
-        lambda *share: batch_trajectories(opt, family, *share, num_steps), problems, x0)
+    """`_trajectories_over_devices` of the optimizer `kind.rebuild(numbers)`
+    (`lopt.optimizer_kind`: one compilation per kind of optimizer, its floats and arrays
+    traced)."""
+    return _trajectories_over_devices(kind.rebuild(numbers), family, problems, x0, num_steps)
 
 
-@partial(jax.jit, static_argnames=("opt", "family", "num_steps"))
-def _compiled_static_trajectories(opt, family, problems, x0, num_steps):
-    """`_compiled_trajectories` for an optimizer whose numbers cannot be traced (one that
-    branches on a float in Python): compiled per optimizer object."""
-    return parallel.over_devices(
-        lambda *share: batch_trajectories(opt, family, *share, num_steps), problems, x0)
+# For an optimizer whose numbers cannot be traced (one that branches on a float in Python):
+# compiled per optimizer object.
+_compiled_static_trajectories = jax.jit(_trajectories_over_devices,
+                                        static_argnames=("opt", "family", "num_steps"))
 
 
 def _check_inputs(family, problems, num_steps, key, x0):

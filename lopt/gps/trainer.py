@@ -319,11 +319,6 @@ def make_iteration(config: Config, family, problems, x0: jax.Array):
     return iteration
 
 
-def _to_float64(leaf):
-    leaf = jnp.asarray(leaf)
-    return leaf.astype(jnp.float64) if jnp.issubdtype(leaf.dtype, jnp.floating) else leaf
-
-
 def run_identity(config: Config, family, train_problems, key: jax.Array) -> dict:
     """What `train`'s checkpoints must match to be resumed (`lopt.checkpoint.identity`): every
     setting, the family's class and fields, the key and a fingerprint of the problems."""
@@ -361,7 +356,7 @@ def train(family, train_problems, config: Config, key: jax.Array, *, callback=No
     identity = run_identity(config, family, train_problems, key)
     checkpoint_path = None if checkpoint_dir is None else os.path.join(checkpoint_dir, CHECKPOINT)
     with jax.enable_x64():
-        problems = jax.tree.map(_to_float64, train_problems)
+        problems = jax.tree.map(trajectory_opt.to_float64, train_problems)
         key_x0, key_state, key = jax.random.split(key, 3)
         starts = config.starts_per_objective
         if starts > 1:  # condition i * starts + j: objective i from start j
@@ -369,7 +364,7 @@ def train(family, train_problems, config: Config, key: jax.Array, *, callback=No
         x0 = family.init(key_x0, num * starts).astype(jnp.float64)
         validation = None
         if config.validation_steps:  # fresh starts, one per training objective
-            validation = (jax.tree.map(_to_float64, train_problems),
+            validation = (jax.tree.map(trajectory_opt.to_float64, train_problems),
                           family.init(jax.random.fold_in(key_x0, 1), num).astype(jnp.float64))
         if checkpoint_path is not None and os.path.exists(checkpoint_path):
             template = _state_shapes(config, family, problems, x0, key_state)

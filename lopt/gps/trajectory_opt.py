@@ -198,7 +198,8 @@ _jit_initial_state = jax.jit(initial_state, static_argnums=(0, 1))
 _jit_mean_cost = jax.jit(mean_cost, static_argnums=(0, 1))
 
 
-def _to_float64(leaf):
+def to_float64(leaf):
+    """`leaf` as a JAX array, floating dtypes as float64 (call inside `jax.enable_x64()`)."""
     leaf = jnp.asarray(leaf)
     return leaf.astype(jnp.float64) if jnp.issubdtype(leaf.dtype, jnp.floating) else leaf
 
@@ -215,7 +216,7 @@ def run(family, problems, config: Config, key: jax.Array, *, num_iterations: int
     if not isinstance(num_iterations, int) or num_iterations < 0:
         raise ValueError(f"num_iterations must be a non-negative integer, got {num_iterations!r}")
     with jax.enable_x64():
-        problems = jax.tree.map(_to_float64, problems)
+        problems = jax.tree.map(to_float64, problems)
         key_init, key = jax.random.split(key)
         num = jax.tree.leaves(problems)[0].shape[0]
         x0 = family.init(key_init, num).astype(jnp.float64)
