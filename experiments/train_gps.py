@@ -72,8 +72,7 @@ def main(argv):
     if has_checkpoint:  # refuse another run's checkpoint before any training work
         identity = gps.trainer.run_identity(config, family, problems, key_gps)
         try:
-            checkpoint.check_identity(checkpoint.identity_in(os.path.join(
-                out, gps.trainer.CHECKPOINT)), identity, f"the checkpoint in {out}")
+            checkpoint.check(os.path.join(out, gps.trainer.CHECKPOINT), identity)
         except ValueError as error:
             raise app.UsageError(str(error)) from error
     else:

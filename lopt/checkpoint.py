@@ -124,8 +124,9 @@ def save(path: str, tree: Any, *, identity: dict[str, Any] | None = None,
     write_atomically(path, buffer.getvalue())
 
 
-def _read(path: str) -> tuple[dict[str, Any], list[np.ndarray]]:
-    """(header, leaves) of a checkpoint file; ValueError for anything that is not one."""
+def _read(path: str, with_leaves: bool = True) -> tuple[dict[str, Any], list[np.ndarray]]:
+    """(header, leaves) of a checkpoint file (no leaves read unless `with_leaves`); ValueError
+    for anything that is not one."""
     try:
         with np.load(path, allow_pickle=False) as stored:
             if HEADER not in stored.files:
@@ -136,7 +137,7 @@ def _read(path: str) -> tuple[dict[str, Any], list[np.ndarray]]:
             if header.get("version") != VERSION:
                 raise ValueError(f"version {header.get('version')!r} is not supported (this "
                                  f"lopt reads version {VERSION})")
-            count = len(stored.files) - 1
+            count = len(stored.files) - 1 if with_leaves else 0
             leaves = [stored[f"leaf_{i}"] for i in range(count)]
     except (OSError, EOFError, KeyError, ValueError, UnicodeDecodeError,
             zipfile.BadZipFile) as error:
@@ -153,13 +154,15 @@ def _restore_leaf(stored: np.ndarray, want) -> Any:
 
 
 def metadata(path: str) -> dict[str, Any]:
-    """The JSON metadata stored in the checkpoint file `path`."""
-    return _read(path)[0]["metadata"]
+    """The JSON metadata stored in the checkpoint file `path` (its arrays are not read)."""
+    return _read(path, with_leaves=False)[0]["metadata"]
 
 
-def identity_in(path: str) -> dict[str, Any]:
-    """The run identity stored in the checkpoint file `path` ({} if it was saved without)."""
-    return _read(path)[0]["identity"] or {}
+def check(path: str, identity: dict[str, Any]) -> None:
+    """Raises ValueError naming each differing field if the checkpoint file `path` belongs to
+    another run than `identity` (its arrays are not read): for refusing before any work."""
+    header, _ = _read(path, with_leaves=False)
+    check_identity(header["identity"] or {}, identity, f"the checkpoint {path!r}")
 
 
 def load(path: str, template: Any, *, identity: dict[str, Any] | None = None
@@ -173,9 +176,9 @@ def load(path: str, template: Any, *, identity: dict[str, Any] | None = None
     """
     if not os.path.isfile(path):
         raise ValueError(f"no checkpoint at {path!r}")
-    header, leaves = _read(path)
     if identity is not None:
-        check_identity(header["identity"] or {}, identity, f"the checkpoint {path!r}")
+        check(path, identity)
+    header, leaves = _read(path)
     expected = jax.tree.leaves(template)
     shape = lambda leaf: tuple(jax.random.key_data(leaf).shape if _is_key(leaf) else leaf.shape)
     if [leaf.shape for leaf in leaves] != [shape(leaf) for leaf in expected]:
