@@ -250,8 +250,9 @@ def run(config: SearchConfig, key: jax.Array, *, out: str | None = None,
     if resume and out is None:
         raise ValueError("resume needs an output directory")
     task = tasks.get(config.task, data_dir=config.data_dir)
-    identity = run_identity(config, key, task)
+    identity = None  # only runs with files have an identity to check and record
     if out is not None:
+        identity = run_identity(config, key, task)
         check_output(out, identity, resume)
         checkpoint.write_atomically(os.path.join(out, CONFIG),
                                     json.dumps(identity, indent=1).encode())
