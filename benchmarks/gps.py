@@ -30,7 +30,6 @@ only oversubscribe the cores, so this script sets OPENBLAS_NUM_THREADS=1 unless 
 """
 
 import argparse
-import dataclasses
 import os
 import statistics
 import sys
@@ -68,12 +67,12 @@ def stage_flops(config, dim, num_objectives, num_points, gmm_iterations, lqg_pas
     layout = config.features.layout(dim)
     dx, du, dz = layout.size, dim, layout.observation_size
     n = dx + du
-    s, t = config.num_samples, config.horizon
+    s, t = config.rollouts.num_samples, config.rollouts.horizon
     steps = num_objectives * t
-    dy = dz if config.structured_dynamics else dx
+    dy = dz if config.dynamics.structured else dx
     d = n + dy
-    k = config.gmm_components
-    m = min(config.gmm_max_points, steps * s)
+    k = config.dynamics.gmm_components
+    m = min(config.dynamics.gmm_max_points, steps * s)
     sampling = steps * s * (2 * du * dx + 8 * num_points * dim)
     expansion = num_objectives * s * (t + 1) * 4 * num_points * dim * dim
     # EM: whitening GEMM and M-step scatter (2 m k d^2 each), Cholesky + inverse per component.
@@ -117,23 +116,28 @@ def benchmark(config, family, num_objectives, key, variants, repeats, warm_itera
     matmul = matmul_seconds()
     problems = family.sample(key, num_objectives)
     x0 = family.init(jax.random.fold_in(key, 1), num_objectives)
-    state, _ = jax.jit(trajectory_opt.initial_state, static_argnums=(0, 1))(
-        config, family, problems, x0)
-    iteration = jax.jit(trajectory_opt.iteration, static_argnums=(0, 1))
+    state, _ = jax.jit(trajectory_opt.initial_state, static_argnums=(0, 1, 2))(
+        config.rollouts, config.features, family, problems, x0)
+    sample = jax.jit(trajectory_opt.sample_stage, static_argnums=(0, 1, 2))
+    fit = jax.jit(trajectory_opt.fit_stage, static_argnums=(0, 1, 2, 3))
+    optimise = jax.jit(trajectory_opt.optimise_stage, static_argnums=(0, 1, 2))
     for index in range(warm_iterations):
-        state, _ = iteration(config, family, problems, x0, state, jax.random.fold_in(key, index))
-    sample = jax.jit(trajectory_opt.sample_stage, static_argnums=(0, 1))
-    fit = jax.jit(trajectory_opt.fit_stage, static_argnums=(0, 1))
-    optimise = jax.jit(trajectory_opt.optimise_stage, static_argnums=(0, 1))
-    samples, _, sample_times = _repeated(repeats, sample, config, family, problems, x0, state,
-                                         key)
+        key_sample, key_fit = jax.random.split(jax.random.fold_in(key, index))
+        samples = sample(config.rollouts, config.features, family, problems, x0,
+                         state.controller, key_sample)
+        model = fit(config.dynamics, config.lqg, config.features, family, problems, samples,
+                    key_fit)
+        state, _, _, _ = optimise(config.lqg, config.features, family, model, state)
+    samples, _, sample_times = _repeated(repeats, sample, config.rollouts, config.features,
+                                         family, problems, x0, state.controller, key)
     rows = []
     for name in variants:
-        variant = dataclasses.replace(config, structured_dynamics=name == "structured")
-        model, fit_compile, fit_times = _repeated(repeats, fit, variant, family, problems,
-                                                  samples, key)
-        (_, solution, _, _), opt_compile, opt_times = _repeated(repeats, optimise, variant, family,
-                                                            model, state)
+        variant = config.replace(dynamics={"structured": name == "structured"})
+        model, fit_compile, fit_times = _repeated(repeats, fit, variant.dynamics, variant.lqg,
+                                                  variant.features, family, problems, samples,
+                                                  key)
+        (_, solution, _, _), opt_compile, opt_times = _repeated(
+            repeats, optimise, variant.lqg, variant.features, family, model, state)
         flops = stage_flops(variant, family.dim, num_objectives, _num_points(problems),
                             int(model.mixture.num_iterations),
                             float(jnp.mean(solution.num_passes)))
@@ -192,11 +196,12 @@ def mean_minimum(family, problems, x0, num_newton_steps=50):
 def loop_improvement(config, family, num_objectives, iterations, key):
     """Runs the trajectory-only loop and prints its cost against the momentum start."""
     problems = family.sample(key, num_objectives)
-    result = gps.train_trajectories(family, problems, config, jax.random.fold_in(key, 2),
-                                    num_iterations=iterations)
-    momentum = result.history[0]["momentum_cost"]
+    result = gps.train_trajectories(family, problems,
+                                    config.replace(loop={"num_iterations": iterations}),
+                                    jax.random.fold_in(key, 2))
+    momentum = result.initial_cost
     minimum = mean_minimum(family, problems, result.x0)
-    print(f"\nmean f(x_t) over t=1..{config.horizon}, noiseless controllers, "
+    print(f"\nmean f(x_t) over t=1..{config.rollouts.horizon}, noiseless controllers, "
           f"{num_objectives} training objectives; momentum initialisation {momentum:.5f}, "
           f"mean minimum {minimum:.5f}")
     for record in result.history:
@@ -223,7 +228,8 @@ def main(argv=None):
     parser.add_argument("--warm_iterations", type=int, default=1,
                         help="full GPS iterations before the timed one (0: time the first)")
     args = parser.parse_args(argv)
-    config = gps.Config.preset("smoke" if args.smoke else "paper")
+    # The fitted (GMM) dynamics, whose structured and full variants this script compares.
+    config = gps.Config.preset("smoke" if args.smoke else "paper", dynamics={"model": "fitted"})
     num_objectives = args.num_objectives or (6 if args.smoke else 90)
     if num_objectives < 1:
         parser.error(f"--num_objectives must be positive, got {num_objectives}")
@@ -237,9 +243,9 @@ def main(argv=None):
     family = objectives.logistic_regression()
     key = jax.random.key(0)
     layout = config.features.layout(family.dim)
-    print(f"logistic regression, {num_objectives} objectives, S={config.num_samples}, "
-          f"T={config.horizon}, H={config.features.history}, dX={layout.size}, dU={family.dim}, "
-          f"devices {jax.devices()}", flush=True)
+    print(f"logistic regression, {num_objectives} objectives, S={config.rollouts.num_samples}, "
+          f"T={config.rollouts.horizon}, H={config.features.history}, dX={layout.size}, "
+          f"dU={family.dim}, devices {jax.devices()}", flush=True)
     if not args.skip_stages:
         with jax.enable_x64():
             benchmark(config, family, num_objectives, key, variants, args.repeats,

@@ -9,11 +9,12 @@ Training problems are drawn with `--seed` (the paper's number for the family unl
   learned.npz                     the learned optimizer (`lopt.gps.load(OUT)` reads it)
   checkpoint.npz                  the loop state after the last finished iteration, with the
                                   run's identity (settings, key, problems; `lopt.checkpoint`)
-  config.json                     every setting of the run (written when it starts)
+  config.json                     every setting of the run (rewritten at each start)
   training.png                    mean training cost of the controllers and of the policy
-With --resume an interrupted run continues from its checkpoint; a checkpoint of another run
-(another seed, setting or problem count) is refused, naming what differs. Without --resume an
-existing checkpoint in --out is an error (so a finished run is never overwritten by accident).
+With --resume an interrupted run continues from its checkpoint, and a finished one continues
+with a larger --num_iterations; a checkpoint of another run (another seed, setting or problem
+count) is refused, naming what differs. Without --resume an existing checkpoint in --out is an
+error (so a finished run is never overwritten by accident).
 """
 
 import dataclasses
@@ -57,14 +58,13 @@ def main(argv):
     if has_checkpoint and not RESUME.value:
         raise app.UsageError(f"--out={out} already holds a checkpoint; pass --resume to "
                              "continue it or choose another directory")
-    overrides = {name: flag.value for name, flag in (("num_iterations", NUM_ITERATIONS),
-                                                     ("coupling", COUPLING),
-                                                     ("sampling", SAMPLING),
-                                                     ("dynamics_model", DYNAMICS_MODEL))
-                 if flag.value is not None}
-    if PER_OBJECTIVE_MOMENTUM.value:
-        overrides["momentum_per_objective"] = True
-    config = gps.Config.preset(CONFIG.value, **overrides)
+    chosen = lambda *pairs: {name: flag.value for name, flag in pairs if flag.value is not None}
+    config = gps.Config.preset(
+        CONFIG.value,
+        loop=chosen(("num_iterations", NUM_ITERATIONS), ("coupling", COUPLING),
+                    ("sampling", SAMPLING)),
+        dynamics=chosen(("model", DYNAMICS_MODEL)),
+        rollouts={"momentum_per_objective": True} if PER_OBJECTIVE_MOMENTUM.value else {})
     family = objectives.get(FAMILY.value)
     num_train = NUM_TRAIN.value or objectives.PAPER_NUM_TRAIN.get(FAMILY.value, 90)
     key_train, key_gps = jax.random.split(jax.random.key(SEED.value))
@@ -75,11 +75,10 @@ def main(argv):
             checkpoint.check(os.path.join(out, gps.trainer.CHECKPOINT), identity)
         except ValueError as error:
             raise app.UsageError(str(error)) from error
-    else:
-        with open(os.path.join(out, "config.json"), "w") as file:
-            json.dump({"family": FAMILY.value, "preset": CONFIG.value, "num_train": num_train,
-                       "seed": SEED.value, "config": dataclasses.asdict(config)}, file,
-                      indent=1)
+    # After the check: a resumed run differs at most in its iteration count.
+    with open(os.path.join(out, "config.json"), "w") as file:
+        json.dump({"family": FAMILY.value, "preset": CONFIG.value, "num_train": num_train,
+                   "seed": SEED.value, "config": dataclasses.asdict(config)}, file, indent=1)
     started = time.time()
     with progress.job("train_gps", gps.trainer.plan(config)):
         learned = gps.train(family, problems, config, key_gps, checkpoint_dir=out)

@@ -12,7 +12,8 @@ from lopt.gps import controllers, dynamics, features, gmm
 FEATURES = gps.FeatureConfig(history=1)
 LAYOUT = FEATURES.layout(2)  # dX = 5, dU = 2, dZ = 3
 DX, DU, DZ = LAYOUT.size, LAYOUT.dim, LAYOUT.observation_size
-CONFIG = gps.Config.preset("smoke", features=FEATURES, gmm_components=2)
+DYNAMICS = gps.DynamicsConfig(model="fitted", gmm_components=2, gmm_max_iterations=20,
+                               gmm_max_points=1024)
 
 
 def _samples(rng, horizon, num_samples, rows, offsets, noise):
@@ -38,11 +39,11 @@ def test_structured_and_full_fits_recover_a_known_linear_system():
     with jax.enable_x64():
         samples = _samples(rng, horizon, num_samples, rows, offsets, noise=0.05)
         # Only t = 0 has independent inputs; later states are built from the previous step.
-        structured, _ = dynamics.fit(CONFIG, LAYOUT, samples, jax.random.key(0))
+        structured, _ = dynamics.fit(DYNAMICS, LAYOUT, samples, jax.random.key(0))
         np.testing.assert_allclose(structured.matrix[0, 0], rows[0], atol=0.05)
         np.testing.assert_allclose(structured.offset[0, 0], offsets[0], atol=0.05)
         np.testing.assert_allclose(structured.covariance[0, 0], 0.05**2 * np.eye(DZ), atol=1e-3)
-        full, _ = dynamics.fit(dataclasses.replace(CONFIG, structured_dynamics=False), LAYOUT,
+        full, _ = dynamics.fit(dataclasses.replace(DYNAMICS, structured=False), LAYOUT,
                                samples, jax.random.key(0))
         assert full.matrix.shape == (1, horizon, DX, DX + DU)
         want = dynamics.dense(LAYOUT, jax.tree.map(lambda x: x[0, 0], structured))

@@ -343,7 +343,7 @@ def _structured_problem(rng, horizon, state_curvature):
 def solve():
     """`lqg.optimise` vmapped over problems (optionally from guesses of eta), compiled once
     for this module."""
-    config = gps.Config.preset("smoke", eta_max_iterations=40)
+    config = gps.LQGConfig(eta_max_iterations=40)
     solver = jax.jit(jax.vmap(
         lambda d, c, r, m, s, b, g: lqg.optimise(config, LAYOUT, d, c, r, m, s, b, g)))
 
@@ -363,7 +363,7 @@ def test_eta_search_hits_the_kl_target_identically_under_vmap(solve):
     Carlo (not by the pass the search ran), meet the bound within the search's tolerance."""
     rng = np.random.default_rng(4)
     horizon = 6
-    config = gps.Config.preset("smoke")
+    config = gps.LQGConfig()
     with jax.enable_x64():
         problems = [_structured_problem(rng, horizon, 1.0) for _ in range(3)]
         references = [_reference(rng, horizon, std=0.1) for _ in range(3)]
@@ -422,7 +422,7 @@ def test_warm_started_search_hits_the_kl_target_in_fewer_passes_identically_unde
 def test_warm_start_at_an_inactive_or_unreachable_bound_stops_at_the_range_end(solve):
     rng = np.random.default_rng(7)
     horizon = 6
-    config = gps.Config.preset("smoke")
+    config = gps.LQGConfig()
     with jax.enable_x64():
         model, quadratic, mean, covariance = _structured_problem(rng, horizon, 1.0)
         reference = _reference(rng, horizon, std=0.1)
@@ -476,7 +476,7 @@ ADAPT_STEP_CASES = [
 
 
 def test_adapt_step_is_levine_abbeel_step_adjustment():
-    config = gps.Config()
+    config = gps.LQGConfig()
     assert (config.min_step_mult, config.max_step_mult) == (0.01, 10.0)
     *arguments, want = (np.asarray(column) for column in zip(*ADAPT_STEP_CASES, strict=True))
     with jax.enable_x64():

@@ -8,7 +8,7 @@ from lopt import evaluation, gps, objectives
 from lopt.gps import exact_dynamics, features, trainer
 
 FAMILY = objectives.logistic_regression()
-CONFIG = gps.Config.preset("smoke", num_samples=3, horizon=6)
+CONFIG = gps.Config.preset("smoke", rollouts={"num_samples": 3, "horizon": 6})
 LAYOUT = CONFIG.features.layout(FAMILY.dim)
 
 
@@ -25,13 +25,14 @@ def test_noiseless_policy_samples_are_the_exported_optimizers_runs():
                                 FAMILY.sample(jax.random.key(0), 2))
         x0 = FAMILY.init(jax.random.key(1), 2).astype(jnp.float64)
         still = _policy()._replace(variance=jnp.zeros(FAMILY.dim))
-        samples = trainer.sample_policy(CONFIG, FAMILY, problems, x0, still, jax.random.key(2))
+        samples = trainer.sample_policy(CONFIG.rollouts, CONFIG.features, FAMILY, problems, x0,
+                                        still, jax.random.key(2))
         assert samples.states.shape == (2, 3, 7, LAYOUT.size)
         opt = gps.learned.predicted_step_descent(still, CONFIG.features, FAMILY.dim)
-        curves = evaluation.batch_curves(opt, FAMILY, problems, x0, CONFIG.horizon)
+        curves = evaluation.batch_curves(opt, FAMILY, problems, x0, CONFIG.rollouts.horizon)
         np.testing.assert_allclose(samples.values[:, 0], curves, rtol=1e-12)
-        noisy = trainer.sample_policy(CONFIG, FAMILY, problems, x0, _policy(),
-                                      jax.random.key(2))
+        noisy = trainer.sample_policy(CONFIG.rollouts, CONFIG.features, FAMILY, problems, x0,
+                                      _policy(), jax.random.key(2))
         assert not np.allclose(noisy.values[:, 0, 1:], curves[:, 1:])
 
 
@@ -40,8 +41,8 @@ def test_exact_dynamics_predict_the_next_observation_to_first_order():
         problems = jax.tree.map(lambda a: jnp.asarray(a, jnp.float64),
                                 FAMILY.sample(jax.random.key(3), 2))
         x0 = FAMILY.init(jax.random.key(4), 2).astype(jnp.float64)
-        samples = trainer.sample_policy(CONFIG, FAMILY, problems, x0, _policy(),
-                                        jax.random.key(5))
+        samples = trainer.sample_policy(CONFIG.rollouts, CONFIG.features, FAMILY, problems, x0,
+                                        _policy(), jax.random.key(5))
         model = exact_dynamics.linearise(FAMILY, CONFIG.features, problems, samples, 1e-9)
         assert model.matrix.shape == (2, 6, LAYOUT.observation_size, LAYOUT.size + LAYOUT.dim)
         np.testing.assert_allclose(model.matrix[..., LAYOUT.dim:LAYOUT.size], 0.0)

@@ -1,6 +1,5 @@
 """The GPS outer loop on the smoke preset: it learns, and kill-and-resume changes nothing."""
 
-import dataclasses
 import functools
 
 import jax
@@ -74,7 +73,8 @@ def _rollout(policy, problems, x0, num_steps):
 def _mean_cost(policy, problems, x0, num_steps):
     """Mean over objectives and t = 1..num_steps of f(x_t) (`_rollout`; call inside
     `jax.enable_x64()`). Every rollout is as long as the validation's, so it compiles once."""
-    values = np.asarray(_rollout(policy, problems, x0, CONFIG.validation_steps))[:, :num_steps]
+    values = np.asarray(_rollout(policy, problems, x0, CONFIG.loop.validation_steps))[
+        :, :num_steps]
     assert np.all(np.isfinite(values))
     return float(np.mean(values))
 
@@ -85,9 +85,9 @@ def test_training_improves_and_returns_the_best_validated_policy(uninterrupted):
     assert [record["iteration"] for record in history] == [0, 1, 2]
     with jax.enable_x64():
         problems, x0, fresh, state = _training_setup(CONFIG)
-        trained, untrained = (_mean_cost(policy, problems, x0, CONFIG.horizon)
+        trained, untrained = (_mean_cost(policy, problems, x0, CONFIG.rollouts.horizon)
                               for policy in (uninterrupted.policy, state.policy))
-        validated, initial = (_mean_cost(policy, problems, fresh, CONFIG.validation_steps)
+        validated, initial = (_mean_cost(policy, problems, fresh, CONFIG.loop.validation_steps)
                               for policy in (uninterrupted.policy, state.policy))
     assert trained < untrained - 1e-3
     # The returned policy is the initial one or that of an iteration: the one whose recorded
@@ -103,12 +103,12 @@ def test_training_improves_and_returns_the_best_validated_policy(uninterrupted):
 
 
 def test_without_validation_the_lowest_training_cost_is_returned():
-    config = dataclasses.replace(CONFIG, validation_steps=0)
+    config = CONFIG.replace(loop={"validation_steps": 0})
     learned = trainer.train(FAMILY, PROBLEMS, config, KEY)
     assert all("validation_cost" not in record for record in learned.history)
     with jax.enable_x64():
         problems, x0, _, state = _training_setup(config)
-        returned, initial = (_mean_cost(policy, problems, x0, CONFIG.horizon)
+        returned, initial = (_mean_cost(policy, problems, x0, CONFIG.rollouts.horizon)
                              for policy in (learned.policy, state.policy))
     best = min([initial] + [record["policy_cost"] for record in learned.history])
     assert returned == pytest.approx(best, rel=1e-9)
@@ -125,6 +125,16 @@ def test_kill_and_resume_equals_uninterrupted(uninterrupted, tmp_path):
         np.testing.assert_array_equal(got, want)
 
 
+def test_a_longer_run_continues_a_finished_shorter_one(uninterrupted, tmp_path):
+    one = CONFIG.replace(loop={"num_iterations": 1})
+    trainer.train(FAMILY, PROBLEMS, one, KEY, checkpoint_dir=str(tmp_path))
+    continued = trainer.train(FAMILY, PROBLEMS, CONFIG, KEY, checkpoint_dir=str(tmp_path))
+    assert _without_timings(continued.history) == _without_timings(uninterrupted.history)
+    for got, want in zip(jax.tree.leaves(continued.policy),
+                         jax.tree.leaves(uninterrupted.policy), strict=True):
+        np.testing.assert_array_equal(got, want)
+
+
 @pytest.fixture(scope="module")
 def killed_run(tmp_path_factory):
     directory = str(tmp_path_factory.mktemp("killed"))
@@ -135,8 +145,8 @@ def killed_run(tmp_path_factory):
 
 
 @pytest.mark.parametrize("problems, config, key, named", [
-    (PROBLEMS, dataclasses.replace(CONFIG, policy_learning_rate=0.5), KEY,
-     "gps.policy_learning_rate"),
+    (PROBLEMS, CONFIG.replace(policy={"learning_rate": 0.5}), KEY, "gps.policy.learning_rate"),
+    (PROBLEMS, CONFIG.replace(loop={"validation_steps": 7}), KEY, "gps.loop.validation_steps"),
     (PROBLEMS, CONFIG, jax.random.key(2), "key ([0, 1] there, [0, 2] now)"),
     (FAMILY.sample(jax.random.key(5), 4), CONFIG, KEY, "data ("),
     (FAMILY.sample(jax.random.key(0), 5), CONFIG, KEY, "data ("),
@@ -149,20 +159,24 @@ def test_resuming_a_different_run_is_refused_naming_the_difference(killed_run, p
 
 
 def test_bad_policy_settings_are_rejected_with_the_name():
-    with pytest.raises(ValueError, match="coupling"):
-        gps.Config(coupling="badmm")
-    with pytest.raises(ValueError, match="policy_hidden"):
-        gps.Config(policy_hidden=0)
-    assert gps.Config.preset("paper").policy_hidden == 50
+    with pytest.raises(ValueError, match="LoopConfig.coupling"):
+        gps.LoopConfig(coupling="badmm")
+    with pytest.raises(ValueError, match="PolicyConfig.hidden"):
+        gps.PolicyConfig(hidden=0)
+    assert gps.Config.preset("paper").policy.hidden == 50
+    with pytest.raises(ValueError, match="train_policy=True.*train_trajectories"):
+        trainer.train(FAMILY, PROBLEMS, CONFIG.replace(loop={
+            "sampling": "controllers", "coupling": "trajectory", "train_policy": False}), KEY)
 
 
 def test_shared_momentum_picks_one_setting_with_the_best_mean():
     with jax.enable_x64():
         problems = jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), PROBLEMS)
         x0 = FAMILY.init(jax.random.key(2), 4).astype(jnp.float64)
-        per_objective = dataclasses.replace(CONFIG, momentum_per_objective=True)
-        each = initialisation.tune_momentum(per_objective, FAMILY, problems, x0)
-        one = initialisation.tune_momentum(CONFIG, FAMILY, problems, x0)
+        per_objective = CONFIG.replace(rollouts={"momentum_per_objective": True})
+        each, one = (initialisation.tune_momentum(config.rollouts, config.features, FAMILY,
+                                                  problems, x0)
+                     for config in (per_objective, CONFIG))
     assert np.unique(np.asarray(one.step_size)).size == 1
     assert np.unique(np.asarray(one.decay)).size == 1
     assert np.all(np.asarray(each.final_value) <= np.asarray(one.final_value) + 1e-12)
@@ -173,7 +187,7 @@ import json, jax
 from lopt import gps, objectives
 family = objectives.logistic_regression()
 learned = gps.train(family, family.sample(jax.random.key(0), 5),
-                    gps.Config.preset("smoke", num_iterations=2),
+                    gps.Config.preset("smoke", loop={"num_iterations": 2}),
                     jax.random.key(1))
 print(json.dumps({"devices": jax.device_count(), "history": [
     {k: v for k, v in record.items() if "seconds" not in k} for record in learned.history]}))

@@ -1,7 +1,6 @@
 """The reproduce binary at --scale=smoke (every --which), its bad-flag errors, and publishing
 reports into a README."""
 
-import dataclasses
 import json
 import re
 
@@ -142,7 +141,7 @@ def test_cpu_scale_trains_the_4_dimensional_families_on_more_than_the_papers_pro
     assert evaluation.num_problems(train) == objectives.PAPER_NUM_TRAIN["logistic_regression"]
     # Logistic regression runs 2 GPS iterations at the cpu scale, everything else the preset's.
     preset = gps.Config.preset("cpu")
-    assert settings.sizes.gps_config("logistic_regression") == dataclasses.replace(
-        preset, num_iterations=2)
+    assert settings.sizes.gps_config("logistic_regression") == preset.replace(
+        loop={"num_iterations": 2})
     assert settings.sizes.gps_config("mlp_classifier") == preset
     assert paper.sizes.gps_config("logistic_regression") == gps.Config.preset("paper")

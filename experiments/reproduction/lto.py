@@ -43,8 +43,8 @@ class Scale:
     problems; num_steps: steps at test time; num_trajectory_problems: 2-D problems drawn in
     Figure 4; transfer_clusters: mixtures the MLP-trained optimizer is tested on (Figure 5:
     5, 6, 8, 12); train_multipliers: ((family name, factor), ...); gps_overrides: ((family
-    name, ((Config field, value), ...)), ...) on top of the preset; max_tune: the baselines
-    are tuned on the first max_tune training problems (None: on all of them)."""
+    name, ((Config part, ((field, value), ...)), ...)), ...) on top of the preset; max_tune:
+    the baselines are tuned on the first max_tune training problems (None: on all of them)."""
 
     gps: str
     num_train: int | None
@@ -53,12 +53,14 @@ class Scale:
     num_trajectory_problems: int
     transfer_clusters: tuple[int, ...] = (5, 6, 8, 12)
     train_multipliers: tuple[tuple[str, int], ...] = ()
-    gps_overrides: tuple[tuple[str, tuple[tuple[str, object], ...]], ...] = ()
+    gps_overrides: tuple[tuple[str, tuple[tuple[str, tuple[tuple[str, object], ...]], ...]],
+                         ...] = ()
     max_tune: int | None = None
 
     def gps_config(self, family_name: str) -> gps.Config:
         """The GPS settings for `family_name` at this scale."""
-        return gps.Config.preset(self.gps, **dict(dict(self.gps_overrides).get(family_name, ())))
+        parts = dict(self.gps_overrides).get(family_name, ())
+        return gps.Config.preset(self.gps, **{part: dict(fields) for part, fields in parts})
 
 
 # Our departure at the cpu scale: more training problems for the two 4-dimensional families
@@ -76,7 +78,7 @@ MORE_TRAINING_PROBLEMS = (("logistic_regression", 20), ("robust_linear_regressio
 # problems costs about 35 s. With the earlier S-step, validation picked the second
 # iteration's policy in every run; with the fixed-step S-step it keeps falling to the fourth
 # (docs/decisions.md has both runs' test results).
-FEWER_GPS_ITERATIONS = (("logistic_regression", (("num_iterations", 2),)),)
+FEWER_GPS_ITERATIONS = (("logistic_regression", (("loop", (("num_iterations", 2),)),)),)
 
 # And the baselines tuned on the first 300 training problems: on logistic regression every
 # one of the six got the same step sizes from 300 as from all 1800 (3.5x faster).
@@ -283,8 +285,8 @@ def family_figure(settings: Settings, which: str, command: str) -> Report:
     table = (f"{settings.sizes.num_test} unseen problems, {evaluation.num_problems(train)} "
              f"training problems (the baselines tuned on {evaluation.num_problems(tune_problems)}"
              f" of them), {num_steps} steps (GPS trained on "
-             f"{gps.Config.preset(settings.sizes.gps).horizon}). Margins in the first table "
-             "are among all seven algorithms.\n\n"
+             f"{gps.Config.preset(settings.sizes.gps).rollouts.horizon}). Margins in the first "
+             "table are among all seven algorithms.\n\n"
              + summary_table(curves, tuned, all_margins) + "\n" + "\n".join(tables))
     return Report(which, f"{PAPER_FIGURES[which]}: {family_name}", command, verdict, table,
                   ("margin_of_victory.png", "line_search_margin_of_victory.png",

@@ -3,8 +3,9 @@
 Modules, one per stage: `features` (the state), `controllers` (linear-Gaussian controllers and
 rollouts), `initialisation` (tuned momentum), `gmm` (EM), `dynamics` (fit with a GMM prior),
 `cost` (quadratic expansion), `lqg` (LQG under a KL trust region), `trajectory_opt` (the
-trajectory-only loop), `policy` (the neural policy and its supervised training), `trainer`
-(the GPS outer loop with the mirror-descent coupling), `learned` (the optax export and files).
+controllers' stages), `policy` (the neural policy and its supervised training), `trainer`
+(the one GPS outer loop, with or without a policy), `learned` (the optax export and files),
+`config` (the settings, in parts: features, rollouts, dynamics, lqg, policy, loop).
 
 Example (float64 is switched on inside the calls only):
 
@@ -19,7 +20,7 @@ Trajectory optimisation only:
     fam = lopt.objectives.logistic_regression()
     problems = fam.sample(jax.random.key(0), 90)
     result = lopt.gps.train_trajectories(fam, problems, lopt.gps.Config(), jax.random.key(1))
-    result.history[-1]["controller_cost"], result.history[-1]["momentum_cost"]
+    result.history[-1]["controller_cost"], result.initial_cost   # after the loop, momentum
 
 Conventions: the action is the step (x_{t+1} = x_t + u_t); batched arrays carry the leading
 axes `[num_objectives, T, ...]` (controllers, dynamics) or `[num_objectives, num_samples, ...]`
@@ -39,11 +40,18 @@ from lopt.gps import (
     trainer,
     trajectory_opt,
 )
-from lopt.gps.config import PRESETS, Config
+from lopt.gps.config import (
+    PRESETS,
+    Config,
+    DynamicsConfig,
+    LoopConfig,
+    LQGConfig,
+    PolicyConfig,
+    RolloutConfig,
+)
 from lopt.gps.controllers import Controller, Samples
 from lopt.gps.dynamics import Dynamics
 from lopt.gps.features import FeatureConfig
 from lopt.gps.learned import Learned, as_optax, available_pretrained, load, pretrained, save
 from lopt.gps.policy import Policy
-from lopt.gps.trainer import train
-from lopt.gps.trajectory_opt import run as train_trajectories
+from lopt.gps.trainer import Run, run, train, train_trajectories

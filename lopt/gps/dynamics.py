@@ -39,7 +39,7 @@ import numpy as np
 
 from lopt.gps import features as feats
 from lopt.gps import gmm as gmm_lib
-from lopt.gps.config import Config
+from lopt.gps.config import DynamicsConfig
 from lopt.gps.controllers import Samples
 
 
@@ -229,7 +229,7 @@ def transitions(layout: feats.StateLayout, samples: Samples, structured: bool) -
     return jnp.swapaxes(points, 1, 2)
 
 
-def fit_mixture(config: Config, points: jax.Array, key: jax.Array) -> gmm_lib.GMMFit:
+def fit_mixture(config: DynamicsConfig, points: jax.Array, key: jax.Array) -> gmm_lib.GMMFit:
     """The pooled mixture on at most `gmm_max_points` of the points `[N, T, S, D]`."""
     pooled = points.reshape(-1, points.shape[-1])
     key_subset, key_fit = jax.random.split(key)
@@ -241,11 +241,11 @@ def fit_mixture(config: Config, points: jax.Array, key: jax.Array) -> gmm_lib.GM
                        config.gmm_tolerance, config.gmm_regularization)
 
 
-def fit(config: Config, layout: feats.StateLayout, samples: Samples, key: jax.Array):
+def fit(config: DynamicsConfig, layout: feats.StateLayout, samples: Samples, key: jax.Array):
     """Fits the dynamics of every objective and time step.
 
     Args:
-      config: settings (`structured_dynamics`, mixture and prior settings).
+      config: the dynamics settings (`structured`, mixture and prior settings).
       layout: the state layout.
       samples: Samples with leaves `[N, S, ...]`.
       key: PRNG key (mixture initialisation and subset).
@@ -253,12 +253,12 @@ def fit(config: Config, layout: feats.StateLayout, samples: Samples, key: jax.Ar
     Returns:
       (Dynamics with leaves `[N, T, ...]`, the mixture fit `gmm.GMMFit`).
     """
-    points = transitions(layout, samples, config.structured_dynamics)
+    points = transitions(layout, samples, config.structured)
     mixture = fit_mixture(config, points, key)
     whitened = gmm_lib.whiten(mixture.gmm)
     num_inputs = layout.size + layout.dim
     conditional = jax.vmap(lambda p, m, c: conditional_gaussian(
-        p, num_inputs, m, c, config.prior_strength, config.dynamics_regularization))
+        p, num_inputs, m, c, config.prior_strength, config.regularization))
 
     def one_objective(objective_points):  # [T, S, D]
         weights = gmm_lib.mean_responsibilities(whitened, objective_points)

@@ -23,7 +23,7 @@ import jax.numpy as jnp
 from lopt import parallel, progress
 from lopt.gps import controllers as ctrl
 from lopt.gps import features as feats
-from lopt.gps.config import Config
+from lopt.gps.config import RolloutConfig
 
 
 class MomentumChoice(NamedTuple):
@@ -63,38 +63,41 @@ def momentum_controllers(layout: feats.StateLayout, horizon: int, step_size: jax
     return ctrl.make_controller(gains, offsets, covariance)
 
 
-def tune_momentum(config: Config, family, problems, x0: jax.Array) -> MomentumChoice:
+def tune_momentum(rollouts: RolloutConfig, features: feats.FeatureConfig, family, problems,
+                  x0: jax.Array) -> MomentumChoice:
     """Grid search of (step size, decay) per objective on noiseless rollouts; leaves `[N]`."""
-    layout = config.features.layout(family.dim)
+    layout = features.layout(family.dim)
     dtype = x0.dtype
     sizes, decays = jnp.meshgrid(
-        jnp.asarray(config.momentum_step_sizes, dtype), jnp.asarray(config.momentum_decays, dtype)
+        jnp.asarray(rollouts.momentum_step_sizes, dtype),
+        jnp.asarray(rollouts.momentum_decays, dtype)
     )
     num = x0.shape[0]
 
     def final_values(grid_point):
         size, decay, number = grid_point
         controller = momentum_controllers(
-            layout, config.horizon, jnp.full(num, size), jnp.full(num, decay), 1.0
+            layout, rollouts.horizon, jnp.full(num, size), jnp.full(num, decay), 1.0
         )
-        values = ctrl.mean_rollouts(family, config.features, problems, x0, controller).values
+        values = ctrl.mean_rollouts(family, features, problems, x0, controller).values
         progress.tick(number + 1)
         return jnp.where(jnp.isfinite(values[:, -1]), values[:, -1], jnp.inf)
 
     grid = (sizes.reshape(-1), decays.reshape(-1))
     finals = parallel.map_over_devices(final_values, (*grid, jnp.arange(sizes.size)))  # [G, N]
-    if config.momentum_per_objective:
+    if rollouts.momentum_per_objective:
         best = jnp.argmin(finals, axis=0)
     else:
         best = jnp.full(num, jnp.argmin(jnp.mean(finals, axis=1)))
     return MomentumChoice(grid[0][best], grid[1][best], finals[best, jnp.arange(num)])
 
 
-def initial_controllers(config: Config, family, problems, x0: jax.Array):
+def initial_controllers(rollouts: RolloutConfig, features: feats.FeatureConfig, family,
+                        problems, x0: jax.Array):
     """Tuned momentum controllers `[N, T, ...]` with exploration noise, and the choices."""
-    choice = tune_momentum(config, family, problems, x0)
-    layout = config.features.layout(family.dim)
+    choice = tune_momentum(rollouts, features, family, problems, x0)
+    layout = features.layout(family.dim)
     controller = momentum_controllers(
-        layout, config.horizon, choice.step_size, choice.decay, config.initial_action_std
+        layout, rollouts.horizon, choice.step_size, choice.decay, rollouts.initial_action_std
     )
     return controller, choice

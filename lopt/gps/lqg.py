@@ -55,7 +55,7 @@ from lopt.gps import cost as cost_lib
 from lopt.gps import dynamics as dyn
 from lopt.gps import features as feats
 from lopt.gps import small_linalg
-from lopt.gps.config import Config
+from lopt.gps.config import LQGConfig
 from lopt.gps.controllers import Controller, from_precision
 
 
@@ -565,7 +565,7 @@ class _EtaSearch(NamedTuple):
     done: jax.Array
 
 
-def optimise(config: Config, layout: feats.StateLayout, dynamics: dyn.Dynamics,
+def optimise(config: LQGConfig, layout: feats.StateLayout, dynamics: dyn.Dynamics,
              cost: cost_lib.QuadraticCost, reference: Controller, initial_mean: jax.Array,
              initial_covariance: jax.Array, kl_bound: jax.Array,
              eta_guess: jax.Array | None = None) -> Solution:
@@ -673,7 +673,7 @@ def _select(predicate, if_true, if_false):
     return jax.tree.map(lambda a, b: jnp.where(predicate, a, b), if_true, if_false)
 
 
-def adapt_step(config: Config, step_mult: jax.Array, previous: jax.Array, predicted: jax.Array,
+def adapt_step(config: LQGConfig, step_mult: jax.Array, previous: jax.Array, predicted: jax.Array,
                actual: jax.Array) -> jax.Array:
     """New step multiplier from the expected costs of the previous controller and of the new
     one predicted with the old model and measured with the new model (any equal shapes).

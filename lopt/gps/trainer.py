@@ -1,8 +1,8 @@
 """The GPS outer loop: linear-Gaussian controllers and the neural policy, trained together.
 
 Coupling: mirror-descent GPS (MD, Montgomery & Levine 2016), on-policy by default
-(`Config.sampling="policy"`, MD section 4). Before the first iteration the policy imitates the
-initial (tuned momentum) controllers for `imitation_steps`. One iteration is then
+(`LoopConfig.sampling="policy"`, MD section 4). Before the first iteration the policy imitates the
+initial (tuned momentum) controllers for `PolicyConfig.imitation_steps`. One iteration is then
 
   sample    rollouts of the policy's mean plus Gaussian noise of its variance
   fit       the local model around those samples: cost expansion and dynamics, exact
@@ -15,7 +15,12 @@ initial (tuned momentum) controllers for `imitation_steps`. One iteration is the
 With `sampling="controllers"` (LA's and part 2's first loop) the samples come from the
 controllers, the S-step runs first and the C-step's trust region is around the policy
 linearised at the controllers' samples (`coupling="trajectory"`: around the previous
-controllers).
+controllers). With `LoopConfig.train_policy=False` the same loop optimises the controllers
+alone (sample, fit, optimise; `train_trajectories`).
+
+Each stage is compiled once per (family, the settings parts it reads); the loop settings
+(`LoopConfig`, e.g. the iteration count) are read only here, in Python, so changing them
+recompiles nothing.
 
 Why mirror descent rather than BADMM: the KL trust region around the linearised policy is
 exactly the constraint the LQG already solves (`lqg.optimise` takes any reference controller),
@@ -27,8 +32,9 @@ coupling and sampling").
 The policy's whitening and action scale are fitted once, on samples of the initial (tuned
 momentum) controllers, and kept fixed. Everything runs in float64 inside
 `jax.enable_x64()`. After every iteration the loop state is written to `checkpoint_dir`
-(when given); `train` resumes from it, and the randomness of iteration i is
-`fold_in(key, i)`, so a killed and resumed run gives the same result as an uninterrupted one.
+(when given); `run` resumes from it, and the randomness of iteration i is
+`fold_in(key, i)`, so a killed and resumed run gives the same result as an uninterrupted one
+(and a run resumed with a larger `num_iterations` continues the same run).
 """
 
 from __future__ import annotations
@@ -45,100 +51,84 @@ from absl import logging
 
 from lopt import checkpoint, evaluation, parallel, progress
 from lopt.gps import controllers as ctrl
-from lopt.gps import dynamics as dynamics_lib
-from lopt.gps import exact_dynamics, trajectory_opt
-from lopt.gps import features as features_lib
+from lopt.gps import features as feats
 from lopt.gps import learned as learned_lib
 from lopt.gps import policy as policy_lib
-from lopt.gps.config import Config
+from lopt.gps import trajectory_opt
+from lopt.gps.config import Config, PolicyConfig, RolloutConfig
 
 CHECKPOINT = "checkpoint.npz"
 
 
 class TrainState(NamedTuple):
     """The loop state between iterations: controllers and step sizes (`LoopState`, leaves
-    `[N, ...]`), the policy, and the best policy so far (`train`) and its cost `[]` (what
-    `train` returns)."""
+    `[N, ...]`), the policy, the best policy so far and its selection cost `[]` (the last
+    three None when `LoopConfig.train_policy` is False)."""
 
     loop: trajectory_opt.LoopState
-    policy: policy_lib.Policy
-    best_policy: policy_lib.Policy
-    best_cost: jax.Array
+    policy: policy_lib.Policy | None
+    best_policy: policy_lib.Policy | None
+    best_cost: jax.Array | None
 
 
-def initial_policy(config: Config, family, controller: ctrl.Controller, samples: ctrl.Samples,
-                   key: jax.Array) -> policy_lib.Policy:
-    """A policy whitened on `samples` of the initial controllers `controller` (and, with
-    on-policy sampling, fitted to them for `imitation_steps`)."""
+class Run(NamedTuple):
+    """What `run` returns: the final TrainState, the training starts x0 `[N, dim]`, the mean
+    training cost of the initial (tuned momentum) controllers, and one dict of scalar
+    diagnostics per iteration."""
+
+    state: TrainState
+    x0: jax.Array
+    initial_cost: float
+    history: tuple
+
+
+def initial_policy(features: feats.FeatureConfig, policy_config: PolicyConfig, family,
+                   controller: ctrl.Controller, samples: ctrl.Samples, key: jax.Array,
+                   imitation_steps: int) -> policy_lib.Policy:
+    """A policy whitened on `samples` of the initial controllers `controller` and fitted to
+    them for `imitation_steps` (0: not fitted)."""
     key_policy, key_fit = jax.random.split(key)
-    layout = config.features.layout(family.dim)
+    layout = features.layout(family.dim)
     policy = policy_lib.init(key_policy, layout.size - layout.dim, family.dim,
-                             config.policy_hidden, samples.states.dtype)
+                             policy_config.hidden, samples.states.dtype)
     data = policy_lib.targets(controller, samples)
     policy = policy_lib.normalise(layout, policy, data)
-    if config.sampling == "policy":
-        policy, _ = _fit_policy(config, layout, policy, data, key_fit, config.imitation_steps)
+    if imitation_steps:
+        policy, _ = _fit_policy(policy_config, layout, policy, data, key_fit, imitation_steps)
     return policy
 
 
-def initial_state(config: Config, family, problems, x0: jax.Array, key: jax.Array):
-    """Tuned momentum controllers and the initial policy (`initial_policy`) with its cost,
-    as two progress stages (`lopt.progress`)."""
-    key_sample, key_policy = jax.random.split(key)
-    (loop, _), _ = _timed(INITIAL_CONTROLLERS, len(config.momentum_step_sizes)
-                          * len(config.momentum_decays), "grid points",
-                          _jit_initial_controllers, config, family, problems, x0)
-    with progress.stage(INITIAL_POLICY, config.imitation_steps, "steps"):
-        samples = _sample_controllers(config, family, problems, x0, loop, key_sample)
-        policy = jax.device_get(_jit_initial_policy(  # lopt.parallel.on_one_device
-            config, family, *parallel.on_one_device((loop.controller, samples)), key_policy))
-        cost = jnp.mean(_jit_policy_cost(config, family, problems, x0, policy))
-    return TrainState(loop, policy, policy, cost)
-
-
-def _state_shapes(config: Config, family, problems, x0: jax.Array, key: jax.Array):
-    """The shapes and dtypes of `initial_state`'s TrainState (`jax.ShapeDtypeStruct`s)."""
-
-    def build(problems, x0, key):
-        loop, _ = trajectory_opt.initial_state(config, family, problems, x0)
-        samples = trajectory_opt.sample_stage(config, family, problems, x0, loop, key)
-        policy = initial_policy(config, family, loop.controller, samples, key)
-        return TrainState(loop, policy, policy, jnp.zeros((), x0.dtype))
-
-    return jax.eval_shape(build, problems, x0, key)
-
-
-def _fit_policy(config: Config, layout, policy: policy_lib.Policy, data: policy_lib.Targets,
-                key, steps: int):
+def _fit_policy(policy_config: PolicyConfig, layout, policy: policy_lib.Policy,
+                data: policy_lib.Targets, key, steps: int):
     return policy_lib.fit(layout, policy, data, key, steps=steps,
-                          batch_size=config.policy_batch_size,
-                          learning_rate=config.policy_learning_rate)
+                          batch_size=policy_config.batch_size,
+                          learning_rate=policy_config.learning_rate)
 
 
-def policy_stage(config: Config, family, policy: policy_lib.Policy,
-                 controller: ctrl.Controller, samples: ctrl.Samples, key):
+def policy_stage(features: feats.FeatureConfig, policy_config: PolicyConfig, family,
+                 policy: policy_lib.Policy, controller: ctrl.Controller, samples: ctrl.Samples,
+                 key):
     """S-step: `policy` fitted to `controller` `[N, T, ...]` at the samples; returns (policy,
     loss on all sampled states after fitting `[]`)."""
-    layout = config.features.layout(family.dim)
+    layout = features.layout(family.dim)
     data = policy_lib.targets(controller, samples)
-    return _fit_policy(config, layout, policy, data, key, config.policy_steps)
+    return _fit_policy(policy_config, layout, policy, data, key, policy_config.steps)
 
 
-def sample_policy(config: Config, family, problems, x0: jax.Array, policy: policy_lib.Policy,
-                  key: jax.Array) -> ctrl.Samples:
+def sample_policy(rollouts: RolloutConfig, features: feats.FeatureConfig, family, problems,
+                  x0: jax.Array, policy: policy_lib.Policy, key: jax.Array) -> ctrl.Samples:
     """`num_samples` rollouts per objective of the policy's mean plus Gaussian noise of its
     variance (on-policy sampling, MD section 4): Samples `[N, S, ...]`."""
-    layout = config.features.layout(family.dim)
+    layout = features.layout(family.dim)
     std = jnp.sqrt(policy.variance)
 
     def one_rollout(loss_fn, start, noise):  # noise [T, dU]
-        state0, tracker0 = features_lib.start(config.features, loss_fn, start)
+        state0, tracker0 = feats.start(features, loss_fn, start)
 
         def body(carry, noise_t):
             state, tracker = carry
             action = policy_lib.state_mean(layout, policy, state) + std * noise_t
-            state, tracker, observation = features_lib.step(config.features, loss_fn, state,
-                                                            tracker, action)
+            state, tracker, observation = feats.step(features, loss_fn, state, tracker, action)
             return (state, tracker), (state, action, observation, tracker.value)
 
         _, (states, actions, observations, values) = jax.lax.scan(body, (state0, tracker0),
@@ -147,7 +137,7 @@ def sample_policy(config: Config, family, problems, x0: jax.Array, policy: polic
                             jnp.concatenate([tracker0.value[None], values]))
 
     num = x0.shape[0]
-    noise = jax.random.normal(key, (num, config.num_samples, config.horizon, family.dim),
+    noise = jax.random.normal(key, (num, rollouts.num_samples, rollouts.horizon, family.dim),
                               x0.dtype)
 
     def one_objective(problem, start, noises):
@@ -157,61 +147,36 @@ def sample_policy(config: Config, family, problems, x0: jax.Array, policy: polic
     return ctrl.in_chunks(one_objective, problems, x0, noise)
 
 
-def fit_stage(config: Config, family, problems, samples: ctrl.Samples, key):
-    """The local model (cost, dynamics, initial states) around the samples; the dynamics are
-    exact derivatives of f or fitted with the GMM prior (`Config.dynamics_model`)."""
-    if config.dynamics_model == "fitted":
-        return trajectory_opt.fit_stage(config, family, problems, samples, key)
-    layout = config.features.layout(family.dim)
-    return trajectory_opt.Model(
-        exact_dynamics.linearise(family, config.features, problems, samples,
-                                 config.dynamics_regularization),
-        trajectory_opt.expand_cost(config, family, layout, problems, samples),
-        dynamics_lib.initial_distribution(samples, config.dynamics_regularization),
-        None)
+def linearise_stage(features: feats.FeatureConfig, family, policy: policy_lib.Policy,
+                    samples: ctrl.Samples) -> ctrl.Controller:
+    """The policy linearised at the samples `[N, S, ...]`: a Controller `[N, T, ...]`."""
+    return policy_lib.linearise(features.layout(family.dim), policy, samples,
+                                samples.actions.shape[2])
 
 
-def optimise_stage(config: Config, family, model: trajectory_opt.Model, loop, reference,
-                   samples: ctrl.Samples):
-    """C-step: new controllers in the trust region of `reference` (None: the current
-    controllers); the step size adapts to how the cost of `loop.controller` changed."""
-    del samples
-    return trajectory_opt.optimise_stage(config, family, model, loop, reference)
-
-
-def linearise_stage(config: Config, family, policy: policy_lib.Policy, samples: ctrl.Samples):
-    return policy_lib.linearise(config.features.layout(family.dim), policy, samples,
-                                config.horizon)
-
-
-def policy_cost(config: Config, family, problems, x0: jax.Array, policy: policy_lib.Policy,
-                num_steps: int | None = None):
-    """Mean f(x_t) over t = 1..num_steps (default: the horizon T) of the policy's own
-    (noiseless) runs: `[N]`."""
-    opt = learned_lib.predicted_step_descent(policy, config.features, family.dim)
+def policy_cost(features: feats.FeatureConfig, family, problems, x0: jax.Array,
+                policy: policy_lib.Policy, num_steps: int):
+    """Mean f(x_t) over t = 1..num_steps of the policy's own (noiseless) runs: `[N]`."""
+    opt = learned_lib.predicted_step_descent(policy, features, family.dim)
 
     def batched(*share):
-        curves = evaluation.batch_curves(opt, family, *share, num_steps or config.horizon)
+        curves = evaluation.batch_curves(opt, family, *share, num_steps)
         return jnp.mean(curves[:, 1:], axis=1)
 
     return parallel.over_devices(batched, problems, x0)
 
 
-def _jit(function):
-    return jax.jit(function, static_argnums=(0, 1))
-
-
-# The stages, each compiled once per (config, family).
-_sample_controllers = _jit(trajectory_opt.sample_stage)
-_sample_policy = _jit(sample_policy)
-_fit = _jit(fit_stage)
-_fit_policy_to = _jit(policy_stage)
-_linearise = _jit(linearise_stage)
-_optimise = _jit(optimise_stage)
-_jit_initial_controllers = _jit(trajectory_opt.initial_state)
-_jit_initial_policy = _jit(initial_policy)
-_jit_controller_cost = _jit(trajectory_opt.mean_cost)
-_jit_policy_cost = jax.jit(policy_cost, static_argnums=(0, 1, 5))
+# The stages, each compiled once per (settings parts it reads, family).
+_initial_controllers = jax.jit(trajectory_opt.initial_state, static_argnums=(0, 1, 2))
+_sample_controllers = jax.jit(trajectory_opt.sample_stage, static_argnums=(0, 1, 2))
+_sample_policy = jax.jit(sample_policy, static_argnums=(0, 1, 2))
+_fit = jax.jit(trajectory_opt.fit_stage, static_argnums=(0, 1, 2, 3))
+_fit_policy_to = jax.jit(policy_stage, static_argnums=(0, 1, 2))
+_linearise = jax.jit(linearise_stage, static_argnums=(0, 1))
+_optimise = jax.jit(trajectory_opt.optimise_stage, static_argnums=(0, 1, 2))
+_initial_policy = jax.jit(initial_policy, static_argnums=(0, 1, 2, 6))
+_controller_cost = jax.jit(trajectory_opt.mean_cost, static_argnums=(0, 1))
+_policy_cost = jax.jit(policy_cost, static_argnums=(0, 1, 5))
 
 
 INITIAL_CONTROLLERS = "GPS initialisation: tuned momentum"
@@ -222,16 +187,25 @@ def iteration_prefix(index: int, num_iterations: int) -> str:
     return f"GPS iteration {index + 1}/{num_iterations}"
 
 
+def stage_names(prefix: str) -> dict[str, str]:
+    """Progress-stage labels of one iteration, by stage: sample, fit, optimise, policy."""
+    return {name: f"{prefix}: {name}" for name in ("sample", "fit", "optimise", "policy")}
+
+
 def plan(config: Config) -> dict[str, float]:
-    """{progress-stage label: expected seconds} for `train` (`lopt.progress`): the stages'
+    """{progress-stage label: expected seconds} for `run` (`lopt.progress`): the stages'
     times on 1800 logistic-regression objectives on 2 cores (the job's ETA rescales them by
     the times measured as it runs, so only their ratios matter)."""
-    shares = {INITIAL_CONTROLLERS: 19.0, INITIAL_POLICY: 20.0}
-    for index in range(config.num_iterations):
-        prefix = iteration_prefix(index, config.num_iterations)
+    shares = {INITIAL_CONTROLLERS: 19.0}
+    if config.loop.train_policy:
+        shares[INITIAL_POLICY] = 20.0
+    for index in range(config.loop.num_iterations):
+        prefix = iteration_prefix(index, config.loop.num_iterations)
         labels = stage_names(prefix)
         shares.update({labels["sample"]: 5.0, labels["fit"]: 8.0, labels["optimise"]: 30.0,
-                       labels["policy"]: 5.0, f"{prefix}: evaluate": 1.0})
+                       f"{prefix}: evaluate": 1.0})
+        if config.loop.train_policy:
+            shares[labels["policy"]] = 5.0
     return shares
 
 
@@ -243,94 +217,152 @@ def _timed(label: str, total: int | None, unit: str, function, *args):
     return result, time.perf_counter() - started
 
 
-def _s_step(config: Config, family, policy, controller, samples, key):
-    """The jitted `policy_stage` on one device (`lopt.parallel.on_one_device`); the fitted
-    policy comes back through the host, so split stages can take it."""
-    return jax.device_get(_fit_policy_to(
-        config, family, policy, *parallel.on_one_device((controller, samples)), key))
+def _on_one_device(function, *args):
+    """`function(*args)` with the array arguments on one device (`lopt.parallel.on_one_device`);
+    the result comes back through the host, so stages split over devices can take it."""
+    return jax.device_get(function(*parallel.on_one_device(args)))
 
 
-def stage_names(prefix: str) -> dict[str, str]:
-    """Progress-stage labels of one iteration, by stage: sample, fit, optimise, policy."""
-    return {name: f"{prefix}: {name}" for name in ("sample", "fit", "optimise", "policy")}
+def initial_state(config: Config, family, problems, x0: jax.Array, key: jax.Array) -> TrainState:
+    """Tuned momentum controllers and, when a policy is trained, the initial policy
+    (`initial_policy`, imitating them with on-policy sampling) and its training cost over the
+    horizon, each as a progress stage (`lopt.progress`)."""
+    key_sample, key_policy = jax.random.split(key)
+    rollouts, features = config.rollouts, config.features
+    (loop, _), _ = _timed(INITIAL_CONTROLLERS, len(rollouts.momentum_step_sizes)
+                          * len(rollouts.momentum_decays), "grid points",
+                          _initial_controllers, rollouts, features, family, problems, x0)
+    if not config.loop.train_policy:
+        return TrainState(loop, None, None, None)
+    imitation_steps = config.policy.imitation_steps if config.loop.sampling == "policy" else 0
+    with progress.stage(INITIAL_POLICY, imitation_steps, "steps"):
+        samples = _sample_controllers(rollouts, features, family, problems, x0, loop.controller,
+                                      key_sample)
+        policy = _on_one_device(
+            lambda controller, samples: _initial_policy(
+                features, config.policy, family, controller, samples, key_policy,
+                imitation_steps), loop.controller, samples)
+        cost = jnp.mean(_policy_cost(features, family, problems, x0, policy, rollouts.horizon))
+    return TrainState(loop, policy, policy, cost)
+
+
+def _state_shapes(config: Config, family, problems, x0: jax.Array, key: jax.Array):
+    """The shapes and dtypes of `initial_state`'s TrainState (`jax.ShapeDtypeStruct`s)."""
+
+    def build(problems, x0, key):
+        loop, _ = trajectory_opt.initial_state(config.rollouts, config.features, family,
+                                               problems, x0)
+        if not config.loop.train_policy:
+            return TrainState(loop, None, None, None)
+        samples = trajectory_opt.sample_stage(config.rollouts, config.features, family,
+                                              problems, x0, loop.controller, key)
+        policy = initial_policy(config.features, config.policy, family, loop.controller,
+                                samples, key, 0)
+        return TrainState(loop, policy, policy, jnp.zeros((), x0.dtype))
+
+    return jax.eval_shape(build, problems, x0, key)
 
 
 def make_iteration(config: Config, family, problems, x0: jax.Array):
     """One GPS iteration (module docstring) for these settings and training objectives:
     `iteration(state, key, prefix)` returns (new TrainState, diagnostics dict). Each stage
     runs as a progress stage labelled by `stage_names(prefix)`; the stage order follows
-    `config.sampling` (on-policy: sample, fit, optimise, policy; controllers: sample, fit,
-    policy, optimise)."""
-    num = x0.shape[0]
+    `config.loop` (on-policy: sample, fit, optimise, policy; controllers: sample, fit,
+    policy, optimise; trajectories only: sample, fit, optimise)."""
+    loop_config, features, num = config.loop, config.features, x0.shape[0]
 
     def sample(labels, state, key):
-        if config.sampling == "policy":
-            return _timed(labels["sample"], None, "", _sample_policy, config, family, problems,
-                          x0, state.policy, key)
-        return _timed(labels["sample"], None, "", _sample_controllers, config, family,
-                      problems, x0, state.loop, key)
+        if loop_config.sampling == "policy":
+            return _timed(labels["sample"], None, "", _sample_policy, config.rollouts, features,
+                          family, problems, x0, state.policy, key)
+        return _timed(labels["sample"], None, "", _sample_controllers, config.rollouts,
+                      features, family, problems, x0, state.loop.controller, key)
 
     def fit(labels, samples, key):
-        return _timed(labels["fit"], None, "", _fit, config, family, problems, samples, key)
+        return _timed(labels["fit"], None, "", _fit, config.dynamics, config.lqg, features,
+                      family, problems, samples, key)
 
-    def optimise(labels, model, loop, reference, samples):
-        return _timed(labels["optimise"], num, "objectives", _optimise, config, family, model,
-                      loop, reference, samples)
+    def optimise(labels, model, loop, reference):
+        return _timed(labels["optimise"], num, "objectives", _optimise, config.lqg, features,
+                      family, model, loop, reference)
 
     def policy_step(labels, policy, controller, samples, key):
-        return _timed(labels["policy"], config.policy_steps, "steps", _s_step, config, family,
-                      policy, controller, samples, key)
+        fit_policy = lambda controller, samples: _fit_policy_to(
+            features, config.policy, family, policy, controller, samples, key)
+        return _timed(labels["policy"], config.policy.steps, "steps", _on_one_device,
+                      fit_policy, controller, samples)
 
     def iteration(state: TrainState, key: jax.Array, prefix: str = "GPS iteration"):
         key_sample, key_fit, key_policy = jax.random.split(key, 3)
         labels = stage_names(prefix)
         samples, sample_s = sample(labels, state, key_sample)
         model, fit_s = fit(labels, samples, key_fit)
-        if config.sampling == "policy":  # the trust region is around the policy itself
-            reference = _linearise(config, family, state.policy, samples)
+        policy, record = state.policy, {}
+        if loop_config.sampling == "policy":  # the trust region is around the policy itself
+            reference = _linearise(features, family, state.policy, samples)
             (loop, solution, kl_bound, failed), optimise_s = optimise(
-                labels, model, state.loop._replace(controller=reference), reference, samples)
+                labels, model, state.loop._replace(controller=reference), reference)
             del model, reference  # before the S-step: 0.9 GB on 1800 logistic objectives
-            (policy, losses), policy_s = policy_step(labels, state.policy, loop.controller,
-                                                     samples, key_policy)
+            (policy, loss), record["policy_seconds"] = policy_step(
+                labels, state.policy, loop.controller, samples, key_policy)
+            record["policy_loss"] = float(loss)
         else:
-            (policy, losses), policy_s = policy_step(labels, state.policy,
-                                                     state.loop.controller, samples, key_policy)
+            if loop_config.train_policy:
+                (policy, loss), record["policy_seconds"] = policy_step(
+                    labels, state.policy, state.loop.controller, samples, key_policy)
+                record["policy_loss"] = float(loss)
             reference = None
-            if config.coupling == "mirror_descent":
-                reference = _linearise(config, family, policy, samples)
+            if loop_config.coupling == "mirror_descent":
+                reference = _linearise(features, family, policy, samples)
             (loop, solution, kl_bound, failed), optimise_s = optimise(
-                labels, model, state.loop, reference, samples)
-        record = {
+                labels, model, state.loop, reference)
+        record.update({
             "sample_cost": float(jnp.mean(samples.values[:, :, 1:])),
-            "policy_loss": float(losses),
             "kl": float(jnp.mean(solution.kl)),
             "kl_bound": float(jnp.mean(kl_bound)),
             "eta": float(jnp.nanmedian(solution.eta)),
+            "num_passes": int(jnp.max(solution.num_passes)),
             "failed_conditions": int(jnp.sum(failed)),
             "step_mult": float(jnp.mean(loop.step_mult)),
             "sample_seconds": sample_s,
             "fit_seconds": fit_s,
-            "policy_seconds": policy_s,
             "optimise_seconds": optimise_s,
-        }
+        })
         return state._replace(loop=loop, policy=policy), record
 
     return iteration
 
 
 def run_identity(config: Config, family, train_problems, key: jax.Array) -> dict:
-    """What `train`'s checkpoints must match to be resumed (`lopt.checkpoint.identity`): every
-    setting, the family's class and fields, the key and a fingerprint of the problems."""
+    """What `run`'s checkpoints must match to be resumed (`lopt.checkpoint.identity`): every
+    setting but the iteration count (a longer run continues a shorter one exactly), the
+    family's class and fields, the key and a fingerprint of the problems."""
     fields = family if dataclasses.is_dataclass(family) else {}
-    return checkpoint.identity({"gps": config, "family": fields,
-                                "family_class": type(family).__name__},
-                               key, data=train_problems)
+    identity = checkpoint.identity({"gps": config, "family": fields,
+                                    "family_class": type(family).__name__},
+                                   key, data=train_problems)
+    del identity["gps.loop.num_iterations"]
+    return identity
 
 
-def train(family, train_problems, config: Config, key: jax.Array, *, callback=None,
-          checkpoint_dir: str | None = None) -> learned_lib.Learned:
-    """Learns predicted step descent by GPS on `train_problems` (leaves `[N, ...]`).
+def _log(index: int, num_iterations: int, record: dict) -> None:
+    policy = ""
+    if "policy_cost" in record:
+        policy = (f", policy {record['policy_cost']:.6f} (loss {record['policy_loss']:.4f}, "
+                  f"{record['policy_seconds']:.1f}s)")
+    logging.info(
+        "GPS iteration %d/%d: cost controllers %.6f%s, samples %.6f; KL %.3f / %.3f, median "
+        "eta %.3g, step mult %.3f, %d failed LQG solves; sample %.1fs, fit %.1fs, optimise "
+        "%.1fs", index + 1, num_iterations, record["controller_cost"], policy,
+        record["sample_cost"], record["kl"], record["kl_bound"], record["eta"],
+        record["step_mult"], record["failed_conditions"], record["sample_seconds"],
+        record["fit_seconds"], record["optimise_seconds"])
+
+
+def run(family, train_problems, config: Config, key: jax.Array, *, callback=None,
+        checkpoint_dir: str | None = None) -> Run:
+    """The GPS loop (module docstring) on `train_problems` (leaves `[N, ...]`): a policy and
+    the controllers, or (`LoopConfig.train_policy=False`) the controllers alone.
 
     Args:
       family: the objective family (`lopt.objectives`).
@@ -339,31 +371,29 @@ def train(family, train_problems, config: Config, key: jax.Array, *, callback=No
       key: PRNG key; iteration i uses `fold_in(key, i)`.
       callback: called as `callback(iteration, record)` after each iteration.
       checkpoint_dir: where the loop state is written after each iteration; if it already
-        holds a checkpoint of the same run, training resumes from it.
+        holds a checkpoint of the same run (`run_identity`), the run resumes from it.
 
     Returns:
-      A `Learned` (policy, features, dimension, history); `lopt.gps.as_optax` makes it an
-      optimizer. The policy is the one with the lowest mean cost (noiseless runs) among the
-      initial policy and the policy after each iteration: over `validation_steps` steps from
-      fresh starts (one per objective), or with `validation_steps=0` over the horizon from
-      the training starts. Runs in float64 inside
-      `jax.enable_x64()` (the global setting is left alone).
-
-    The per-objective stages are split over all devices (`lopt.parallel`); the S-step runs
-    on the first device.
+      A `Run`. Its best policy is the one with the lowest mean cost (noiseless runs) among
+      the initial policy and the policy after each iteration: over `validation_steps` steps
+      from fresh starts (one per objective), or with `validation_steps=0` over the horizon
+      from the training starts. Runs in float64 inside `jax.enable_x64()` (the global
+      setting is left alone). The per-objective stages are split over all devices
+      (`lopt.parallel`); the S-step runs on the first device.
     """
+    loop_config, features = config.loop, config.features
     num = evaluation.num_problems(train_problems)
     identity = run_identity(config, family, train_problems, key)
     checkpoint_path = None if checkpoint_dir is None else os.path.join(checkpoint_dir, CHECKPOINT)
     with jax.enable_x64():
         problems = jax.tree.map(trajectory_opt.to_float64, train_problems)
         key_x0, key_state, key = jax.random.split(key, 3)
-        starts = config.starts_per_objective
+        starts = loop_config.starts_per_objective
         if starts > 1:  # condition i * starts + j: objective i from start j
             problems = jax.tree.map(lambda leaf: jnp.repeat(leaf, starts, axis=0), problems)
         x0 = family.init(key_x0, num * starts).astype(jnp.float64)
         validation = None
-        if config.validation_steps:  # fresh starts, one per training objective
+        if loop_config.train_policy and loop_config.validation_steps:  # fresh starts
             validation = (jax.tree.map(trajectory_opt.to_float64, train_problems),
                           family.init(jax.random.fold_in(key_x0, 1), num).astype(jnp.float64))
         if checkpoint_path is not None and os.path.exists(checkpoint_path):
@@ -371,55 +401,72 @@ def train(family, train_problems, config: Config, key: jax.Array, *, callback=No
             state, saved = checkpoint.load(checkpoint_path, template, identity=identity)
             state = jax.tree.map(jnp.asarray, state)
             first, history = saved["next_iteration"], saved["history"]
+            initial_cost = saved["initial_cost"]
             logging.info("GPS: resumed from %s at iteration %d", checkpoint_dir, first)
         else:
             state = initial_state(config, family, problems, x0, key_state)
             if validation is not None:
-                state = state._replace(best_cost=jnp.mean(_jit_policy_cost(
-                    config, family, *validation, state.policy, config.validation_steps)))
+                state = state._replace(best_cost=jnp.mean(_policy_cost(
+                    features, family, *validation, state.policy, loop_config.validation_steps)))
             first, history = 0, []
+            initial_cost = float(jnp.mean(_controller_cost(features, family, problems, x0,
+                                                           state.loop.controller)))
             logging.info("GPS: tuned momentum initialisation, mean training cost %.6f",
-                         float(jnp.mean(_jit_controller_cost(config, family, problems, x0,
-                                                             state.loop.controller))))
+                         initial_cost)
         iteration = make_iteration(config, family, problems, x0)
-        for index in range(first, config.num_iterations):
+        for index in range(first, loop_config.num_iterations):
             started = time.perf_counter()
-            prefix = iteration_prefix(index, config.num_iterations)
-            if config.sampling == "policy":  # unused: the iteration linearises the policy
+            prefix = iteration_prefix(index, loop_config.num_iterations)
+            if loop_config.sampling == "policy":  # unused: the iteration linearises the policy
                 state = state._replace(loop=state.loop._replace(controller=None))
             state, record = iteration(state, jax.random.fold_in(key, index), prefix)
             with progress.stage(f"{prefix}: evaluate"):
-                record = {
-                    "iteration": index,
-                    "controller_cost": float(jnp.mean(_jit_controller_cost(
-                        config, family, problems, x0, state.loop.controller))),
-                    "policy_cost": float(jnp.mean(_jit_policy_cost(config, family, problems,
-                                                                   x0, state.policy))),
-                    **record,
-                }
+                record = {"iteration": index, "controller_cost": float(jnp.mean(
+                    _controller_cost(features, family, problems, x0, state.loop.controller))),
+                    **record}
+                if loop_config.train_policy:
+                    record["policy_cost"] = float(jnp.mean(_policy_cost(
+                        features, family, problems, x0, state.policy, config.rollouts.horizon)))
                 if validation is not None:
-                    record["validation_cost"] = float(jnp.mean(_jit_policy_cost(
-                        config, family, *validation, state.policy, config.validation_steps)))
+                    record["validation_cost"] = float(jnp.mean(_policy_cost(
+                        features, family, *validation, state.policy,
+                        loop_config.validation_steps)))
             record["seconds"] = time.perf_counter() - started
-            logging.info(
-                "GPS iteration %d/%d: cost controllers %.6f, policy %.6f (samples %.6f); "
-                "policy loss %.4f; KL %.3f / %.3f, median eta %.3g, step mult %.3f, %d failed "
-                "LQG solves; sample %.1fs, fit %.1fs, policy %.1fs, optimise %.1fs", index + 1,
-                config.num_iterations, record["controller_cost"], record["policy_cost"],
-                record["sample_cost"], record["policy_loss"], record["kl"], record["kl_bound"],
-                record["eta"], record["step_mult"], record["failed_conditions"],
-                record["sample_seconds"],
-                record["fit_seconds"], record["policy_seconds"], record["optimise_seconds"])
-            selection_cost = record.get("validation_cost", record["policy_cost"])
-            if selection_cost < float(state.best_cost):
-                state = state._replace(best_policy=state.policy,
-                                       best_cost=jnp.asarray(selection_cost))
+            _log(index, loop_config.num_iterations, record)
+            if loop_config.train_policy:
+                selection_cost = record.get("validation_cost", record["policy_cost"])
+                if selection_cost < float(state.best_cost):
+                    state = state._replace(best_policy=state.policy,
+                                           best_cost=jnp.asarray(selection_cost))
             history.append(record)
             if checkpoint_path is not None:
                 checkpoint.save(checkpoint_path, state, identity=identity,
-                                metadata={"next_iteration": index + 1, "history": history})
+                                metadata={"next_iteration": index + 1, "history": history,
+                                          "initial_cost": initial_cost})
             if callback is not None:
                 callback(index, record)
-        policy = jax.tree.map(np.asarray, state.best_policy)
-    return learned_lib.Learned(policy, config.features, family.dim, family.name, tuple(history))
+        return Run(state, x0, initial_cost, tuple(history))
 
+
+def train(family, train_problems, config: Config, key: jax.Array, *, callback=None,
+          checkpoint_dir: str | None = None) -> learned_lib.Learned:
+    """Learns predicted step descent by GPS (`run`, same arguments) and returns a `Learned`
+    (the best policy, features, dimension, history); `lopt.gps.as_optax` makes it an
+    optimizer."""
+    if not config.loop.train_policy:
+        raise ValueError("lopt.gps.train needs Config.loop.train_policy=True; optimising the "
+                         "controllers alone is lopt.gps.train_trajectories")
+    result = run(family, train_problems, config, key, callback=callback,
+                 checkpoint_dir=checkpoint_dir)
+    policy = jax.tree.map(np.asarray, result.state.best_policy)
+    return learned_lib.Learned(policy, config.features, family.dim, family.name, result.history)
+
+
+def train_trajectories(family, train_problems, config: Config, key: jax.Array, *,
+                       callback=None, checkpoint_dir: str | None = None) -> Run:
+    """Trajectory optimisation alone: `run` with `config`'s loop set to sample the
+    controllers, couple them to their previous selves and train no policy."""
+    config = config.replace(loop={"sampling": "controllers", "coupling": "trajectory",
+                                  "train_policy": False})
+    return run(family, train_problems, config, key, callback=callback,
+               checkpoint_dir=checkpoint_dir)

@@ -1,44 +1,43 @@
-"""The trajectory-only GPS loop: sample -> fit -> optimise, for every training objective.
+"""The stages that improve the linear-Gaussian controllers: sample -> fit -> optimise.
 
-No neural policy yet (that is part 2): each training objective has its own time-varying
-linear-Gaussian controller, initialised to tuned momentum (`initialisation`) and improved by
-the LQG under a KL trust region against its previous self (`lqg`). One GPS iteration is three
-pure stages, each jittable on its own (the benchmark times them separately):
+Each training objective has its own time-varying linear-Gaussian controller, initialised to
+tuned momentum (`initialisation`) and improved by the LQG under a KL trust region (`lqg`).
+The stages are pure and jittable on their own; each takes only the settings parts it reads
+(`lopt.gps.config`), so the outer loop's settings never reach a compiled program:
 
+  initial_state   tuned momentum controllers                    -> LoopState `[N, ...]`
   sample_stage    rollouts of the current controllers           -> Samples `[N, S, ...]`
-  fit_stage       cost expansion, dynamics (GMM prior), s_0     -> Model `[N, ...]`
+  fit_stage       cost expansion, dynamics (exact or GMM prior) -> Model `[N, ...]`
   optimise_stage  step-size adaptation, eta search, new controllers
 
-`iteration` chains them; `run` is the Python loop over iterations (float64 inside
-`jax.enable_x64()`, never switched on globally), logging mean cost, KL, eta and step size.
+The one outer loop that chains them (with or without a policy) is `lopt.gps.trainer`.
 """
 
 from __future__ import annotations
 
-import time
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
-from absl import logging
 
 from lopt import finite, parallel, progress
 from lopt.gps import controllers as ctrl
 from lopt.gps import cost as cost_lib
 from lopt.gps import dynamics as dyn
+from lopt.gps import exact_dynamics, initialisation, lqg
+from lopt.gps import features as feats
 from lopt.gps import gmm as gmm_lib
-from lopt.gps import initialisation, lqg
-from lopt.gps.config import Config
+from lopt.gps.config import DynamicsConfig, LQGConfig, RolloutConfig
 
 
 class Model(NamedTuple):
     """The local model of every objective: dynamics `[N, T, ...]`, cost `[N, T+1, ...]`,
-    initial-state Gaussian `[N, ...]`, and the mixture fit (for diagnostics)."""
+    initial-state Gaussian `[N, ...]`, and the mixture fit (None with exact dynamics)."""
 
     dynamics: dyn.Dynamics
     cost: cost_lib.QuadraticCost
     initial: dyn.StateDistribution
-    mixture: gmm_lib.GMMFit
+    mixture: gmm_lib.GMMFit | None
 
 
 class LoopState(NamedTuple):
@@ -60,62 +59,62 @@ class LoopState(NamedTuple):
     eta: jax.Array
 
 
-class Metrics(NamedTuple):
-    """Per-iteration diagnostics: sample_cost `[]` (mean f(x_t) over objectives, samples and
-    t = 1..T), and per objective `[N]`: eta, kl, kl_bound, step_mult, expected_cost (new
-    controller under the model), num_passes (LQG passes in the eta search)."""
-
-    sample_cost: jax.Array
-    eta: jax.Array
-    kl: jax.Array
-    kl_bound: jax.Array
-    step_mult: jax.Array
-    expected_cost: jax.Array
-    num_passes: jax.Array
-
-
-def initial_state(config: Config, family, problems, x0: jax.Array):
+def initial_state(rollouts: RolloutConfig, features: feats.FeatureConfig, family, problems,
+                  x0: jax.Array):
     """Tuned momentum controllers as a LoopState, and the momentum choices."""
-    controller, choice = initialisation.initial_controllers(config, family, problems, x0)
+    controller, choice = initialisation.initial_controllers(rollouts, features, family,
+                                                            problems, x0)
     num = x0.shape[0]
     nan = jnp.full(num, jnp.nan, x0.dtype)
     return LoopState(controller, jnp.ones(num, x0.dtype), nan, nan, nan), choice
 
 
-def sample_stage(config: Config, family, problems, x0, state: LoopState, key) -> ctrl.Samples:
-    return ctrl.sample(family, config.features, problems, x0, state.controller, key,
-                       config.num_samples)
+def sample_stage(rollouts: RolloutConfig, features: feats.FeatureConfig, family, problems, x0,
+                 controller: ctrl.Controller, key) -> ctrl.Samples:
+    """`rollouts.num_samples` noisy rollouts of each controller: Samples `[N, S, ...]`."""
+    return ctrl.sample(family, features, problems, x0, controller, key, rollouts.num_samples)
 
 
-def expand_cost(config: Config, family, layout, problems, samples: ctrl.Samples):
-    """The cost expansion (`cost.expand`), early steps weighted by `Config.early_cost_weight`."""
+def expand_cost(lqg_config: LQGConfig, family, layout, problems, samples: ctrl.Samples):
+    """The cost expansion (`cost.expand`), early steps weighted by
+    `LQGConfig.early_cost_weight`."""
     cost = cost_lib.expand(family, layout, problems, samples)
-    if not config.early_cost_weight:
+    if not lqg_config.early_cost_weight:
         return cost
-    weights = cost_lib.time_weights(config.horizon, config.early_cost_weight,
-                                    config.early_cost_steps, cost.constant.dtype)
+    horizon = samples.actions.shape[2]
+    weights = cost_lib.time_weights(horizon, lqg_config.early_cost_weight,
+                                    lqg_config.early_cost_steps, cost.constant.dtype)
     return cost_lib.weighted(cost, weights)
 
 
-def fit_stage(config: Config, family, problems, samples: ctrl.Samples, key) -> Model:
-    layout = config.features.layout(family.dim)
-    cost = expand_cost(config, family, layout, problems, samples)
-    dynamics, mixture = dyn.fit(config, layout, samples, key)
-    initial = dyn.initial_distribution(samples, config.dynamics_regularization)
-    return Model(dynamics, cost, initial, mixture)
+def fit_stage(dynamics: DynamicsConfig, lqg_config: LQGConfig, features: feats.FeatureConfig,
+              family, problems, samples: ctrl.Samples, key) -> Model:
+    """The local model around the samples: the cost expansion, the dynamics (exact
+    derivatives of f, or fitted with the GMM prior: `DynamicsConfig.model`) and the
+    initial-state Gaussian."""
+    layout = features.layout(family.dim)
+    cost = expand_cost(lqg_config, family, layout, problems, samples)
+    if dynamics.model == "fitted":
+        local, mixture = dyn.fit(dynamics, layout, samples, key)
+    else:
+        local = exact_dynamics.linearise(family, features, problems, samples,
+                                         dynamics.regularization)
+        mixture = None
+    initial = dyn.initial_distribution(samples, dynamics.regularization)
+    return Model(local, cost, initial, mixture)
 
 
-def _chunked(config: Config, function, inputs):
+def _chunked(lqg_config: LQGConfig, function, inputs):
     """`function` over the leading (objective) axis of `inputs`: vmapped within chunks of
-    `lqg_batch_size` objectives and scanned over chunks, so each chunk's Riccati working set
+    `chunk_size` objectives and scanned over chunks, so each chunk's Riccati working set
     (a few `[n, n]` matrices per objective) stays in cache and a chunk's eta search stops
     when its own objectives have converged (one objective per chunk was fastest measured,
     docs/decisions.md). The objectives are split over all devices (`lopt.parallel`)."""
-    return parallel.map_over_devices(function, inputs, batch_size=config.lqg_batch_size)
+    return parallel.map_over_devices(function, inputs, batch_size=lqg_config.chunk_size)
 
 
-def optimise_stage(config: Config, family, model: Model, state: LoopState,
-                   reference: ctrl.Controller | None = None):
+def optimise_stage(lqg_config: LQGConfig, features: feats.FeatureConfig, family, model: Model,
+                   state: LoopState, reference: ctrl.Controller | None = None):
     """Adapts the step multipliers and solves the LQG of every objective (vmapped).
 
     The KL trust region is around `reference` (`[N, T, ...]`): the current controllers by
@@ -128,25 +127,25 @@ def optimise_stage(config: Config, family, model: Model, state: LoopState,
     to the samples and the policy.
     """
     reference = state.controller if reference is None else reference
-    layout = config.features.layout(family.dim)
+    layout = features.layout(family.dim)
 
     def expected(inputs):
         return lqg.expected_cost(layout, *inputs)
 
-    actual = _chunked(config, expected, (model.dynamics, model.cost, state.controller,
+    actual = _chunked(lqg_config, expected, (model.dynamics, model.cost, state.controller,
                                          *model.initial))
-    adapted = lqg.adapt_step(config, state.step_mult, state.previous_expected,
+    adapted = lqg.adapt_step(lqg_config, state.step_mult, state.previous_expected,
                              state.predicted_expected, actual)
     step_mult = jnp.where(jnp.isnan(state.previous_expected), state.step_mult, adapted)
-    kl_bound = config.kl_step * step_mult * config.horizon
+    kl_bound = lqg_config.kl_step * step_mult * reference.offset.shape[1]
 
     def solve(inputs):
         *inputs, number = inputs
-        solution = lqg.optimise(config, layout, *inputs)
+        solution = lqg.optimise(lqg_config, layout, *inputs)
         progress.tick(number + 1)
         return solution
 
-    solution = _chunked(config, solve, (model.dynamics, model.cost, reference, *model.initial,
+    solution = _chunked(lqg_config, solve, (model.dynamics, model.cost, reference, *model.initial,
                                         kl_bound, state.eta, jnp.arange(kl_bound.shape[0])))
     failed = ~finite.all_finite_per_row(solution.controller)
 
@@ -163,92 +162,17 @@ def optimise_stage(config: Config, family, model: Model, state: LoopState,
     return new_state, solution._replace(controller=None), kl_bound, failed
 
 
-def iteration(config: Config, family, problems, x0, state: LoopState, key):
-    """One GPS iteration: returns (new LoopState, Metrics)."""
-    key_sample, key_fit = jax.random.split(key)
-    samples = sample_stage(config, family, problems, x0, state, key_sample)
-    model = fit_stage(config, family, problems, samples, key_fit)
-    new_state, solution, kl_bound, _ = optimise_stage(config, family, model, state)
-    metrics = Metrics(jnp.mean(samples.values[:, :, 1:]), solution.eta, solution.kl, kl_bound,
-                      new_state.step_mult, solution.expected_cost, solution.num_passes)
-    return new_state, metrics
-
-
-def mean_cost(config: Config, family, problems, x0, controller: ctrl.Controller) -> jax.Array:
+def mean_cost(features: feats.FeatureConfig, family, problems, x0,
+              controller: ctrl.Controller) -> jax.Array:
     """Mean f(x_t) over t = 1..T of the noiseless rollout of each controller: `[N]`."""
     def batched(*share):
-        values = ctrl.mean_rollouts(family, config.features, *share).values
+        values = ctrl.mean_rollouts(family, features, *share).values
         return jnp.mean(values[:, 1:], axis=1)
 
     return parallel.over_devices(batched, problems, x0, controller)
-
-
-class Result(NamedTuple):
-    """What `run` returns: the final LoopState, the initial iterates `[N, dim]`, the momentum
-    choices, and one dict of scalar diagnostics per iteration (`history`)."""
-
-    state: LoopState
-    x0: jax.Array
-    momentum: initialisation.MomentumChoice
-    history: list
-
-
-_jit_iteration = jax.jit(iteration, static_argnums=(0, 1))
-_jit_initial_state = jax.jit(initial_state, static_argnums=(0, 1))
-_jit_mean_cost = jax.jit(mean_cost, static_argnums=(0, 1))
 
 
 def to_float64(leaf):
     """`leaf` as a JAX array, floating dtypes as float64 (call inside `jax.enable_x64()`)."""
     leaf = jnp.asarray(leaf)
     return leaf.astype(jnp.float64) if jnp.issubdtype(leaf.dtype, jnp.floating) else leaf
-
-
-def run(family, problems, config: Config, key: jax.Array, *, num_iterations: int | None = None,
-        callback=None) -> Result:
-    """Trajectory-only GPS on the training objectives `problems` (leaves `[N, ...]`).
-
-    Runs in float64 (inside `jax.enable_x64()`; the global setting is left alone). Initial
-    iterates come from `family.init`. `callback(iteration, record)` is called after each
-    iteration with that iteration's diagnostics dict.
-    """
-    num_iterations = config.num_iterations if num_iterations is None else num_iterations
-    if not isinstance(num_iterations, int) or num_iterations < 0:
-        raise ValueError(f"num_iterations must be a non-negative integer, got {num_iterations!r}")
-    with jax.enable_x64():
-        problems = jax.tree.map(to_float64, problems)
-        key_init, key = jax.random.split(key)
-        num = jax.tree.leaves(problems)[0].shape[0]
-        x0 = family.init(key_init, num).astype(jnp.float64)
-        state, momentum = _jit_initial_state(config, family, problems, x0)
-        initial_cost = float(jnp.mean(_jit_mean_cost(config, family, problems, x0,
-                                                     state.controller)))
-        logging.info("GPS trajectories: momentum initialisation, mean cost %.6f", initial_cost)
-        history = []
-        for index in range(num_iterations):
-            started = time.perf_counter()
-            state, metrics = _jit_iteration(config, family, problems, x0, state,
-                                            jax.random.fold_in(key, index))
-            controller_cost = _jit_mean_cost(config, family, problems, x0, state.controller)
-            record = {
-                "iteration": index,
-                "sample_cost": float(metrics.sample_cost),
-                "controller_cost": float(jnp.mean(controller_cost)),
-                "kl": float(jnp.mean(metrics.kl)),
-                "kl_bound": float(jnp.mean(metrics.kl_bound)),
-                "eta": float(jnp.nanmedian(metrics.eta)),
-                "step_mult": float(jnp.mean(metrics.step_mult)),
-                "num_passes": int(jnp.max(metrics.num_passes)),
-                "seconds": time.perf_counter() - started,
-            }
-            record["momentum_cost"] = initial_cost
-            logging.info(
-                "GPS trajectories: iteration %d, sample cost %.6f, controller cost %.6f "
-                "(momentum %.6f), KL %.3f / %.3f, median eta %.3g, step mult %.3f, %.1fs",
-                index, record["sample_cost"], record["controller_cost"], initial_cost,
-                record["kl"], record["kl_bound"], record["eta"], record["step_mult"],
-                record["seconds"])
-            history.append(record)
-            if callback is not None:
-                callback(index, record)
-        return Result(state, x0, momentum, history)
