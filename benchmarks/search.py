@@ -24,7 +24,7 @@ import numpy as np
 from absl import app, flags
 
 from lopt import rules
-from lopt.search import driver, tasks
+from lopt.search import driver, strategies, tasks
 from lopt.search.evaluator import evaluate
 
 BUDGET = flags.DEFINE_integer("budget", 3000, "Rules sampled by the PPO run of part 1.")
@@ -37,9 +37,9 @@ RESCORE_SEEDS = flags.DEFINE_list("rescore_seeds", ["1", "2", "3"], "Evaluation 
                                   "re-scoring the best rules of part 1.")
 
 
-def _search(strategy: str, budget: int, seed: int):
+def _search(strategy: strategies.Strategy, budget: int, seed: int):
     config = driver.SearchConfig.preset(PRESET.value, strategy=strategy, budget=budget)
-    out = os.path.join(OUT.value, f"{strategy}_{budget}_seed{seed}")
+    out = os.path.join(OUT.value, f"{strategy.name}_{budget}_seed{seed}")
     start = time.time()
     result = driver.run(config, jax.random.key(seed), out=out)
     return config, result, time.time() - start
@@ -74,8 +74,11 @@ def _last_fifth_mean(result) -> float:
 
 def main(argv):
     del argv
+    ppo_search = driver.SearchConfig.preset(PRESET.value).strategy  # every preset's is PPO
+    random_search = strategies.RandomSearch(space=ppo_search.space,
+                                            batch_size=ppo_search.batch_size)
     if not SKIP_BEST.value:
-        config, result, seconds = _search("ppo", BUDGET.value, 0)
+        config, result, seconds = _search(ppo_search, BUDGET.value, 0)
         best = result.top[0]
         distinct = len({row["fingerprint"] for row in result.rows})
         print(f"== 1. best rule, PPO on {config.task}, {len(result.rows)} rules sampled, "
@@ -94,12 +97,12 @@ def main(argv):
     print(f"== 2. PPO vs random, {COMPARE_BUDGET.value} rules each, mean reward of the last 20% "
           "==")
     means = {}
-    for strategy in ("ppo", "random"):
-        means[strategy] = []
+    for strategy in (ppo_search, random_search):
+        means[strategy.name] = []
         for seed in map(int, SEEDS.value):
             _, result, seconds = _search(strategy, COMPARE_BUDGET.value, seed)
-            means[strategy].append(_last_fifth_mean(result))
-            print(f"{strategy:>6} seed {seed}: {means[strategy][-1]:.4f}  (best "
+            means[strategy.name].append(_last_fifth_mean(result))
+            print(f"{strategy.name:>6} seed {seed}: {means[strategy.name][-1]:.4f}  (best "
                   f"{result.top[0]['score']:.4f}, {seconds:.0f}s, outside the evaluator: "
                   f"{_outside_evaluator(result)})", flush=True)
     for strategy, values in means.items():

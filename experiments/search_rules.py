@@ -6,8 +6,11 @@ r"""Searches for update rules (Neural Optimizer Search) with PPO, evolution or r
 
 `--config` picks a preset of `lopt.search.SearchConfig.preset` (smoke: seconds on a quadratic;
 cpu: digits MLP on a laptop CPU; paper: the CIFAR-10 child at paper scale); the other flags
-override its fields when given. Writes into --out results.jsonl, config.json and checkpoint.npz (see
-`lopt.search.driver`), and when the search ends
+override its fields when given. `--strategy` names an entry of `lopt.search.STRATEGIES`: the
+preset's own strategy (every preset's is ppo) keeps its settings, another starts from its
+defaults on the preset's space and batch size; the PPO flags need --strategy=ppo. Writes into
+--out results.jsonl, config.json and checkpoint.npz (see `lopt.search.driver`), and when the
+search ends
   top_rules.md      the best distinct rules next to sgd, momentum, adam and rmsprop scored
                     under the same protocol, and the snippet that turns a rule into an optimizer
   reward_curve.png  reward of each sampled rule against the number sampled, with running max
@@ -23,11 +26,12 @@ import jax
 from absl import app, flags
 
 from lopt import plotting, progress
-from lopt.search import driver, tasks
+from lopt.search import driver, strategies, tasks
 
 TOP_RULES, REWARD_CURVE = "top_rules.md", "reward_curve.png"
 
-STRATEGY = flags.DEFINE_string("strategy", "ppo", "ppo, evolution or random.")
+STRATEGY = flags.DEFINE_string("strategy", "ppo", "ppo, evolution or random "
+                               "(`lopt.search.strategies.STRATEGIES`).")
 CONFIG = flags.DEFINE_string("config", "cpu", "Preset: smoke, cpu or paper.")
 TASK = flags.DEFINE_string("task", None, "Child task (default: the preset's).")
 DATA_DIR = flags.DEFINE_string("data_dir", None, "Local CIFAR-10 directory (cifar10_* tasks).")
@@ -41,11 +45,11 @@ UNARIES = flags.DEFINE_list("unaries", None, "Unary subset with constants after 
 BINARIES = flags.DEFINE_list("binaries", None, "Binary subset (default: all), e.g. "
                              "+,-,*,keep_left.")
 CHECKPOINT_EVERY = flags.DEFINE_integer("checkpoint_every", None, "Iterations per checkpoint.")
-LEARNING_RATE = flags.DEFINE_float("learning_rate", None, "Controller Adam learning rate "
+LEARNING_RATE = flags.DEFINE_float("learning_rate", None, "PPO: controller Adam learning rate "
                                    "(paper: 1e-5).")
-ENTROPY_WEIGHT = flags.DEFINE_float("entropy_weight", None, "Entropy bonus (paper: 0.0015).")
-BASELINE_DECAY = flags.DEFINE_float("baseline_decay", None, "Reward baseline EMA decay.")
-CLIP_EPSILON = flags.DEFINE_float("clip_epsilon", None, "PPO clip range.")
+ENTROPY_WEIGHT = flags.DEFINE_float("entropy_weight", None, "PPO: entropy bonus (paper: 0.0015).")
+BASELINE_DECAY = flags.DEFINE_float("baseline_decay", None, "PPO: reward baseline EMA decay.")
+CLIP_EPSILON = flags.DEFINE_float("clip_epsilon", None, "PPO: clip range.")
 OUT = flags.DEFINE_string("out", None, "Output directory (created if missing).", required=True)
 RESUME = flags.DEFINE_bool("resume", False, "Continue the search in --out.")
 SEED = flags.DEFINE_integer("seed", 0, "Seed of the search.")
@@ -61,7 +65,11 @@ def _unary(text: str) -> tuple[str, float | None]:
 
 
 def make_config() -> driver.SearchConfig:
-    """The preset with the given flags applied; ValueError for bad values."""
+    """The preset with the given flags applied (see the module docstring); ValueError for
+    bad values."""
+    if STRATEGY.value not in strategies.STRATEGIES:
+        raise ValueError(f"unknown strategy {STRATEGY.value!r}; valid: "
+                         f"{', '.join(strategies.STRATEGIES)}")
     if BUDGET.value is not None and BUDGET.value <= 0:
         raise ValueError(f"--budget must be positive, got {BUDGET.value}")
     config = driver.SearchConfig.preset(CONFIG.value)
@@ -70,12 +78,23 @@ def make_config() -> driver.SearchConfig:
         unaries=tuple(map(_unary, UNARIES.value)) if UNARIES.value else None,
         binaries=tuple(BINARIES.value) if BINARIES.value else None))
     space = dataclasses.replace(config.space, vocabulary=vocabulary, **_given(depth=DEPTH.value))
-    ppo = dataclasses.replace(config.ppo, **_given(
-        learning_rate=LEARNING_RATE.value, entropy_weight=ENTROPY_WEIGHT.value,
-        baseline_decay=BASELINE_DECAY.value, clip_epsilon=CLIP_EPSILON.value))
-    return dataclasses.replace(config, strategy=STRATEGY.value, space=space, ppo=ppo, **_given(
+    settings = {"space": space, "batch_size": config.batch_size,
+                **_given(batch_size=BATCH_SIZE.value)}
+    kind = strategies.STRATEGIES[STRATEGY.value]
+    if isinstance(config.strategy, kind):
+        strategy = dataclasses.replace(config.strategy, **settings)
+    else:
+        strategy = kind(**settings)
+    ppo_flags = _given(learning_rate=LEARNING_RATE.value, entropy_weight=ENTROPY_WEIGHT.value,
+                       baseline_decay=BASELINE_DECAY.value, clip_epsilon=CLIP_EPSILON.value)
+    if ppo_flags:
+        if not isinstance(strategy, strategies.PPOSearch):
+            raise ValueError(f"only --strategy=ppo takes --{', --'.join(ppo_flags)}")
+        strategy = dataclasses.replace(strategy,
+                                       ppo=dataclasses.replace(strategy.ppo, **ppo_flags))
+    return dataclasses.replace(config, strategy=strategy, **_given(
         task=TASK.value, data_dir=DATA_DIR.value, budget=BUDGET.value,
-        batch_size=BATCH_SIZE.value, checkpoint_every=CHECKPOINT_EVERY.value))
+        checkpoint_every=CHECKPOINT_EVERY.value))
 
 
 def write_top_rules(path: str, config: driver.SearchConfig, top: list[dict],
@@ -87,7 +106,7 @@ def write_top_rules(path: str, config: driver.SearchConfig, top: list[dict],
 
     best_baseline = max(baselines.values(), key=lambda row: row["score"])
     with open(path, "w") as file:
-        file.write(f"# Best rules: {config.strategy} on {config.task}\n\n"
+        file.write(f"# Best rules: {config.strategy.name} on {config.task}\n\n"
                    f"Score = the search's reward (validation accuracy; negated objective for "
                    f"data-free tasks) after the learning-rate sweep over "
                    f"{list(config.evaluator.learning_rates)}.\n\n"
@@ -121,7 +140,7 @@ def main(argv):
     write_top_rules(os.path.join(OUT.value, TOP_RULES), config, result.top, result.baselines)
     plotting.plot_reward_curve([row["score"] for row in result.rows],
                                os.path.join(OUT.value, REWARD_CURVE),
-                               f"{config.strategy} on {config.task}")
+                               f"{config.strategy.name} on {config.task}")
     best = result.top[0]
     print(f"Best rule: {best['rule']} (score {best['score']:.4f}); wrote {OUT.value}/"
           f"results.jsonl, top_rules.md and reward_curve.png in {result.seconds:.0f}s")

@@ -1,7 +1,8 @@
 """Families of objective functions, as in Li & Malik (2017), section 6 and appendix 8.1.
 
 A *family* is a small frozen dataclass holding the settings that define a distribution over
-objectives (dimension, number of points, regulariser, ...). Conventions shared by every family:
+objectives (dimension, number of points, regulariser, ...); it subclasses `Family`, the
+protocol every family implements. Conventions shared by every family:
 
 * `family.sample(key, num_problems)` returns the problem data of `num_problems` objectives as
   a pytree (a dict of arrays) whose every leaf has the leading axis `num_problems`. It is
@@ -84,8 +85,18 @@ def _gaussian_mixture_points(
 
 
 @dataclasses.dataclass(frozen=True)
-class _Family:
-    """Shared behaviour; subclasses define `dim`, `sample` and `loss`."""
+class Family:
+    """The protocol a family of objectives implements (conventions: the module docstring).
+
+    A family is a frozen dataclass of settings that subclasses `Family` and defines
+      dim: the length of an iterate (a property);
+      sample(key, num_problems) -> Problem: the data of `num_problems` objectives, every leaf
+        with the leading axis `num_problems`;
+      loss(problem, x) -> scalar: the objective of ONE problem at the iterate x [dim].
+    It inherits `name` (the class name), `objective(problem)` (x -> loss), `check_iterate(x)`
+    and `init(key, num_problems)` -> [num_problems, dim] iterates ~ N(0, init_scale^2), which
+    a family with another start distribution overrides.
+    """
 
     init_scale: float = 1.0
 
@@ -122,7 +133,7 @@ class _Family:
 
 
 @dataclasses.dataclass(frozen=True)
-class LogisticRegression(_Family):
+class LogisticRegression(Family):
     """L2-regularised logistic regression on two Gaussian clusters (paper section 6.1).
 
     loss(w, b) = -1/n sum_i [y_i log s(w.x_i + b) + (1-y_i) log(1 - s(w.x_i + b))]
@@ -167,7 +178,7 @@ class LogisticRegression(_Family):
 
 
 @dataclasses.dataclass(frozen=True)
-class RobustLinearRegression(_Family):
+class RobustLinearRegression(Family):
     """Linear regression with the Geman-McClure loss (paper section 6.2).
 
     loss(w, b) = 1/n sum_i r_i^2 / (c + r_i^2),  r_i = y_i - w.x_i - b.
@@ -214,7 +225,7 @@ class RobustLinearRegression(_Family):
 
 
 @dataclasses.dataclass(frozen=True)
-class MLPClassifier(_Family):
+class MLPClassifier(Family):
     """Two-layer ReLU network with softmax cross-entropy (paper section 6.3, appendix 8.1).
 
     loss = -1/n sum_i log softmax(U relu(W x_i + b) + c)_{y_i} + lam/2 (|W|_F^2 + |U|_F^2).
@@ -284,7 +295,7 @@ class MLPClassifier(_Family):
 
 
 @dataclasses.dataclass(frozen=True)
-class Rosenbrock(_Family):
+class Rosenbrock(Family):
     """The 2-D Rosenbrock function, optionally randomly shifted and scaled.
 
     loss(x) = scale * ((a - u)^2 + b (v - u^2)^2),  (u, v) = x - shift,  a=1, b=100.
@@ -327,7 +338,7 @@ class Rosenbrock(_Family):
 
 
 @dataclasses.dataclass(frozen=True)
-class Quadratic(_Family):
+class Quadratic(Family):
     """Random convex quadratics: loss(x) = 1/2 x^T A x - b^T x.
 
     A = Q diag(lambda) Q^T with Q a random orthogonal matrix and eigenvalues log-uniform in
@@ -406,7 +417,7 @@ PAPER_NUM_TRAIN = {
 }
 
 
-def get(name: str, **settings):
+def get(name: str, **settings) -> Family:
     """Returns the family called `name` (a key of FAMILIES) built with `settings`."""
     if name not in FAMILIES:
         raise ValueError(f"unknown objective family {name!r}; valid: {', '.join(sorted(FAMILIES))}")

@@ -66,6 +66,7 @@ def test_robust_regression_labels_follow_cluster_projection():
 @pytest.mark.parametrize("name", ALL_FAMILIES)
 def test_sampling_deterministic_shapes_and_keys(name):
     family = objectives.get(name)
+    assert isinstance(family, objectives.Family)
     first = family.sample(jax.random.key(7), 5)
     again = family.sample(jax.random.key(7), 5)
     other = family.sample(jax.random.key(8), 5)

@@ -14,6 +14,7 @@ from lopt.rules import VOCABULARY, Vocabulary, from_tokens
 from lopt.rules.tokens import TOKENS_PER_LEVEL
 from lopt.search import driver, ppo
 from lopt.search.controller import ControllerConfig, RuleController
+from lopt.search.space import SearchSpace
 
 SMALL_VOCABULARY = Vocabulary(operands=("g", "m", "v", "one"),
                               unaries=(("identity", None), ("neg", None), ("sign", None)),
@@ -35,8 +36,7 @@ CASES = ([(SMALL_VOCABULARY, 3, switches) for switches in SWITCHES]
 @pytest.mark.parametrize(("vocabulary", "depth", "switches"), CASES)
 def test_samples_satisfy_every_constraint(vocabulary, depth, switches):
     vocabulary = _switched(vocabulary, switches)
-    controller = RuleController(ControllerConfig(depth=depth, vocabulary=vocabulary,
-                                                    hidden_size=16))
+    controller = RuleController(SearchSpace(depth, vocabulary), ControllerConfig(hidden_size=16))
     params = controller.init(jax.random.key(0))
     samples = controller.sample(params, jax.random.key(1), 1000)
     tokens = np.asarray(samples.tokens)
@@ -51,8 +51,8 @@ def test_samples_satisfy_every_constraint(vocabulary, depth, switches):
 
 
 def test_log_prob_matches_manual_recomputation():
-    config = ControllerConfig(depth=2, hidden_size=8)
-    controller = RuleController(config)
+    space = SearchSpace(depth=2)
+    controller = RuleController(space, ControllerConfig(hidden_size=8))
     params = controller.init(jax.random.key(0))
     samples = controller.sample(params, jax.random.key(1), 3)
     step = jax.jit(controller.network.apply)
@@ -61,7 +61,7 @@ def test_log_prob_matches_manual_recomputation():
         total, total_entropy, previous = 0.0, 0.0, 0
         for position, token in enumerate(np.asarray(tokens)):
             carry, logits = step(params, carry, previous, position)
-            allowed = np.asarray(config.vocabulary.mask(tokens, position, config.depth))
+            allowed = np.asarray(space.vocabulary.mask(tokens, position, space.depth))
             logits = np.asarray(logits, np.float64)[allowed]
             probs = np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum()
             total += np.log(probs[np.flatnonzero(allowed).tolist().index(token)])
@@ -74,16 +74,16 @@ def test_log_prob_matches_manual_recomputation():
 
 
 def test_parameters_start_uniform_in_init_scale():
-    controller = RuleController(ControllerConfig(depth=1))
+    controller = RuleController(SearchSpace(depth=1))
     leaves = jax.tree.leaves(controller.init(jax.random.key(0)))
     values = np.concatenate([np.ravel(leaf) for leaf in leaves])
     assert np.abs(values).max() <= 0.08 and np.abs(values).max() > 0.079
 
 
-@pytest.mark.parametrize("config", [ppo.PPOConfig(), driver.PRESETS["cpu"].ppo],
+@pytest.mark.parametrize("config", [ppo.PPOConfig(), driver.PRESETS["cpu"].strategy.ppo],
                          ids=["paper", "cpu"])
 def test_ppo_update_raises_probability_of_high_reward_rule(config):
-    controller = RuleController(ControllerConfig(depth=2, hidden_size=32))
+    controller = RuleController(SearchSpace(depth=2), ControllerConfig(hidden_size=32))
     state = ppo.init(controller, config, jax.random.key(0))
     tokens = controller.sample(state.params, jax.random.key(1), 16).tokens
     rewards = jnp.zeros(16).at[3].set(1.0)
@@ -97,7 +97,7 @@ def test_ppo_update_raises_probability_of_high_reward_rule(config):
 
 
 def test_bad_controller_config():
-    with pytest.raises(ValueError, match="depth"):
-        ControllerConfig(depth=4)
+    with pytest.raises(ValueError, match="hidden_size and init_scale must be positive"):
+        ControllerConfig(hidden_size=0)
     with pytest.raises(ValueError, match="baseline_decay"):
         ppo.PPOConfig(baseline_decay=1.0)

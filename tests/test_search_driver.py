@@ -3,12 +3,13 @@
 import dataclasses
 import json
 import os
+import re
 
 import jax
 import pytest
 
 from lopt import rules
-from lopt.search import driver
+from lopt.search import driver, strategies
 
 SMOKE = driver.SearchConfig.preset("smoke", checkpoint_every=2)
 KEYS = {"rule", "fingerprint", "score", "learning_rate", "diverged", "iteration"}
@@ -42,10 +43,12 @@ def test_outputs(uninterrupted):
 
 @pytest.mark.parametrize("strategy", ["ppo", "evolution"])
 def test_kill_and_resume_equals_uninterrupted(uninterrupted, tmp_path, strategy):
-    config = dataclasses.replace(SMOKE, strategy=strategy)
     if strategy == "ppo":
+        config = SMOKE
         reference_out, reference = uninterrupted
     else:
+        config = dataclasses.replace(SMOKE, strategy=strategies.Evolution(
+            space=SMOKE.space, batch_size=SMOKE.batch_size))
         reference_out = str(tmp_path / "reference")
         reference = driver.run(config, jax.random.key(0), out=reference_out)
     out = str(tmp_path / "split")
@@ -63,8 +66,9 @@ def test_kill_and_resume_equals_uninterrupted(uninterrupted, tmp_path, strategy)
 
 def test_resume_refuses_a_different_config(uninterrupted):
     out, _ = uninterrupted
-    changed = dataclasses.replace(SMOKE, batch_size=5, strategy="random")
-    with pytest.raises(ValueError, match=r"batch_size .*strategy"):
+    changed = dataclasses.replace(SMOKE, strategy=strategies.RandomSearch(batch_size=5))
+    with pytest.raises(ValueError, match=r"strategy\.batch_size \(10 there, 5 now\), "
+                                         r"strategy\.name \('ppo' there, 'random' now\)"):
         driver.run(changed, jax.random.key(0), out=out, resume=True)
     with pytest.raises(ValueError, match=r"different run: key \(\[0, 0\] there, \[0, 1\] now"):
         driver.run(SMOKE, jax.random.key(1), out=out, resume=True)
@@ -73,12 +77,13 @@ def test_resume_refuses_a_different_config(uninterrupted):
 
 
 @pytest.mark.parametrize(("change", "message"), [
-    ({"strategy": "annealing"}, "unknown strategy 'annealing'; valid: ppo, evolution, random"),
+    ({"strategy": "ppo"}, "SearchConfig.strategy must be a lopt.search.strategies.Strategy "
+                          "(PPOSearch, Evolution, RandomSearch or your own subclass), got 'ppo'"),
     ({"task": "mnist"}, "unknown task 'mnist'"),
     ({"budget": 0}, "budget must be a positive integer"),
 ])
 def test_bad_config(change, message):
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(ValueError, match=re.escape(message)):
         dataclasses.replace(SMOKE, **change)
     with pytest.raises(ValueError, match="unknown preset 'huge'; valid: smoke, cpu, paper"):
         driver.SearchConfig.preset("huge")
@@ -98,14 +103,17 @@ def test_binary_smoke_end_to_end(run_module, tmp_path):
     assert f"| 1 | `{best}` |" in top_rules
     resumed = run_module("experiments.search_rules", "--config=smoke", "--strategy=ppo",
                          f"--out={out}", "--resume")
-    assert resumed.returncode != 0 and "strategy ('random' there, 'ppo' now)" in resumed.stderr
+    assert resumed.returncode != 0 and "strategy.name ('random' there, 'ppo' now)" in resumed.stderr
+    # --strategy=ppo is the preset's PPO search with its own settings (smoke: learning rate 2e-4).
+    assert "strategy.ppo.learning_rate (None there, 0.0002 now)" in resumed.stderr
     reseeded = run_module("experiments.search_rules", "--config=smoke", "--strategy=random",
                           f"--out={out}", "--resume", "--seed=1")
     assert reseeded.returncode != 0 and "key ([0, 0] there, [0, 1] now)" in reseeded.stderr
 
 
 @pytest.mark.parametrize(("flags", "message"), [
-    (["--strategy=annealing"], "unknown strategy"),
+    (["--strategy=annealing"], "unknown strategy 'annealing'; valid: ppo, evolution, random"),
+    (["--strategy=random", "--clip_epsilon=0.1"], "only --strategy=ppo takes --clip_epsilon"),
     (["--task=mnist"], "unknown task"),
     (["--config=huge"], "unknown preset"),
     (["--budget=0"], "--budget must be positive"),

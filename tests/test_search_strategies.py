@@ -9,11 +9,13 @@ from conftest import token_violations
 from lopt.rules import Vocabulary, from_tokens
 from lopt.search import strategies
 from lopt.search.controller import ControllerConfig
+from lopt.search.space import SearchSpace
 
-SPACE = ControllerConfig(depth=2, hidden_size=8, vocabulary=Vocabulary(
+SPACE = SearchSpace(depth=2, vocabulary=Vocabulary(
     operands=("g", "m", "v", "one", "adam"),
     unaries=(("identity", None), ("neg", None), ("exp", None), ("sign", None)),
     binaries=("+", "-", "*", "/", "keep_left")))
+OWN_SETTINGS = {"ppo": {"network": ControllerConfig(hidden_size=8)}}  # a small, fast controller
 
 
 def _check_valid(tokens):
@@ -42,7 +44,9 @@ def _reward(tokens):
 
 @pytest.mark.parametrize("name", sorted(strategies.STRATEGIES))
 def test_every_strategy_asks_for_valid_rules(name):
-    strategy = strategies.STRATEGIES[name](space=SPACE, batch_size=20)
+    strategy = strategies.STRATEGIES[name](space=SPACE, batch_size=20,
+                                           **OWN_SETTINGS.get(name, {}))
+    assert strategy.name == name
     _, batches = _drive(strategy, 3, _reward)
     for batch in batches:
         assert batch.shape == (20, SPACE.num_positions)
@@ -75,8 +79,11 @@ def test_evolution_is_random_until_full_then_replaces_the_oldest():
     assert evolved_share > random_share + 0.3
 
 
-def test_evolution_rejects_bad_sizes():
-    with pytest.raises(ValueError, match="tournament_size"):
+def test_strategies_reject_bad_sizes():
+    with pytest.raises(ValueError, match="tournament_size <= population_size, got 6 and 5"):
         strategies.Evolution(space=SPACE, population_size=5, tournament_size=6)
-    with pytest.raises(ValueError, match="batch_size"):
+    with pytest.raises(ValueError, match="batch_size <= population_size, got 10 and 5"):
         strategies.Evolution(space=SPACE, batch_size=10, population_size=5, tournament_size=2)
+    for kind in strategies.STRATEGIES.values():
+        with pytest.raises(ValueError, match=f"{kind.__name__}.batch_size must be a positive"):
+            kind(space=SPACE, batch_size=0)

@@ -1,4 +1,5 @@
-"""Child tasks: losses against NumPy forward passes, batch-norm purity, function tasks."""
+"""Child tasks: losses against NumPy forward passes, batch statistics in batch norm, function
+tasks."""
 
 import jax
 import jax.numpy as jnp
@@ -29,15 +30,48 @@ def test_mlp_loss_and_accuracy_match_numpy(mlp_task):
                                np.mean(logits.argmax(axis=1) == labels))
 
 
+def _convnet_logits_numpy(params, inputs, statistics=None):
+    """float64 NumPy forward pass of a one-layer ConvNet child: 3x3 SAME convolution, batch
+    norm with `statistics` = (mean, variance) per channel, by default the batch's own over
+    (examples, rows, columns), ReLU, global mean pool, dense."""
+    p = jax.tree.map(lambda a: np.asarray(a, np.float64), params)
+    height, width = inputs.shape[1:3]
+    padded = np.pad(np.asarray(inputs, np.float64), ((0, 0), (1, 1), (1, 1), (0, 0)))
+    conv = p["Conv_0"]["bias"] + sum(
+        padded[:, i:i + height, j:j + width] @ p["Conv_0"]["kernel"][i, j]
+        for i in range(3) for j in range(3))
+    mean, variance = statistics or (conv.mean(axis=(0, 1, 2)), conv.var(axis=(0, 1, 2)))
+    norm = p["BatchNorm_0"]
+    normalised = (conv - mean) / np.sqrt(variance + 1e-5) * norm["scale"] + norm["bias"]
+    return np.maximum(normalised, 0).mean(axis=(1, 2)) @ p["Dense_0"]["kernel"] + \
+        p["Dense_0"]["bias"]
+
+
 def test_convnet_batch_norm_uses_batch_statistics():
+    """The child normalises with the statistics of the batch it sees, in `loss` and `accuracy`
+    alike: logits equal a NumPy pass with the batch's mean and variance, an example's logits
+    change when the other examples of its batch change, and the batch's order does not matter."""
     task = tasks.digits_convnet(filters=(4,))
-    params = task.init(jax.random.key(1))
-    inputs = jnp.asarray(task.dataset.train.inputs[:8])
-    labels = jnp.asarray(task.dataset.train.labels[:8])
-    loss = task.loss(params, inputs, labels)
-    assert np.isfinite(loss) and loss == task.loss(params, inputs, labels)
-    grads = jax.grad(task.loss)(params, inputs, labels)
-    assert set(grads) == set(params)
+    rng = np.random.default_rng(0)
+    params = {**task.init(jax.random.key(1)),  # a scale and shift that are not the identity
+              "BatchNorm_0": {"scale": rng.uniform(0.5, 2.0, 4).astype(np.float32),
+                              "bias": rng.normal(size=4).astype(np.float32)}}
+    inputs, labels = task.dataset.train.inputs[:8], task.dataset.train.labels[:8]
+    expected = _convnet_logits_numpy(params, inputs)
+    logits = np.asarray(task._logits(params, inputs))
+    np.testing.assert_allclose(logits, expected, rtol=1e-4, atol=1e-5)
+    # Running averages (flax starts them at mean 0, variance 1) would give other logits.
+    assert not np.allclose(logits, _convnet_logits_numpy(params, inputs, (0.0, 1.0)), atol=0.1)
+    log_probs = expected - np.log(np.exp(expected).sum(axis=1, keepdims=True))
+    np.testing.assert_allclose(task.loss(params, inputs, labels),
+                               -log_probs[np.arange(8), labels].mean(), rtol=1e-4)
+    np.testing.assert_allclose(task.accuracy(params, inputs, labels),
+                               np.mean(expected.argmax(axis=1) == labels))
+    others_changed = np.concatenate([inputs[:1], task.dataset.train.inputs[8:15]])
+    assert np.abs(task._logits(params, others_changed)[0] - logits[0]).max() > 1e-2
+    order = rng.permutation(8)
+    np.testing.assert_allclose(task._logits(params, inputs[order]), logits[order], rtol=1e-5,
+                               atol=1e-6)
 
 
 def test_function_tasks_and_names():

@@ -245,7 +245,7 @@ def search(settings: Settings, which: str, command: str) -> Report:
     result = driver.run(config, jax.random.key(settings.seed), out=run_dir, resume=resume)
     plotting.plot_reward_curve([row["score"] for row in result.rows],
                                os.path.join(directory, "reward_curve.png"),
-                               f"{config.strategy} on {config.task}")
+                               f"{config.strategy.name} on {config.task}")
     # Two stages, so the verdict is not a winner's curse: the search's best distinct rules are
     # re-scored on selection seeds, and the best REPORTED_RULES of them are scored, with the
     # baselines, on fresh seeds the choice never saw.

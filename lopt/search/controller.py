@@ -1,18 +1,18 @@
 """The LSTM controller that samples update rules (Bello et al., 2017, sections 3.2 and 4.1).
 
 A single-layer LSTM (hidden size 150, every weight uniform in ±0.08) emits the token form of a
-rule (`lopt.rules.tokens`: 5 tokens per level) one position at a time. Each position has its own
-softmax head, because each position has its own vocabulary (the operand bank grows by one per
-level), and its own input embedding of the token sampled before it, which is fed back as the next
-input. The paper's constraints (`Vocabulary.distinct_operands`, `no_final_addition`,
-`reuse_previous`, each a switch) are applied by setting the logits of forbidden ids to −∞, so a
-sample is always a valid rule. Subsets of operands, unaries and binaries and the depth (1–3) size
-the space, as in section 4.1 (10^6–10^10 rules).
+rule of a `SearchSpace` (`lopt.rules.tokens`: 5 tokens per level) one position at a time. Each
+position has its own softmax head, because each position has its own vocabulary (the operand bank
+grows by one per level), and its own input embedding of the token sampled before it, which is fed
+back as the next input. The space's constraints (`Vocabulary.distinct_operands`,
+`no_final_addition`, `reuse_previous`, each a switch) are applied by setting the logits of
+forbidden ids to −∞ (`SearchSpace.mask`), so a sample is always a valid rule.
 
-Shapes: T = 5·depth positions, W = `Vocabulary.max_size(depth)` ids per head, H = hidden size.
-Sampling a batch is one jitted `jax.vmap` over keys of a `jax.lax.scan` over positions.
+Shapes: T = `space.num_positions` (5·depth) positions, W = `space.width` ids per head, H = the
+hidden size. Sampling a batch is one jitted `jax.vmap` over keys of a `jax.lax.scan` over
+positions.
 
-    controller = RuleController(ControllerConfig(depth=2))
+    controller = RuleController(SearchSpace(depth=2), ControllerConfig())
     params = controller.init(jax.random.key(0))
     batch = controller.sample(params, jax.random.key(1), 64)   # tokens [64, 10], log_prob [64]
 """
@@ -28,37 +28,23 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from lopt.rules.tokens import TOKENS_PER_LEVEL, VOCABULARY, Vocabulary
+from lopt.search.space import SearchSpace
 
 
 @dataclasses.dataclass(frozen=True)
 class ControllerConfig:
-    """The controller's search space and network (defaults: section 3.2 of the paper).
+    """The controller network (defaults: section 3.2 of the paper).
 
-    depth: levels per rule, 1–3 (every rule of the paper's Table 1 fits in 3).
-    vocabulary: operand / unary / binary subsets and the constraint switches.
     hidden_size: LSTM units (paper: 150).
     init_scale: every parameter starts uniform in [−init_scale, init_scale] (paper: 0.08).
     """
 
-    depth: int = 2
-    vocabulary: Vocabulary = VOCABULARY
     hidden_size: int = 150
     init_scale: float = 0.08
 
     def __post_init__(self):
-        if self.depth not in (1, 2, 3):
-            raise ValueError(f"ControllerConfig.depth must be 1, 2 or 3, got {self.depth!r}")
         if self.hidden_size <= 0 or self.init_scale <= 0:
             raise ValueError("ControllerConfig.hidden_size and init_scale must be positive")
-
-    @property
-    def num_positions(self) -> int:
-        return TOKENS_PER_LEVEL * self.depth
-
-    @property
-    def width(self) -> int:
-        return self.vocabulary.max_size(self.depth)
 
 
 class RuleSamples(NamedTuple):
@@ -106,15 +92,15 @@ class LSTMPolicy(nn.Module):
 
 @dataclasses.dataclass(frozen=True)
 class RuleController:
-    """Pure functions of the controller's parameters for one `ControllerConfig`."""
+    """Pure functions of the controller's parameters for rules of `space`."""
 
+    space: SearchSpace = SearchSpace()
     config: ControllerConfig = ControllerConfig()
 
     @property
     def network(self) -> LSTMPolicy:
-        config = self.config
-        return LSTMPolicy(config.num_positions, config.width, config.hidden_size,
-                          config.init_scale)
+        return LSTMPolicy(self.space.num_positions, self.space.width, self.config.hidden_size,
+                          self.config.init_scale)
 
     def init(self, key: jax.Array):
         """Fresh parameters (a flax variable dict), every entry uniform in ±init_scale."""
@@ -128,13 +114,13 @@ class RuleController:
     def _unroll(self, params, choose: Callable, choose_inputs) -> RuleSamples:
         """Runs the LSTM over all positions; `choose(log_probs [W], x) -> token` picks each
         position's token (sampled or given) from the masked log-softmax, x from choose_inputs."""
-        config = self.config
+        space = self.space
 
         def step(carry, position_and_input):
             lstm_carry, tokens, previous = carry
             position, choose_input = position_and_input
             lstm_carry, logits = self.network.apply(params, lstm_carry, previous, position)
-            allowed = config.vocabulary.mask(tokens, position, config.depth)
+            allowed = space.mask(tokens, position)
             log_probs = jax.nn.log_softmax(jnp.where(allowed, logits, -jnp.inf))
             token = choose(log_probs, choose_input).astype(jnp.int32)
             # Masked ids have probability 0 and log-probability −∞: zero them before the product
@@ -143,8 +129,8 @@ class RuleController:
             tokens = tokens.at[position].set(token)
             return (lstm_carry, tokens, token), (log_probs[token], entropy)
 
-        positions = jnp.arange(config.num_positions)
-        initial = (self._zero_carry(), jnp.zeros(config.num_positions, jnp.int32), jnp.int32(0))
+        positions = jnp.arange(space.num_positions)
+        initial = (self._zero_carry(), jnp.zeros(space.num_positions, jnp.int32), jnp.int32(0))
         (_, tokens, _), (log_probs, entropies) = jax.lax.scan(
             step, initial, (positions, choose_inputs))
         return RuleSamples(tokens, log_probs.sum(), entropies.sum())
@@ -153,7 +139,7 @@ class RuleController:
     def sample(self, params, key: jax.Array, num_rules: int) -> RuleSamples:
         """Samples `num_rules` rules autoregressively: RuleSamples with leading axis num_rules."""
         def one(rule_key):
-            keys = jax.random.split(rule_key, self.config.num_positions)
+            keys = jax.random.split(rule_key, self.space.num_positions)
             return self._unroll(params, lambda log_probs, k: jax.random.categorical(k, log_probs),
                                 keys)
         return jax.vmap(one)(jax.random.split(key, num_rules))

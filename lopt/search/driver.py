@@ -4,7 +4,7 @@
     result = run(config, jax.random.key(0), out="runs/smoke")
     result.top[0]["rule"]                       # best rule found (canonical text)
 
-Each iteration asks the strategy for `batch_size` rules (`lopt.search.strategies`), scores them
+Each iteration asks the strategy for its `batch_size` rules (`lopt.search.strategies`), scores them
 with the population evaluator (`lopt.search.evaluate`, one fixed evaluation key for the whole
 search so that a rule's reward does not depend on when it was sampled, and a fingerprint cache so
 that a rule is trained once however often it is sampled), and tells the strategy the rewards.
@@ -43,9 +43,9 @@ from absl import logging
 from lopt import checkpoint, progress
 from lopt import rules as rules_lib
 from lopt.search import fingerprint, strategies, tasks
-from lopt.search.controller import ControllerConfig
 from lopt.search.evaluator import EvaluatorConfig, Scores, evaluate
 from lopt.search.ppo import PPOConfig
+from lopt.search.space import SearchSpace
 
 BASELINES = ("sgd", "momentum", "adam", "rmsprop")
 RESULTS, CHECKPOINT, CONFIG = "results.jsonl", "checkpoint.npz", "config.json"
@@ -55,41 +55,44 @@ RESULTS, CHECKPOINT, CONFIG = "results.jsonl", "checkpoint.npz", "config.json"
 class SearchConfig:
     """Everything that determines a search's results.
 
-    strategy: "ppo", "evolution" or "random".
+    strategy: a strategy of `lopt.search.strategies` (`PPOSearch`, `Evolution`, `RandomSearch`)
+      with its settings: the `SearchSpace` it searches (depth, vocabulary subsets, constraint
+      switches) and `batch_size`, the rules per iteration, are its fields; `space` and
+      `batch_size` here read them.
     task: a name of `lopt.search.tasks.TASKS`; data_dir for the `tasks.CIFAR10_TASKS`.
     budget: number of sampled rules (rounded up to whole batches).
-    batch_size: rules per iteration (the controller's batch).
-    space: depth, vocabulary subsets and constraint switches, controller network.
     evaluator: the scoring protocol (its chunk padding keeps a search to one compiled program).
-    ppo: controller training settings (strategy "ppo").
-    population_size, tournament_size: regularized evolution (strategy "evolution").
     checkpoint_every: iterations between checkpoints.
     top_k: distinct rules in `SearchResult.top`.
     """
 
-    strategy: str = "ppo"
+    strategy: strategies.Strategy = strategies.PPOSearch()
     task: str = "digits_mlp"
     data_dir: str | None = None
     budget: int = 2000
-    batch_size: int = 50
-    space: ControllerConfig = ControllerConfig()
     evaluator: EvaluatorConfig = EvaluatorConfig(chunk_size=50)
-    ppo: PPOConfig = PPOConfig()
-    population_size: int = 100
-    tournament_size: int = 10
     checkpoint_every: int = 5
     top_k: int = 10
 
     def __post_init__(self):
-        if self.strategy not in strategies.STRATEGIES:
-            raise ValueError(f"unknown strategy {self.strategy!r}; valid: "
-                             f"{', '.join(strategies.STRATEGIES)}")
+        if not isinstance(self.strategy, strategies.Strategy):
+            raise ValueError("SearchConfig.strategy must be a lopt.search.strategies.Strategy "
+                             "(PPOSearch, Evolution, RandomSearch or your own subclass), got "
+                             f"{self.strategy!r}")
         if self.task not in tasks.TASKS:
             raise ValueError(f"unknown task {self.task!r}; valid: {', '.join(tasks.TASKS)}")
-        for name in ("budget", "batch_size", "checkpoint_every", "top_k"):
+        for name in ("budget", "checkpoint_every", "top_k"):
             value = getattr(self, name)
             if not isinstance(value, int) or value <= 0:
                 raise ValueError(f"SearchConfig.{name} must be a positive integer, got {value!r}")
+
+    @property
+    def space(self) -> SearchSpace:
+        return self.strategy.space
+
+    @property
+    def batch_size(self) -> int:
+        return self.strategy.batch_size
 
     @property
     def num_iterations(self) -> int:
@@ -102,15 +105,6 @@ class SearchConfig:
             raise ValueError(f"unknown preset {name!r}; valid: {', '.join(PRESETS)}")
         return dataclasses.replace(PRESETS[name], **overrides)
 
-    def make_strategy(self) -> strategies.Strategy:
-        common = {"space": self.space, "batch_size": self.batch_size}
-        if self.strategy == "ppo":
-            return strategies.PPOSearch(**common, ppo=self.ppo)
-        if self.strategy == "evolution":
-            return strategies.Evolution(**common, population_size=self.population_size,
-                                        tournament_size=self.tournament_size)
-        return strategies.RandomSearch(**common)
-
 
 # The controller's learning rate: the paper's 1e-5 (with TRPO and ~10^4 samples) barely moves
 # the controller within the few thousand samples of a CPU budget. With normalised advantages,
@@ -121,18 +115,18 @@ _CPU_PPO = PPOConfig(learning_rate=2e-4, normalize_advantages=True)
 PRESETS = {
     # Seconds: a quadratic child, 40 rules; for tests and trying the pipeline.
     "smoke": SearchConfig(
-        task="quadratic", budget=40, batch_size=10, checkpoint_every=1, top_k=5,
+        strategy=strategies.PPOSearch(batch_size=10, ppo=_CPU_PPO), task="quadratic", budget=40,
+        checkpoint_every=1, top_k=5,
         evaluator=EvaluatorConfig(learning_rates=(1e-3, 1e-2, 1e-1), steps_per_epoch=20,
-                                  final_epochs=1, chunk_size=10),
-        ppo=_CPU_PPO),
+                                  final_epochs=1, chunk_size=10)),
     # A 2-core CPU: digits MLP with the paper's sweep (7 rates, 1 epoch each, 5 final epochs).
     "cpu": SearchConfig(
-        task="digits_mlp", budget=2000, batch_size=50, space=ControllerConfig(depth=2),
-        ppo=_CPU_PPO),
+        strategy=strategies.PPOSearch(space=SearchSpace(depth=2), batch_size=50, ppo=_CPU_PPO),
+        task="digits_mlp", budget=2000),
     # Section 4: CIFAR-10 ConvNet child, depth-3 rules, the paper's controller optimiser.
     "paper": SearchConfig(
-        task="cifar10_convnet", budget=10000, batch_size=100, space=ControllerConfig(depth=3),
-        evaluator=EvaluatorConfig(chunk_size=100)),
+        strategy=strategies.PPOSearch(space=SearchSpace(depth=3), batch_size=100),
+        task="cifar10_convnet", budget=10000, evaluator=EvaluatorConfig(chunk_size=100)),
 }
 
 
@@ -257,8 +251,7 @@ def run(config: SearchConfig, key: jax.Array, *, out: str | None = None,
         checkpoint.write_atomically(os.path.join(out, CONFIG),
                                     json.dumps(identity, indent=1).encode())
     start_time = time.time()
-    strategy = config.make_strategy()
-    space = config.space
+    strategy, space = config.strategy, config.space
     init_key, eval_key, key = jax.random.split(key, 3)
     state, cache, first_iteration = strategy.init(init_key), {}, 0
     results_path = os.path.join(out, RESULTS) if out else None
@@ -281,15 +274,14 @@ def run(config: SearchConfig, key: jax.Array, *, out: str | None = None,
         iteration_start = time.time()
         key, ask_key = jax.random.split(key)
         tokens = strategy.ask(ask_key, state)
-        codes = space.vocabulary.full_codes(tokens, space.depth)
+        codes = space.full_codes(tokens)
         evaluate_start = time.time()
         with progress.stage(iteration_stage(iteration, config.num_iterations)):
             scores = evaluate(codes, task, config.evaluator, eval_key, cache=cache)
         evaluate_seconds = time.time() - evaluate_start
         state = strategy.tell(state, tokens, jnp.asarray(scores.reward, jnp.float32))
         if iteration >= written:
-            texts = [str(rules_lib.from_tokens(row, space.depth, space.vocabulary))
-                     for row in np.asarray(tokens)]
+            texts = [str(space.to_rule(row)) for row in np.asarray(tokens)]
             new_rows = _rows(texts, scores, fingerprint.fingerprints(codes), iteration)
             rows.extend(new_rows)
             if results_path:

@@ -1,15 +1,18 @@
 """Search strategies on one interface, so they can be compared at equal evaluation budgets.
 
-Every strategy is a frozen dataclass with pure, jitted methods:
+Every strategy is a frozen dataclass holding the `SearchSpace` it searches, the number of rules
+it asks for per iteration and its own settings, with pure, jitted methods:
 
+    strategy = Evolution(space=SearchSpace(depth=2), batch_size=50, population_size=100)
     state = strategy.init(key)
-    tokens = strategy.ask(key, state)            # int32 [batch_size, 5·depth]
+    tokens = strategy.ask(key, state)                # int32 [batch_size, space.num_positions]
     state = strategy.tell(state, tokens, rewards)    # rewards [batch_size]
 
-`tokens` are in the token form of `lopt.rules.tokens` for the strategy's `Vocabulary` (a subset
-vocabulary sizes the space); `vocabulary.full_codes(tokens, depth)` gives the interpreter's codes
-and `lopt.rules.from_tokens(row, depth, vocabulary)` the Rule. Every token sequence a strategy
-asks for satisfies the vocabulary's constraints. State is a pytree of arrays (checkpointable).
+`tokens` are in the token form of `lopt.rules.tokens` for the space's vocabulary (a subset
+vocabulary sizes the space); `space.full_codes(tokens)` gives the interpreter's codes and
+`space.to_rule(row)` the Rule. Every token sequence a strategy asks for satisfies the space's
+constraints. State is a pytree of arrays (checkpointable). `name` (not a constructor argument)
+is the strategy's name in `STRATEGIES`, flags and run identities.
 
 * `PPOSearch`: the LSTM controller (`lopt.search.controller`) trained with PPO
   (`lopt.search.ppo`) on the rewards of its own samples (the paper's method).
@@ -24,30 +27,49 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 
-from lopt.rules.tokens import random_tokens
 from lopt.search import ppo as ppo_lib
 from lopt.search.controller import ControllerConfig, RuleController
+from lopt.search.space import SearchSpace
 
 _jit_method = functools.partial(jax.jit, static_argnums=0)
 
 
-def _random_batch(key: jax.Array, space: ControllerConfig, batch_size: int) -> jax.Array:
-    """int32 [batch_size, 5·depth] uniform valid token sequences."""
-    sample = lambda k: random_tokens(k, space.depth, space.vocabulary)
-    return jax.vmap(sample)(jax.random.split(key, batch_size))
+@dataclasses.dataclass(frozen=True)
+class Strategy:
+    """What every strategy has: the space it searches and `batch_size`, the rules per `ask`.
+
+    A strategy implements `init(key) -> state`, `ask(key, state) -> tokens int32
+    [batch_size, space.num_positions]` and `tell(state, tokens, rewards [batch_size]) -> state`.
+    """
+
+    space: SearchSpace = SearchSpace()
+    batch_size: int = 50
+
+    def __post_init__(self):
+        if not isinstance(self.batch_size, int) or self.batch_size <= 0:
+            raise ValueError(f"{type(self).__name__}.batch_size must be a positive integer, "
+                             f"got {self.batch_size!r}")
+
+    def init(self, key: jax.Array) -> Any:
+        raise NotImplementedError
+
+    def ask(self, key: jax.Array, state: Any) -> jax.Array:
+        raise NotImplementedError
+
+    def tell(self, state: Any, tokens: jax.Array, rewards: jax.Array) -> Any:
+        raise NotImplementedError
 
 
 @dataclasses.dataclass(frozen=True)
-class RandomSearch:
-    """Uniform random rules from the space of `space` (its network settings are unused)."""
+class RandomSearch(Strategy):
+    """Uniform random rules from `space`."""
 
-    space: ControllerConfig = ControllerConfig()
-    batch_size: int = 50
+    name: str = dataclasses.field(default="random", init=False)
 
     def init(self, key: jax.Array) -> dict:
         del key
@@ -56,7 +78,7 @@ class RandomSearch:
     @_jit_method
     def ask(self, key: jax.Array, state: dict) -> jax.Array:
         del state
-        return _random_batch(key, self.space, self.batch_size)
+        return self.space.random_tokens(key, self.batch_size)
 
     def tell(self, state: dict, tokens: jax.Array, rewards: jax.Array) -> dict:
         del tokens, rewards
@@ -64,16 +86,17 @@ class RandomSearch:
 
 
 @dataclasses.dataclass(frozen=True)
-class PPOSearch:
-    """The controller sampling `batch_size` rules per iteration, trained with PPO."""
+class PPOSearch(Strategy):
+    """The controller (network settings `network`) sampling `batch_size` rules per iteration,
+    trained with PPO (settings `ppo`)."""
 
-    space: ControllerConfig = ControllerConfig()
-    batch_size: int = 50
     ppo: ppo_lib.PPOConfig = ppo_lib.PPOConfig()
+    network: ControllerConfig = ControllerConfig()
+    name: str = dataclasses.field(default="ppo", init=False)
 
     @property
     def controller(self) -> RuleController:
-        return RuleController(self.space)
+        return RuleController(self.space, self.network)
 
     def init(self, key: jax.Array) -> ppo_lib.PPOState:
         return ppo_lib.init(self.controller, self.ppo, key)
@@ -100,19 +123,21 @@ class EvolutionState(NamedTuple):
 
 
 @dataclasses.dataclass(frozen=True)
-class Evolution:
+class Evolution(Strategy):
     """Regularized evolution with tournament selection and single-token mutation."""
 
-    space: ControllerConfig = ControllerConfig()
-    batch_size: int = 50
     population_size: int = 100
     tournament_size: int = 10
+    name: str = dataclasses.field(default="evolution", init=False)
 
     def __post_init__(self):
+        super().__post_init__()
         if not 1 <= self.tournament_size <= self.population_size:
-            raise ValueError("Evolution needs 1 <= tournament_size <= population_size")
+            raise ValueError(f"Evolution needs 1 <= tournament_size <= population_size, got "
+                             f"{self.tournament_size} and {self.population_size}")
         if self.batch_size > self.population_size:
-            raise ValueError("Evolution needs batch_size <= population_size")
+            raise ValueError(f"Evolution needs batch_size <= population_size, got "
+                             f"{self.batch_size} and {self.population_size}")
 
     def init(self, key: jax.Array) -> EvolutionState:
         del key
@@ -133,7 +158,7 @@ class Evolution:
 
         children = jax.vmap(child)(jax.random.split(select_key, self.batch_size),
                                    jax.random.split(mutate_key, self.batch_size))
-        fresh = _random_batch(random_key, self.space, self.batch_size)
+        fresh = self.space.random_tokens(random_key, self.batch_size)
         return jnp.where(state.size < self.population_size, fresh, children)
 
     @_jit_method
@@ -146,17 +171,16 @@ class Evolution:
                               jnp.minimum(state.size + self.batch_size, self.population_size))
 
 
-def mutate_tokens(key: jax.Array, tokens: jax.Array, space: ControllerConfig) -> jax.Array:
+def mutate_tokens(key: jax.Array, tokens: jax.Array, space: SearchSpace) -> jax.Array:
     """Mutates one token of a valid sequence, int32 [T] → [T]; jittable.
 
     A position is chosen uniformly; its token is redrawn among the other ids its mask allows
     (kept when there is none). A later token that the change makes invalid (e.g. an operand
     equal to a new op1) is redrawn uniformly among its allowed ids, so the child stays valid.
     """
-    vocabulary, depth = space.vocabulary, space.depth
     position_key, token_key, repair_key = jax.random.split(key, 3)
     mutated = jax.random.randint(position_key, (), 0, space.num_positions)
-    allowed = vocabulary.mask(tokens, mutated, depth)
+    allowed = space.mask(tokens, mutated)
     others = allowed & (jnp.arange(allowed.shape[0]) != tokens[mutated])
     choices = jnp.where(others.any(), others, allowed)
     new_token = jax.random.categorical(token_key, jnp.where(choices, 0.0, -jnp.inf))
@@ -164,7 +188,7 @@ def mutate_tokens(key: jax.Array, tokens: jax.Array, space: ControllerConfig) ->
 
     def repair(tokens, position_and_key):
         position, position_key = position_and_key
-        allowed = vocabulary.mask(tokens, position, depth)
+        allowed = space.mask(tokens, position)
         redraw = jax.random.categorical(position_key, jnp.where(allowed, 0.0, -jnp.inf))
         keep = (position <= mutated) | allowed[tokens[position]]
         token = jnp.where(keep, tokens[position], redraw.astype(jnp.int32))
@@ -176,5 +200,4 @@ def mutate_tokens(key: jax.Array, tokens: jax.Array, space: ControllerConfig) ->
     return tokens
 
 
-Strategy = RandomSearch | PPOSearch | Evolution
-STRATEGIES = {"ppo": PPOSearch, "evolution": Evolution, "random": RandomSearch}
+STRATEGIES = {kind.name: kind for kind in (PPOSearch, Evolution, RandomSearch)}

@@ -208,7 +208,7 @@ class FunctionTask:
     """Minimising one objective of a family from a fixed start; no data."""
 
     name: str
-    family: objectives._Family
+    family: objectives.Family
     problem: dict
     start: jax.Array
     has_data = False
