@@ -27,6 +27,12 @@ the product X once.
 
 LAPACK (Cholesky, triangular solves) runs inside XLA's own threads; OpenBLAS's extra threads
 only oversubscribe the cores, so this script sets OPENBLAS_NUM_THREADS=1 unless it is set.
+
+The stages run on one CPU device unless XLA_FLAGS=--xla_force_host_platform_device_count=N
+splits the per-objective work over N devices (`lopt.parallel`). With N equal to the number of
+cores the fit stage hangs: a batched Cholesky in the mixture's EM loop (jaxlib's LAPACK
+kernel) waits for tasks on XLA's thread pool, whose threads are all running the devices'
+programs (docs/decisions.md, "Two CPU devices").
 """
 
 import argparse

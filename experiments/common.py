@@ -2,6 +2,7 @@
 from a binary, so binaries can still import each other's parts."""
 
 import os
+import sys
 import time
 import types
 
@@ -9,7 +10,7 @@ import jax
 import numpy as np
 from absl import app, flags, logging
 
-from lopt import baselines, evaluation, objectives, plotting, progress
+from lopt import baselines, evaluation, objectives, plotting, progress, user_code
 
 LEARNED = "predicted_step_descent"
 REPORTED_ITERATIONS = (1, 5, 10, 50, 100)
@@ -48,6 +49,28 @@ def comparison_table(margins: dict, num_steps: int) -> str:
     return "\n".join(lines) + "\n"
 
 
+def define_family_flag():
+    """Defines --family: a name of `lopt.objectives.FAMILIES` or "module:attribute" naming the
+    user's own (`lopt.user_code`); checked when the flags are parsed."""
+    names = ", ".join(sorted(objectives.FAMILIES))
+    holder = flags.DEFINE_string(
+        "family", "logistic_regression", f"Objective family: one of {names}, or "
+        "'module:attribute' naming your own (a lopt.objectives.Family, or a function "
+        "returning one).")
+    flags.register_validator(
+        "family", lambda name: name in objectives.FAMILIES or user_code.is_spec(name),
+        f"--family must be one of {names} or 'module:attribute'")
+    return holder
+
+
+def family_from_flag(holder) -> objectives.Family:
+    """The family --family names; app.UsageError (one line) when it cannot be loaded."""
+    try:
+        return objectives.get(holder.value)
+    except ValueError as error:
+        raise app.UsageError(str(error)) from error
+
+
 def define_comparison_flags() -> types.SimpleNamespace:
     """Defines the flags of the binaries that compare optimizers on test problems.
 
@@ -56,8 +79,7 @@ def define_comparison_flags() -> types.SimpleNamespace:
       seed, out.
     """
     return types.SimpleNamespace(
-        family=flags.DEFINE_enum("family", "logistic_regression", sorted(objectives.FAMILIES),
-                                 "Objective family."),
+        family=define_family_flag(),
         num_problems=flags.DEFINE_integer("num_problems", 100, "Test problems.", lower_bound=1),
         num_train=flags.DEFINE_integer(
             "num_train", None, "Training problems for tuning the baselines (default: the "
@@ -94,6 +116,29 @@ def use_single_threaded_eigen() -> None:
     setting of the flag already in XLA_FLAGS is kept.
     """
     os.environ["XLA_FLAGS"] = with_single_threaded_eigen(os.environ.get("XLA_FLAGS", ""))
+
+
+def run(main) -> None:
+    """`absl.app.run(main)`, but a bad flag or an `app.UsageError` raised by `main` prints one
+    line (the binary's name and the problem) instead of help text; exit status 1."""
+
+    def fail(error) -> None:
+        sys.stderr.write(f"{os.path.basename(sys.argv[0])}: error: {error}\n")
+        sys.exit(1)
+
+    def parse_flags(argv):
+        try:
+            return flags.FLAGS(argv)
+        except flags.Error as error:
+            fail(error)
+
+    def main_with_one_line_errors(argv):
+        try:
+            return main(argv)
+        except app.UsageError as error:
+            fail(error)
+
+    app.run(main_with_one_line_errors, flags_parser=parse_flags)
 
 
 def check_baseline_names(names) -> None:

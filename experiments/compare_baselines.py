@@ -14,17 +14,16 @@ on `--num_problems` test problems drawn with a different key. Writes into --out:
 
 import os
 
-from absl import app
-
+from experiments import common
 from experiments.common import (
     check_baseline_names,
     define_comparison_flags,
+    family_from_flag,
     prepare_output_dir,
     summary_table,
     tuned_comparison,
     write_comparison,
 )
-from lopt import objectives
 
 FLAGS = define_comparison_flags()
 
@@ -32,9 +31,9 @@ FLAGS = define_comparison_flags()
 def main(argv):
     del argv
     check_baseline_names(FLAGS.baselines.value)
-    out = prepare_output_dir(FLAGS.out.value)
     family_name = FLAGS.family.value
-    family = objectives.get(family_name)
+    family = family_from_flag(FLAGS.family)
+    out = prepare_output_dir(FLAGS.out.value)
     num_train, _, _, curves, tuned = tuned_comparison(family, FLAGS)
     margins = write_comparison(out, curves, family_name)
     with open(os.path.join(out, "summary.md"), "w") as file:
@@ -45,4 +44,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    common.run(main)

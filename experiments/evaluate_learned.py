@@ -19,17 +19,19 @@ import os
 import numpy as np
 from absl import app, flags
 
+from experiments import common
 from experiments.common import (
     LEARNED,
     check_baseline_names,
     comparison_table,
     define_comparison_flags,
+    family_from_flag,
     prepare_output_dir,
     summary_table,
     tuned_comparison,
     write_comparison,
 )
-from lopt import evaluation, gps, objectives
+from lopt import evaluation, gps
 
 CHECKPOINT = flags.DEFINE_string("checkpoint", None, "Directory written by train_gps.",
                                  required=True)
@@ -42,7 +44,7 @@ def main(argv):
         learned = gps.load(CHECKPOINT.value)
     except ValueError as error:
         raise app.UsageError(f"--checkpoint: {error}") from error
-    family = objectives.get(FLAGS.family.value)
+    family = family_from_flag(FLAGS.family)
     if learned.dim != family.dim:
         raise app.UsageError(f"--checkpoint holds an optimizer for dimension {learned.dim} "
                              f"({learned.family or 'unknown family'}), but --family="
@@ -64,4 +66,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    common.run(main)

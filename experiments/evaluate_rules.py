@@ -20,12 +20,16 @@ import time
 import jax
 from absl import app, flags, logging
 
-from lopt import plotting, rules
+from experiments import common
+from lopt import plotting, rules, user_code
 from lopt.search import evaluator, tasks
 
 RULES = flags.DEFINE_string("rules", "library", "Comma-separated rule texts or library names, "
                             "or 'library'.")
-TASK = flags.DEFINE_enum("task", "digits_mlp", list(tasks.TASKS), "Child task.")
+TASK = flags.DEFINE_string("task", "digits_mlp", f"Child task: one of {', '.join(tasks.TASKS)}, "
+                          "or 'module:attribute' naming your own (lopt.search.tasks).")
+flags.register_validator("task", lambda name: name in tasks.TASKS or user_code.is_spec(name),
+                         f"--task must be one of {', '.join(tasks.TASKS)} or 'module:attribute'")
 DATA_DIR = flags.DEFINE_string("data_dir", None, "Local CIFAR-10 directory (cifar10_* tasks).")
 OUT = flags.DEFINE_string("out", None, "Output directory (created if missing).", required=True)
 SEED = flags.DEFINE_integer("seed", 0, "Seed for initialisation, minibatches and rule noise.")
@@ -120,4 +124,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    common.run(main)

@@ -34,6 +34,7 @@ import time
 
 from absl import app, flags, logging
 
+from experiments import common
 from experiments.common import prepare_output_dir, use_single_threaded_eigen
 from experiments.reproduction import EXPERIMENTS, lto, nos, report
 from lopt import progress
@@ -138,4 +139,4 @@ def _run(index, name, names, out, lto_settings, nos_settings):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    common.run(main)

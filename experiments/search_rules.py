@@ -25,6 +25,7 @@ import os
 import jax
 from absl import app, flags
 
+from experiments import common
 from lopt import plotting, progress
 from lopt.search import driver, strategies, tasks
 
@@ -33,7 +34,8 @@ TOP_RULES, REWARD_CURVE = "top_rules.md", "reward_curve.png"
 STRATEGY = flags.DEFINE_string("strategy", "ppo", "ppo, evolution or random "
                                "(`lopt.search.strategies.STRATEGIES`).")
 CONFIG = flags.DEFINE_string("config", "cpu", "Preset: smoke, cpu or paper.")
-TASK = flags.DEFINE_string("task", None, "Child task (default: the preset's).")
+TASK = flags.DEFINE_string("task", None, "Child task (default: the preset's): a name of "
+                          "lopt.search.tasks.TASKS or 'module:attribute' naming your own.")
 DATA_DIR = flags.DEFINE_string("data_dir", None, "Local CIFAR-10 directory (cifar10_* tasks).")
 BUDGET = flags.DEFINE_integer("budget", None, "Rules to sample (default: the preset's).")
 BATCH_SIZE = flags.DEFINE_integer("batch_size", None, "Rules per iteration.")
@@ -106,7 +108,7 @@ def write_top_rules(path: str, config: driver.SearchConfig, top: list[dict],
 
     best_baseline = max(baselines.values(), key=lambda row: row["score"])
     with open(path, "w") as file:
-        file.write(f"# Best rules: {config.strategy.name} on {config.task}\n\n"
+        file.write(f"# Best rules: {config.strategy.name} on {config.task_name}\n\n"
                    f"Score = the search's reward (validation accuracy; negated objective for "
                    f"data-free tasks) after the learning-rate sweep over "
                    f"{list(config.evaluator.learning_rates)}.\n\n"
@@ -140,11 +142,11 @@ def main(argv):
     write_top_rules(os.path.join(OUT.value, TOP_RULES), config, result.top, result.baselines)
     plotting.plot_reward_curve([row["score"] for row in result.rows],
                                os.path.join(OUT.value, REWARD_CURVE),
-                               f"{config.strategy.name} on {config.task}")
+                               f"{config.strategy.name} on {config.task_name}")
     best = result.top[0]
     print(f"Best rule: {best['rule']} (score {best['score']:.4f}); wrote {OUT.value}/"
           f"results.jsonl, top_rules.md and reward_curve.png in {result.seconds:.0f}s")
 
 
 if __name__ == "__main__":
-    app.run(main)
+    common.run(main)

@@ -25,11 +25,16 @@ import time
 import jax
 from absl import app, flags, logging
 
-from experiments.common import prepare_output_dir, use_single_threaded_eigen
+from experiments import common
+from experiments.common import (
+    define_family_flag,
+    family_from_flag,
+    prepare_output_dir,
+    use_single_threaded_eigen,
+)
 from lopt import checkpoint, gps, objectives, plotting, progress
 
-FAMILY = flags.DEFINE_enum("family", "logistic_regression", sorted(objectives.FAMILIES),
-                           "Objective family.")
+FAMILY = define_family_flag()
 CONFIG = flags.DEFINE_enum("config", "cpu", sorted(gps.config.PRESETS), "GPS Config preset.")
 NUM_TRAIN = flags.DEFINE_integer(
     "num_train", None, "Training problems (default: the paper's size for the family, else 90).",
@@ -65,7 +70,7 @@ def main(argv):
                     ("sampling", SAMPLING)),
         dynamics=chosen(("model", DYNAMICS_MODEL)),
         rollouts={"momentum_per_objective": True} if PER_OBJECTIVE_MOMENTUM.value else {})
-    family = objectives.get(FAMILY.value)
+    family = family_from_flag(FAMILY)
     num_train = NUM_TRAIN.value or objectives.PAPER_NUM_TRAIN.get(FAMILY.value, 90)
     key_train, key_gps = jax.random.split(jax.random.key(SEED.value))
     problems = family.sample(key_train, num_train)
@@ -93,4 +98,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    common.run(main)

@@ -18,7 +18,12 @@ protocol every family implements. Conventions shared by every family:
   float64 inside `jax.enable_x64()`).
 
 Paper defaults are the dataclass defaults; every setting is a keyword argument, so harder
-variants are one call away (`logistic_regression(dim=10, num_points=500)`).
+variants are one call away (`logistic_regression(num_features=10, num_points=500)`).
+
+Your own family: subclass `Family` as a frozen dataclass (hashable: compiled programs take the
+family as a static argument) and define `dim`, `sample` and `loss`. `check_family` refuses,
+before any work, an object that lacks a part, naming it; `settings` is what identifies the
+family in a run's identity (its dataclass fields, or its plain-valued attributes).
 """
 
 from __future__ import annotations
@@ -29,6 +34,8 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+
+from lopt import user_code
 
 Problem = dict[str, jax.Array]
 
@@ -418,7 +425,55 @@ PAPER_NUM_TRAIN = {
 
 
 def get(name: str, **settings) -> Family:
-    """Returns the family called `name` (a key of FAMILIES) built with `settings`."""
+    """Returns the family called `name` (a key of FAMILIES) built with `settings`, or, for
+    "module:attribute", the user's family that it names (`lopt.user_code`; no settings)."""
     if name not in FAMILIES:
-        raise ValueError(f"unknown objective family {name!r}; valid: {', '.join(sorted(FAMILIES))}")
+        if user_code.is_spec(name) and not settings:
+            return check_family(user_code.load(name, "objective family"))
+        raise ValueError(f"unknown objective family {name!r}; valid: "
+                         f"{', '.join(sorted(FAMILIES))} or 'module:attribute'")
     return FAMILIES[name](**settings)
+
+
+REQUIRED = ("name", "dim", "sample", "loss", "init", "objective")
+
+
+def check_family(family: Any) -> Any:
+    """Returns `family` if it implements the protocol (`Family`), else raises a one-line
+    ValueError naming every missing part, or saying why it cannot be used."""
+    missing = [part for part in REQUIRED if not hasattr(family, part)]
+    if missing:
+        raise ValueError(f"{type(family).__name__} is not an objective family: it lacks "
+                         f"{', '.join(missing)} (subclass lopt.objectives.Family and define dim, "
+                         "sample and loss)")
+    for part in ("sample", "loss", "init", "objective"):
+        if not callable(getattr(family, part)):
+            raise ValueError(f"{type(family).__name__}.{part} must be callable")
+    if not isinstance(family.dim, int) or isinstance(family.dim, bool) or family.dim < 1:
+        raise ValueError(f"{type(family).__name__}.dim must be a positive integer, got "
+                         f"{family.dim!r}")
+    try:
+        hash(family)
+    except TypeError:
+        raise ValueError(f"{type(family).__name__} must be hashable (e.g. "
+                         "@dataclasses.dataclass(frozen=True)): compiled programs take the family "
+                         "as a static argument") from None
+    return family
+
+
+def settings(family: Any) -> dict[str, Any]:
+    """What identifies `family` across processes: its class name and its dataclass fields (or,
+    for another class, its attributes of plain types: numbers, strings, tuples of them);
+    never an object's address."""
+    if dataclasses.is_dataclass(family):
+        fields = {field.name: getattr(family, field.name) for field in dataclasses.fields(family)}
+    else:
+        fields = {name: value for name, value in vars(family).items()
+                  if _is_plain(value) and not name.startswith("_")}
+    return {"class": f"{type(family).__module__}.{type(family).__qualname__}", **fields}
+
+
+def _is_plain(value: Any) -> bool:
+    if isinstance(value, (tuple, list)):
+        return all(_is_plain(item) for item in value)
+    return value is None or isinstance(value, (bool, int, float, str))

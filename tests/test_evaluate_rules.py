@@ -32,7 +32,7 @@ def test_runs_end_to_end(run_module, tmp_path):
 
 @pytest.mark.parametrize("flags, message", [
     (["--rules=g * expp(m)"], "--rules: cannot parse 'g * expp(m)'"),
-    (["--task=mnist"], "flag --task=mnist: value should be one of"),
+    (["--task=mnist"], "flag --task=mnist: --task must be one of"),
     (["--task=cifar10_convnet", "--data_dir=/nonexistent"], "no CIFAR-10 data in"),
 ])
 def test_bad_input_is_named(run_module, tmp_path, flags, message):

@@ -5,6 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import lopt
 from lopt import objectives
 
 ALL_FAMILIES = sorted(objectives.FAMILIES)
@@ -143,3 +144,44 @@ def test_bad_settings_and_names_raise():
         objectives.mlp_classifier(num_clusters=0)
     with pytest.raises(ValueError, match=r"shape \[\.\.\., 4\]"):
         objectives.logistic_regression().check_iterate(jnp.zeros(3))
+
+
+class _NotAFamily:
+    """Has a loss and a dimension, but none of the other parts."""
+
+    dim = 3
+
+    def sample(self, key, num_problems):
+        return {}
+
+    def loss(self, problem, x):
+        return x.sum()
+
+
+class _Mutable(_NotAFamily, objectives.Family):
+    """Every part, but unhashable (as a dataclass that is not frozen would be)."""
+
+    __hash__ = None
+
+
+def test_a_family_missing_parts_is_refused_before_training_naming_them():
+    with pytest.raises(ValueError, match=r"_NotAFamily is not an objective family: it lacks "
+                                         r"name, init, objective"):
+        lopt.gps.train(_NotAFamily(), {}, lopt.gps.Config.preset("smoke"), jax.random.key(0))
+    with pytest.raises(ValueError, match="_Mutable must be hashable"):
+        objectives.check_family(_Mutable())
+    with pytest.raises(ValueError, match="unknown objective family 'ridge'.*'module:attribute'"):
+        objectives.get("ridge")
+    with pytest.raises(ValueError, match="cannot import module 'no_such_module'"):
+        objectives.get("no_such_module:Ridge")
+
+
+def test_settings_identify_a_family_by_value_in_any_process():
+    family = objectives.logistic_regression(num_features=5)
+    assert objectives.settings(family) == objectives.settings(
+        objectives.logistic_regression(num_features=5))
+    assert objectives.settings(family)["class"] == "lopt.objectives.LogisticRegression"
+    assert objectives.settings(family)["num_features"] == 5
+    plain = _NotAFamily()
+    plain.scale, plain.sampler = 2.0, lambda key: key  # a function has an address: left out
+    assert objectives.settings(plain) == {"class": f"{__name__}._NotAFamily", "scale": 2.0}

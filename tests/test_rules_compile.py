@@ -230,6 +230,37 @@ def test_named_sign_rules_match_numpy(optimizer, reference):
     _assert_updates_close(actual, reference(grads, np.float32), rtol=2e-5)
 
 
+@pytest.mark.parametrize(
+    "factory, hyperparams, reference",
+    [
+        (lopt.powersign, {"base": 2.0, "b1": 0.8},
+         _numpy_sign_rule(lambda a: 2.0**a, 0.8, lambda t: 1.0)),
+        (lopt.powersign, {"sign_decay": linear_sign_decay(20)},
+         _numpy_sign_rule(np.exp, 0.9, _linear)),
+        (lopt.addsign, {"alpha": 2.0, "sign_decay": cosine_sign_decay(20, 1.0)},
+         _numpy_sign_rule(lambda a: 2 + a, 0.9, _cosine)),
+        (lopt.rules.to_optax, {"rule": "powersign", "b1": 0.8},
+         _numpy_sign_rule(np.exp, 0.8, lambda t: 1.0)),
+    ],
+    ids=["powersign_base_b1", "powersign_schedule", "addsign_alpha_schedule", "to_optax_name"],
+)
+def test_named_optimizers_under_inject_hyperparams_and_jit(factory, hyperparams, reference):
+    """Every numeric setting traced (a sign-decay schedule evaluated by inject_hyperparams at
+    its own step count and passed on as the step's d) gives the NumPy reference's updates."""
+    grads = _gradients(np.float32, seed=7)
+    injected = optax.inject_hyperparams(factory)(learning_rate=LEARNING_RATE, **hyperparams)
+    _assert_updates_close(_optax_updates(injected, grads, np.float32),
+                          reference(grads, np.float32), rtol=2e-5)
+
+
+def test_library_names_are_accepted_as_rule_text():
+    grads = _gradients(np.float32, seed=8)
+    by_name = _optax_updates(to_optax("powersign", LEARNING_RATE), grads, np.float32)
+    by_text = _optax_updates(to_optax(str(LIBRARY["powersign"]), LEARNING_RATE), grads,
+                             np.float32)
+    _assert_updates_close(by_name, by_text, rtol=0)
+
+
 @pytest.mark.parametrize("name", ["powersign", "addsign"])
 def test_named_rules_equal_library_rules(name):
     grads = _gradients(np.float32, seed=6)

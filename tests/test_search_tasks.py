@@ -205,3 +205,33 @@ def test_child_convolutions_are_chosen_by_implementation():
     assert "dot_general" not in primitives("plain")
     default = "cpu" if jax.default_backend() == "cpu" else "plain"
     assert primitives(None) == primitives(default)
+
+
+class _HalfTask:
+    name, has_data = "half", True
+
+    def init(self, key):
+        return {"w": jnp.zeros(2)}
+
+
+def test_a_task_missing_parts_is_refused_naming_them():
+    with pytest.raises(ValueError, match="_HalfTask is not a search task: it lacks loss, "
+                                         "accuracy"):
+        tasks.get(_HalfTask())
+    with pytest.raises(ValueError, match="unknown task 'mnist'.*'module:attribute'"):
+        tasks.get("mnist")
+    with pytest.raises(ValueError, match="task 'no_such_module:task': cannot import module"):
+        tasks.get("no_such_module:task")
+
+
+def test_a_task_object_is_a_search_config_task_and_identified_by_its_data():
+    from lopt.search import driver
+
+    quadratic = tasks.quadratic()
+    config = driver.SearchConfig.preset("smoke", task=quadratic)
+    assert config.task_name == "quadratic"
+    same = driver.run_identity(config, jax.random.key(0))
+    assert same == driver.run_identity(driver.SearchConfig.preset("smoke"), jax.random.key(0))
+    other = driver.run_identity(driver.SearchConfig.preset("smoke", task=tasks.quadratic(seed=1)),
+                                jax.random.key(0))
+    assert {name for name in same if same[name] != other[name]} == {"data"}

@@ -13,25 +13,32 @@ TRAIN = "experiments.train_gps"
 EVALUATE = "experiments.evaluate_learned"
 
 
+RIDGE = "--family=examples.custom_family:Ridge"  # the README's own-family example
+
+
 @pytest.mark.slow
-def test_train_then_evaluate_end_to_end(run_module, tmp_path):
+def test_train_a_users_family_continue_it_in_a_new_process_then_evaluate(run_module, tmp_path):
     trained = tmp_path / "trained"
-    result = run_module(TRAIN, "--config=smoke", "--num_train=3", "--num_iterations=2",
+    result = run_module(TRAIN, RIDGE, "--config=smoke", "--num_train=3", "--num_iterations=1",
                         f"--out={trained}")
     assert result.returncode == 0, result.stderr[-3000:]
+    longer = run_module(TRAIN, RIDGE, "--config=smoke", "--num_train=3", "--num_iterations=2",
+                        "--resume", f"--out={trained}")
+    assert longer.returncode == 0, longer.stderr[-3000:]
+    assert "resumed from" in longer.stderr and "at iteration 1" in longer.stderr
     learned = gps.load(str(trained))
-    assert learned.dim == 4 and len(learned.history) == 2
+    assert learned.family == "Ridge" and learned.dim == 4 and len(learned.history) == 2
     assert (trained / "training.png").stat().st_size > 0
-    again = run_module(TRAIN, "--config=smoke", "--num_train=3", f"--out={trained}")
+    again = run_module(TRAIN, RIDGE, "--config=smoke", "--num_train=3", f"--out={trained}")
     assert again.returncode != 0 and "pass --resume" in again.stderr
-    reseeded = run_module(TRAIN, "--config=smoke", "--num_train=3", "--num_iterations=2",
+    reseeded = run_module(TRAIN, RIDGE, "--config=smoke", "--num_train=3", "--num_iterations=2",
                           "--seed=1", "--resume", f"--out={trained}")
     assert reseeded.returncode != 0 and "belongs to a different run: data (" in reseeded.stderr
     assert "now), key ([" in reseeded.stderr  # the seed's key is named too
     assert json.loads((trained / "config.json").read_text())["seed"] == 0  # left as it was
 
     out = tmp_path / "evaluation"
-    result = run_module(EVALUATE, f"--checkpoint={trained}", "--num_problems=3",
+    result = run_module(EVALUATE, RIDGE, f"--checkpoint={trained}", "--num_problems=3",
                         "--num_train=3", "--num_steps=5", "--baselines=gradient_descent",
                         f"--out={out}")
     assert result.returncode == 0, result.stderr[-3000:]
@@ -45,7 +52,8 @@ def test_train_then_evaluate_end_to_end(run_module, tmp_path):
 
 @pytest.mark.parametrize("module, flags, message", [
     (TRAIN, ["--config=huge"], "flag --config=huge: value should be one of <cpu|paper|smoke>"),
-    (TRAIN, ["--family=logistic"], "flag --family=logistic: value should be one of"),
+    (TRAIN, ["--family=logistic"], "flag --family=logistic: --family must be one of"),
+    (TRAIN, ["--family=nowhere.module:Ridge"], "cannot import module 'nowhere.module'"),
     (EVALUATE, ["--checkpoint=/nonexistent"], "is not a learned-optimizer directory"),
     (EVALUATE, ["--num_steps=0", "--checkpoint=x"], "0 is not a positive integer"),
     (EVALUATE, ["--baselines=adam", "--checkpoint=x"], "--baselines: unknown ['adam']"),

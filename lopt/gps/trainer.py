@@ -39,7 +39,6 @@ momentum) controllers, and kept fixed. Everything runs in float64 inside
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import time
 from typing import NamedTuple
@@ -49,7 +48,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
-from lopt import checkpoint, evaluation, parallel, progress
+from lopt import checkpoint, evaluation, objectives, parallel, progress
 from lopt.gps import controllers as ctrl
 from lopt.gps import features as feats
 from lopt.gps import learned as learned_lib
@@ -336,10 +335,9 @@ def make_iteration(config: Config, family, problems, x0: jax.Array):
 def run_identity(config: Config, family, train_problems, key: jax.Array) -> dict:
     """What `run`'s checkpoints must match to be resumed (`lopt.checkpoint.identity`): every
     setting but the iteration count (a longer run continues a shorter one exactly), the
-    family's class and fields, the key and a fingerprint of the problems."""
-    fields = family if dataclasses.is_dataclass(family) else {}
-    identity = checkpoint.identity({"gps": config, "family": fields,
-                                    "family_class": type(family).__name__},
+    family's class and settings (`lopt.objectives.settings`), the key and a fingerprint of
+    the problems."""
+    identity = checkpoint.identity({"gps": config, "family": objectives.settings(family)},
                                    key, data=train_problems)
     del identity["gps.loop.num_iterations"]
     return identity
@@ -365,7 +363,8 @@ def run(family, train_problems, config: Config, key: jax.Array, *, callback=None
     the controllers, or (`LoopConfig.train_policy=False`) the controllers alone.
 
     Args:
-      family: the objective family (`lopt.objectives`).
+      family: the objective family (`lopt.objectives`; your own: a `lopt.objectives.Family`
+        subclass, checked by `lopt.objectives.check_family` before any work).
       train_problems: batched problem data of the training objectives.
       config: every setting (`lopt.gps.Config`, e.g. `Config.preset("cpu")`).
       key: PRNG key; iteration i uses `fold_in(key, i)`.
@@ -381,6 +380,7 @@ def run(family, train_problems, config: Config, key: jax.Array, *, callback=None
       setting is left alone). The per-objective stages are split over all devices
       (`lopt.parallel`); the S-step runs on the first device.
     """
+    objectives.check_family(family)
     loop_config, features = config.loop, config.features
     num = evaluation.num_problems(train_problems)
     identity = run_identity(config, family, train_problems, key)

@@ -20,6 +20,7 @@ import optax
 
 from lopt import cpu_kernels, finite
 from lopt.rules.expression import WEIGHT_OPERANDS, Rule, is_random, operand_names
+from lopt.rules.library import LIBRARY
 from lopt.rules.semantics import advance, choose_static, evaluate, init_state, needed_moments
 from lopt.rules.text import parse
 from lopt.rules.tokens import to_tokens
@@ -38,7 +39,7 @@ def scale_by_rule(
     """Scales gradients to the rule's direction d (the update is −lr · d after `to_optax`).
 
     Args:
-      rule: a `Rule` or its text.
+      rule: a `Rule`, its text, or a name of `lopt.rules.LIBRARY` (e.g. "powersign").
       b1, b2, b3: decays of the moving averages m, v, γ of g, g², g³.
       eps: ε of `adam`, `rmsprop` and `x / y`.
       key: PRNG key for rules that use `drop` or `noise`; stored in the state and split on
@@ -54,7 +55,8 @@ def scale_by_rule(
       >>> state = opt.init({"w": jnp.zeros(3)})
     """
     cpu_kernels.check_implementation(implementation)
-    rule = parse(rule) if isinstance(rule, str) else rule
+    if isinstance(rule, str):
+        rule = LIBRARY[rule] if rule in LIBRARY else parse(rule)
     tokens = to_tokens(rule)
     moments = needed_moments(rule)
     random = is_random(rule)
@@ -93,11 +95,14 @@ def to_optax(
     """An optax optimizer applying Δw = −learning_rate · rule.
 
     Works on any params pytree and float dtype, under `jax.jit`, inside `optax.chain`,
-    `optax.inject_hyperparams` and `optax.MultiSteps`.
+    `optax.inject_hyperparams` (learning_rate, b1, b2, b3 and eps traced; pass `rule` by
+    keyword, as text or a name, so that it stays static) and `optax.MultiSteps`.
 
     Args:
-      rule: a `Rule` or its text.
-      learning_rate: a float or an optax schedule.
+      rule: a `Rule`, its text, or a name of `lopt.rules.LIBRARY` (e.g. "powersign").
+      learning_rate: a float or an optax schedule. The scale it needs depends on the rule's:
+        about SGD's for rules of g's size (e.g. 1.0 for powersign on the digits ConvNet),
+        Adam's for normalised ones; `lopt.search.evaluate` sweeps it.
       b1, b2, b3: decays of the moving averages m, v, γ of g, g², g³.
       eps: ε of `adam`, `rmsprop` and `x / y`.
       key: PRNG key, required (at `init`) by rules that use `drop` or `noise`.

@@ -15,6 +15,15 @@ Decays, with t the number of updates before this one (0 on the first) clipped to
 
 Without a decay d(t) = 1, and PowerSign with base e is `LIBRARY["powersign"]`, AddSign with
 α = 1 is `LIBRARY["addsign"]`.
+
+Learning rates: the direction is g scaled by a factor between 1/base and base (PowerSign) or
+α − 1 and α + 1 (AddSign), so the rates that suit SGD suit these, not Adam's: the population
+evaluator's sweep over 1e-5..10 chose 1.0 for PowerSign on the digits ConvNet, 0.01 to 0.1
+for Adam (README, Table 1 analogue).
+
+Every setting may be an `optax.inject_hyperparams` hyperparameter under `jit` (a traced
+scalar); a sign decay passed that way is the value d of the current step, which
+`inject_hyperparams` computes from a schedule with its own step count.
 """
 
 from __future__ import annotations
@@ -31,7 +40,8 @@ from lopt.rules.semantics import update_moment
 
 
 class SignAgreementState(NamedTuple):
-    """count: int32 number of updates so far (None without a sign decay); momentum: EMA of g."""
+    """count: int32 number of updates so far (None unless the sign decay is a schedule);
+    momentum: EMA of g."""
 
     count: jax.Array | None
     momentum: Any
@@ -76,28 +86,31 @@ def _fraction(count, decay_steps: int) -> jax.Array:
 def scale_by_sign_agreement(
     scale: Callable[[jax.Array], jax.Array],
     b1: float = 0.9,
-    sign_decay: optax.Schedule | None = None,
+    sign_decay: optax.Schedule | float | None = None,
 ) -> optax.GradientTransformation:
     """Scales g by scale(d(t)·sign(g)·sign(m)), m the EMA of g with decay `b1`.
 
     Args:
       scale: elementwise map of the decayed sign agreement a ∈ [−1, 1] to a factor.
       b1: decay of the gradient EMA.
-      sign_decay: schedule d(t) of the update count, or None for d = 1.
+      sign_decay: schedule d(t) of the update count, a fixed d (a scalar, e.g. the value
+        `optax.inject_hyperparams` computed for this step), or None for d = 1.
 
     Returns:
       A `GradientTransformation` with state `SignAgreementState`.
     """
 
+    scheduled = callable(sign_decay)
+
     def init_fn(params):
-        count = None if sign_decay is None else jnp.zeros([], jnp.int32)
+        count = jnp.zeros([], jnp.int32) if scheduled else None
         return SignAgreementState(count, optax.tree.zeros_like(params))
 
     def update_fn(updates, state, params=None):
         del params
         momentum = update_moment(updates, state.momentum, b1, 1)
-        count, decay = None, 1.0
-        if sign_decay is not None:
+        count, decay = None, 1.0 if sign_decay is None else sign_decay
+        if scheduled:
             count, decay = optax.safe_increment(state.count), sign_decay(state.count)
 
         def direction(g, m):
@@ -114,23 +127,25 @@ def powersign(
     learning_rate: optax.ScalarOrSchedule,
     base: float = math.e,
     b1: float = 0.9,
-    sign_decay: optax.Schedule | None = None,
+    sign_decay: optax.Schedule | float | None = None,
 ) -> optax.GradientTransformation:
     """PowerSign: Δw = −lr · base^{d(t)·sign(g)·sign(m)} · g (see the module docstring).
 
     Args:
-      learning_rate: a float or an optax schedule.
+      learning_rate: a float or an optax schedule; SGD's rates, not Adam's (module docstring).
       base: α > 0 (the paper uses e or 2).
       b1: decay of the gradient EMA m.
-      sign_decay: None or a schedule such as `linear_sign_decay(num_steps)`.
+      sign_decay: None, a schedule such as `linear_sign_decay(num_steps)`, or a fixed d.
 
     Returns:
       An optax `GradientTransformation`.
 
     Example:
-      >>> opt = powersign(1e-3, sign_decay=cosine_sign_decay(10_000))
+      >>> opt = powersign(0.1, sign_decay=cosine_sign_decay(10_000))
+      >>> tuned = optax.inject_hyperparams(powersign)(learning_rate=0.1, base=2.0)
     """
-    log_base = math.log(base)
+    # A Python float's logarithm in float64 (exactly 1 for e); a traced base's in its dtype.
+    log_base = math.log(base) if isinstance(base, (int, float)) else jnp.log(base)
     return optax.chain(
         scale_by_sign_agreement(lambda agreement: jnp.exp(log_base * agreement), b1, sign_decay),
         optax.scale_by_learning_rate(learning_rate),
@@ -141,21 +156,21 @@ def addsign(
     learning_rate: optax.ScalarOrSchedule,
     alpha: float = 1.0,
     b1: float = 0.9,
-    sign_decay: optax.Schedule | None = None,
+    sign_decay: optax.Schedule | float | None = None,
 ) -> optax.GradientTransformation:
     """AddSign: Δw = −lr · (α + d(t)·sign(g)·sign(m)) · g (see the module docstring).
 
     Args:
-      learning_rate: a float or an optax schedule.
+      learning_rate: a float or an optax schedule; SGD's rates, not Adam's (module docstring).
       alpha: the constant α (the paper uses 1 or 2).
       b1: decay of the gradient EMA m.
-      sign_decay: None or a schedule such as `restart_sign_decay(num_steps, 4)`.
+      sign_decay: None, a schedule such as `restart_sign_decay(num_steps, 4)`, or a fixed d.
 
     Returns:
       An optax `GradientTransformation`.
 
     Example:
-      >>> opt = addsign(1e-3, alpha=2.0)
+      >>> opt = addsign(0.1, alpha=2.0)
     """
     return optax.chain(
         scale_by_sign_agreement(lambda agreement: alpha + agreement, b1, sign_decay),

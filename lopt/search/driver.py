@@ -40,7 +40,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
-from lopt import checkpoint, progress
+from lopt import checkpoint, progress, user_code
 from lopt import rules as rules_lib
 from lopt.search import fingerprint, strategies, tasks
 from lopt.search.evaluator import EvaluatorConfig, Scores, evaluate
@@ -59,7 +59,8 @@ class SearchConfig:
       with its settings: the `SearchSpace` it searches (depth, vocabulary subsets, constraint
       switches) and `batch_size`, the rules per iteration, are its fields; `space` and
       `batch_size` here read them.
-    task: a name of `lopt.search.tasks.TASKS`; data_dir for the `tasks.CIFAR10_TASKS`.
+    task: a name of `lopt.search.tasks.TASKS`, "module:attribute" naming your own, or a task
+      object (the protocol of `lopt.search.tasks`); data_dir for the `tasks.CIFAR10_TASKS`.
     budget: number of sampled rules (rounded up to whole batches).
     evaluator: the scoring protocol (its chunk padding keeps a search to one compiled program).
     checkpoint_every: iterations between checkpoints.
@@ -67,7 +68,7 @@ class SearchConfig:
     """
 
     strategy: strategies.Strategy = strategies.PPOSearch()
-    task: str = "digits_mlp"
+    task: Any = "digits_mlp"
     data_dir: str | None = None
     budget: int = 2000
     evaluator: EvaluatorConfig = EvaluatorConfig(chunk_size=50)
@@ -79,8 +80,11 @@ class SearchConfig:
             raise ValueError("SearchConfig.strategy must be a lopt.search.strategies.Strategy "
                              "(PPOSearch, Evolution, RandomSearch or your own subclass), got "
                              f"{self.strategy!r}")
-        if self.task not in tasks.TASKS:
-            raise ValueError(f"unknown task {self.task!r}; valid: {', '.join(tasks.TASKS)}")
+        if not isinstance(self.task, str):
+            tasks.check_task(self.task)
+        elif self.task not in tasks.TASKS and not user_code.is_spec(self.task):
+            raise ValueError(f"unknown task {self.task!r}; valid: {', '.join(tasks.TASKS)}, "
+                             "'module:attribute' or a task object")
         for name in ("budget", "checkpoint_every", "top_k"):
             value = getattr(self, name)
             if not isinstance(value, int) or value <= 0:
@@ -93,6 +97,11 @@ class SearchConfig:
     @property
     def batch_size(self) -> int:
         return self.strategy.batch_size
+
+    @property
+    def task_name(self) -> str:
+        """The task's name (for reports)."""
+        return self.task if isinstance(self.task, str) else self.task.name
 
     @property
     def num_iterations(self) -> int:
@@ -131,12 +140,15 @@ PRESETS = {
 
 
 def run_identity(config: SearchConfig, key: jax.Array, task=None) -> dict[str, Any]:
-    """The identity of a search (`lopt.checkpoint.identity`): the config's fields, the key and
-    a fingerprint of the task's data (`task`, built from the config when not given); `resume`
-    refuses a directory of any other."""
+    """The identity of a search (`lopt.checkpoint.identity`): the config's fields, the task's
+    (`tasks.identity`: name, class, model, parameter shapes), the key and a fingerprint of the
+    task's data (`task`, built from the config when not given); `resume` refuses a directory
+    of any other."""
     task = task or tasks.get(config.task, data_dir=config.data_dir)
-    data = task.dataset if task.has_data else (task.problem, task.start)
-    return checkpoint.identity(config, key, data=data)
+    task_fields, data = tasks.identity(task)
+    settings = {field.name: getattr(config, field.name) for field in dataclasses.fields(config)}
+    settings["task"] = task_fields
+    return checkpoint.identity(settings, key, data=data)
 
 
 class SearchResult(NamedTuple):

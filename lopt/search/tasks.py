@@ -1,6 +1,18 @@
 """Child tasks on which candidate update rules are scored (Bello et al. 2017, section 4).
 
-Two kinds, one protocol (`init`, `loss`, `accuracy`, `has_data`):
+Two kinds, one protocol. A task is any hashable object (compiled programs take it as a static
+argument) with
+  name: str, for reports;
+  has_data: bool;
+  init(key) -> params, a pytree of float arrays (one child's starting point);
+  loss(params, inputs, labels) -> scalar to minimise (data-free tasks: `loss(params)`);
+  accuracy(params, inputs, labels) -> scalar, higher is better: the search's reward;
+and, when `has_data`, `dataset` (a `lopt.data.Dataset`: train and validation splits of NumPy
+inputs and integer labels) and `num_classes` (chance accuracy 1/num_classes is a diverged
+candidate's reward). `check_task` refuses anything else before work starts, naming what is
+missing; `SearchConfig(task=...)` takes a task object, a name below, or "module:attribute"
+(`lopt.user_code`: a function or class returning the task; the form binaries' `--task` and a
+resumed run's config.json can name). The two kinds here:
 
 * `SupervisedTask`: a flax classifier and a `lopt.data.Dataset` held as NumPy arrays (the
   evaluator moves them to the device once and takes minibatches by index).
@@ -37,7 +49,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from lopt import cpu_kernels, data, objectives
+from lopt import cpu_kernels, data, objectives, user_code
 
 
 class MLP(nn.Module):
@@ -313,13 +325,63 @@ TASKS = {
 CIFAR10_TASKS = ("cifar10_convnet", "cifar10_wrn")
 
 
-def get(name: str, *, data_dir: str | None = None):
-    """Builds the task called `name` with its defaults; `data_dir` is required for (only) the
-    `CIFAR10_TASKS`."""
+def get(task, *, data_dir: str | None = None):
+    """The task `task` names: a name of `TASKS` (built with its defaults; `data_dir` is
+    required for, and only for, the `CIFAR10_TASKS`), "module:attribute" (`lopt.user_code`),
+    or a task object, returned as it is; each checked by `check_task`."""
+    if not isinstance(task, str):
+        return check_task(task)
+    name = task
     if name not in TASKS:
-        raise ValueError(f"unknown task {name!r}; valid: {', '.join(TASKS)}")
+        if user_code.is_spec(name):
+            return check_task(user_code.load(name, "task"))
+        raise ValueError(f"unknown task {name!r}; valid: {', '.join(TASKS)}, 'module:attribute' "
+                         "or a task object")
     if name in CIFAR10_TASKS:
         if data_dir is None:
             raise ValueError(f"task {name} needs data_dir (a local CIFAR-10 directory)")
         return TASKS[name](data_dir)
     return TASKS[name]()
+
+
+REQUIRED = ("name", "has_data", "init", "loss", "accuracy")
+
+
+def check_task(task):
+    """Returns `task` if it implements the protocol (module docstring), else raises a one-line
+    ValueError naming what is missing or wrong."""
+    kind = type(task).__name__
+    missing = [part for part in REQUIRED if not hasattr(task, part)]
+    if missing:
+        raise ValueError(f"{kind} is not a search task: it lacks {', '.join(missing)} (see "
+                         "lopt.search.tasks: name, has_data, init, loss, accuracy)")
+    for part in ("init", "loss", "accuracy"):
+        if not callable(getattr(task, part)):
+            raise ValueError(f"{kind}.{part} must be callable")
+    if task.has_data:
+        splits = getattr(task, "dataset", None)
+        if not all(hasattr(getattr(splits, split, None), field) for split in ("train",
+                   "validation") for field in ("inputs", "labels")):
+            raise ValueError(f"{kind} has data but no dataset with train and validation splits "
+                             "of inputs and labels (a lopt.data.Dataset)")
+        if not isinstance(getattr(task, "num_classes", None), int):
+            raise ValueError(f"{kind} has data but no integer num_classes")
+    try:
+        hash(task)
+    except TypeError:
+        raise ValueError(f"{kind} must be hashable (e.g. a dataclass with eq=False): compiled "
+                         "programs take the task as a static argument") from None
+    return task
+
+
+def identity(task) -> tuple[dict, object]:
+    """What identifies `task` in a search's run identity, stable across processes: (fields:
+    name, class, the model's description and the parameters' shapes; data: the dataset, or
+    for a data-free task its starting point and problem)."""
+    params = jax.eval_shape(task.init, jax.random.key(0))
+    fields = {"name": task.name, "class": f"{type(task).__module__}.{type(task).__qualname__}",
+              "model": repr(getattr(task, "model", None)),
+              "params": str(jax.tree.map(lambda leaf: (leaf.shape, str(leaf.dtype)), params))}
+    if task.has_data:
+        return fields, task.dataset
+    return fields, (task.init(jax.random.key(0)), getattr(task, "problem", None))
