@@ -5,7 +5,7 @@ import os
 
 import nbformat
 import pytest
-from conftest import REPO_ROOT
+from conftest import FAST_COMPILE, REPO_ROOT
 from nbclient import NotebookClient
 
 NOTEBOOKS = sorted(glob.glob(os.path.join(REPO_ROOT, "colabs", "*.ipynb")))
@@ -31,12 +31,14 @@ def test_outputs_are_stripped(path):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=os.path.basename)
-def test_notebook_runs(path, tmp_path):
+def test_notebook_runs(path, tmp_path, monkeypatch):
     notebook = _load(path)
     tagged = [i for i, c in enumerate(notebook.cells) if "parameters" in c.metadata.get("tags", [])]
     assert len(tagged) == 1, "each notebook has one cell tagged 'parameters'"
     overrides = SMALL_SETTINGS[os.path.basename(path)]
     notebook.cells.insert(tagged[0] + 1, nbformat.v4.new_code_cell(overrides))
     os.environ.setdefault("MPLBACKEND", "Agg")
+    for name, value in FAST_COMPILE.items():  # the kernel inherits the environment
+        monkeypatch.setenv(name, value)
     NotebookClient(notebook, timeout=600, kernel_name="python3",
                    resources={"metadata": {"path": str(tmp_path)}}).execute()

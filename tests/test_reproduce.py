@@ -131,13 +131,16 @@ def test_cpu_scale_trains_the_4_dimensional_families_on_more_than_the_papers_pro
     settings = lto.Settings("cpu", "unused")
     sizes = {}
     for name in ("logistic_regression", "robust_linear_regression", "mlp_classifier"):
-        train, test, x0, _, _ = lto._problems(settings, objectives.get(name), name)
+        # Shapes only (`jax.eval_shape`): drawing 1800 problems op by op takes seconds.
+        train, test, x0, _, _ = jax.eval_shape(
+            lambda name=name: lto._problems(settings, objectives.get(name), name))
         sizes[name] = (evaluation.num_problems(train), evaluation.num_problems(test), x0.shape[0])
     assert sizes == {"logistic_regression": (1800, 100, 100),
                      "robust_linear_regression": (600, 100, 100),
                      "mlp_classifier": (80, 100, 100)}
     paper = lto.Settings("paper", "unused")
-    train = lto._problems(paper, objectives.get("logistic_regression"), "logistic_regression")[0]
+    train = jax.eval_shape(lambda: lto._problems(paper, objectives.get("logistic_regression"),
+                                                 "logistic_regression"))[0]
     assert evaluation.num_problems(train) == objectives.PAPER_NUM_TRAIN["logistic_regression"]
     # Logistic regression runs 2 GPS iterations at the cpu scale, everything else the preset's.
     preset = gps.Config.preset("cpu")

@@ -6,7 +6,7 @@ import dataclasses
 import jax
 import numpy as np
 import pytest
-from conftest import run_on_devices
+from conftest import run_in_this_process, run_on_devices
 
 from lopt import rules
 from lopt.search import evaluator, fingerprint, tasks
@@ -117,7 +117,7 @@ print(json.dumps({"devices": jax.device_count(), "reward": scores.reward.tolist(
 
 @pytest.mark.slow
 def test_four_devices_give_the_single_device_scores():
-    single = run_on_devices(_SHARDING_SCRIPT, 1)
+    single = run_in_this_process(_SHARDING_SCRIPT)
     sharded = run_on_devices(_SHARDING_SCRIPT, 4)
     assert (single["devices"], sharded["devices"]) == (1, 4)
     assert single["lr"] == sharded["lr"]
