@@ -9,8 +9,9 @@ Modules: `expression` (the Rule tree and the search space), `text` (parse / prin
 `tokens` (token form, `Vocabulary` and sampling masks), `semantics` (moments, operands,
 functions: the conventions, with b1 = 0.9, b2 = b3 = 0.999, eps = 1e-8 as argument defaults
 and noise σ = 0.01), `compile` (`to_optax`), `interpreter` (populations), `library` (named
-rules), `named` (PowerSign and AddSign with sign decay). On a CPU, exp, log and the random
-draws run as `lopt.cpu_kernels` (the `implementation` argument of `to_optax` and `interpret`).
+rules), `named` (PowerSign and AddSign with sign decay), `simplify` (a shorter rule with the
+same update). On a CPU, exp, log and the random draws run as `lopt.cpu_kernels` (the
+`implementation` argument of `to_optax` and `interpret`).
 """
 
 from lopt.rules.compile import is_finite_update, scale_by_rule, to_optax
@@ -25,6 +26,7 @@ from lopt.rules.named import (
     restart_sign_decay,
 )
 from lopt.rules.semantics import Moments, RuleState, advance, init_state
+from lopt.rules.simplify import simplify
 from lopt.rules.text import RuleSyntaxError, parse
 from lopt.rules.tokens import VOCABULARY, Vocabulary, from_tokens, random_tokens, to_tokens
 
@@ -54,6 +56,7 @@ __all__ = [
     "random_tokens",
     "restart_sign_decay",
     "scale_by_rule",
+    "simplify",
     "to_optax",
     "to_tokens",
 ]
