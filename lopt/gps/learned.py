@@ -4,11 +4,14 @@
 `optax.GradientTransformationExtraArgs` whose `update(grad, state, params, *, value)` builds
 the same state as the training rollouts (`lopt.gps.features`) from the gradients and objective
 values it is given, and returns the policy's mean step (updates are *added* to the params).
-It works on flat vectors and on pytrees whose total size is the trained dimension.
+It works on flat vectors and on pytrees whose total size is the trained dimension. The other
+kind, `coordinate_learned.CoordinateLearned` (coordinate-wise GPS), works on any pytree;
+`as_optax`, `save` and `load` take either kind.
 
 Files (`save` / `load`): a directory holding `learned.npz`, a `lopt.checkpoint` file of the
 policy's arrays whose metadata holds the format name, version, dimension, feature set, family
-name and training history.
+name and training history; a "kind" entry says which kind of learned optimizer it holds
+("fixed_dimension" where absent, as in files written before the coordinate-wise kind).
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ import optax
 from jax.flatten_util import ravel_pytree
 
 from lopt import checkpoint
+from lopt.gps import coordinate_features as cf
+from lopt.gps import coordinate_learned
 from lopt.gps import features as feats
 from lopt.gps import policy as policy_lib
 
@@ -100,8 +105,8 @@ def predicted_step_descent(policy: policy_lib.Policy, features: feats.FeatureCon
     return optax.GradientTransformationExtraArgs(init, update)
 
 
-def as_optax(learned: Learned) -> optax.GradientTransformationExtraArgs:
-    """Predicted step descent: `learned`'s policy as an optax optimizer.
+def as_optax(learned) -> optax.GradientTransformationExtraArgs:
+    """Predicted step descent: `learned`'s policy as an optax optimizer (either kind).
 
     Its `update` needs `value=` (the objective at `params`), as `optax.lbfgs` does.
 
@@ -111,25 +116,32 @@ def as_optax(learned: Learned) -> optax.GradientTransformationExtraArgs:
       >>> updates, state = opt.update(jax.grad(f)(x), state, x, value=f(x))
       >>> x = optax.apply_updates(x, updates)
     """
+    if isinstance(learned, coordinate_learned.CoordinateLearned):
+        return coordinate_learned.coordinatewise_step_descent(learned.policy, learned.features)
     return predicted_step_descent(learned.policy, learned.features, learned.dim)
 
 
-def save(learned: Learned, path: str) -> None:
-    """Writes `learned` into the directory `path` (created if missing; the file overwritten)."""
+def save(learned, path: str) -> None:
+    """Writes `learned` (either kind) into the directory `path` (created if missing; the file
+    overwritten)."""
+    coordinatewise = isinstance(learned, coordinate_learned.CoordinateLearned)
     metadata = {
         "format": FORMAT,
         "version": VERSION,
-        "dim": learned.dim,
+        "kind": "coordinatewise" if coordinatewise else "fixed_dimension",
         "family": learned.family,
         "features": dataclasses.asdict(learned.features),
         "hidden": int(learned.policy.network["Dense_0"]["kernel"].shape[1]),
         "history": list(learned.history),
     }
+    if not coordinatewise:
+        metadata["dim"] = learned.dim
     checkpoint.save(os.path.join(path, FILE), learned.policy, metadata=metadata)
 
 
-def load(path: str) -> Learned:
-    """Reads a learned optimizer written by `save`; a clear ValueError for anything else."""
+def load(path: str):
+    """Reads a learned optimizer (either kind) written by `save`; a clear ValueError for
+    anything else."""
     file = os.path.join(path, FILE)
     if not os.path.isfile(file):
         raise ValueError(f"{path!r} is not a learned-optimizer directory: it needs {FILE} "
@@ -140,6 +152,16 @@ def load(path: str) -> Learned:
     if metadata.get("version") != VERSION:
         raise ValueError(f"{file!r}: version {metadata.get('version')!r} is not supported "
                          f"(this lopt reads version {VERSION})")
+    kind = metadata.get("kind", "fixed_dimension")
+    if kind == "coordinatewise":
+        features = cf.CoordinateFeatureConfig(**metadata["features"])
+        template = policy_lib.init(jax.random.key(0), features.observation_size, 1,
+                                   int(metadata["hidden"]))
+        policy, _ = checkpoint.load(file, template)
+        return coordinate_learned.CoordinateLearned(policy, features, metadata.get("family", ""),
+                                                    tuple(metadata.get("history", ())))
+    if kind != "fixed_dimension":
+        raise ValueError(f"{file!r} holds a learned optimizer of unknown kind {kind!r}")
     features = feats.FeatureConfig(**metadata["features"])
     dim = int(metadata["dim"])
     template = policy_lib.init(jax.random.key(0), features.state_size(dim) - dim, dim,

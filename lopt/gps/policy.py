@@ -199,29 +199,23 @@ def loss(layout: feats.StateLayout, policy: Policy, data: Targets) -> jax.Array:
     return jnp.sum(jax.lax.map(one_objective, data)) / (data.num_rows * scale)
 
 
-def fit(layout: feats.StateLayout, policy: Policy, data: Targets, key: jax.Array, *,
-        steps: int, batch_size: int, learning_rate: float):
-    """Trains the network of `policy` on `data` (module docstring).
-
-    Each of the `steps` Adam steps (one `lax.scan`) draws `batch_size` rows uniformly with
-    replacement, so the cost is set by `steps * batch_size`, not by the number of rows.
-
-    Returns (the policy with the new network and the fitted variance, the loss `[]` on all
-    rows after the last step).
-    """
-    count = data.num_rows
-    scale = precision_scale(data)
+def fit_network(policy: Policy, batch, num_rows: int, scale: jax.Array, key: jax.Array, *,
+                steps: int, batch_size: int, learning_rate: float) -> dict:
+    """`steps` Adam steps (one `lax.scan`) on the mean squared Mahalanobis distance of
+    minibatches of `batch_size` rows drawn uniformly with replacement from `num_rows`;
+    `batch(index [B]) -> (inputs [B, dP], target actions [B, dU], precisions [B, dU, dU])`,
+    the precisions divided by `scale`. Returns the trained network (flax params)."""
     optimizer = optax.adam(learning_rate)
 
     def batch_loss(network, index):
-        inputs, actions, precisions = rows(layout, data, index)
+        inputs, actions, precisions = batch(index)
         return jnp.mean(_mahalanobis(policy._replace(network=network), inputs, actions,
                                      precisions / scale))
 
     def step(carry, inputs):
         network, opt_state = carry
         step_key, number = inputs
-        index = jax.random.randint(step_key, (batch_size,), 0, count)
+        index = jax.random.randint(step_key, (batch_size,), 0, num_rows)
         grads = jax.grad(batch_loss)(network, index)
         updates, opt_state = optimizer.update(grads, opt_state, network)
         progress.tick(number + 1)
@@ -230,6 +224,20 @@ def fit(layout: feats.StateLayout, policy: Policy, data: Targets, key: jax.Array
     start = (policy.network, optimizer.init(policy.network))
     (network, _), _ = jax.lax.scan(step, start, (jax.random.split(key, steps),
                                                  jnp.arange(steps)))
+    return network
+
+
+def fit(layout: feats.StateLayout, policy: Policy, data: Targets, key: jax.Array, *,
+        steps: int, batch_size: int, learning_rate: float):
+    """Trains the network of `policy` on `data` (module docstring) with `fit_network`, so the
+    cost is set by `steps * batch_size`, not by the number of rows.
+
+    Returns (the policy with the new network and the fitted variance, the loss `[]` on all
+    rows after the last step).
+    """
+    network = fit_network(policy, lambda index: rows(layout, data, index), data.num_rows,
+                          precision_scale(data), key, steps=steps, batch_size=batch_size,
+                          learning_rate=learning_rate)
     diagonal = jnp.mean(jnp.diagonal(data.precision, axis1=-2, axis2=-1), axis=(0, 1))
     fitted = policy._replace(network=network, variance=1.0 / diagonal)
     return fitted, loss(layout, fitted, data)
