@@ -11,8 +11,10 @@ preset's own strategy (every preset's is ppo) keeps its settings, another starts
 defaults on the preset's space and batch size; the PPO flags need --strategy=ppo. Writes into
 --out results.jsonl, config.json and checkpoint.npz (see `lopt.search.driver`), and when the
 search ends
-  top_rules.md      the best distinct rules next to sgd, momentum, adam and rmsprop scored
-                    under the same protocol, and the snippet that turns a rule into an optimizer
+  top_rules.md      the best distinct rules (simplified: `lopt.rules.simplify`, the same update)
+                    next to sgd, momentum, adam and rmsprop scored under the same protocol, the
+                    search's cache-hit and pruning rates, and the snippet that turns a rule
+                    into an optimizer
   reward_curve.png  reward of each sampled rule against the number sampled, with running max
                     and moving mean (the paper's Figure 4)
 `--resume` continues the run in --out, which must have been started with the same settings
@@ -99,12 +101,16 @@ def make_config() -> driver.SearchConfig:
         checkpoint_every=CHECKPOINT_EVERY.value))
 
 
-def write_top_rules(path: str, config: driver.SearchConfig, top: list[dict],
-                    baselines: dict[str, dict]) -> None:
-    """Markdown table of the best rules and the baselines, with the export snippet."""
+def write_top_rules(path: str, config: driver.SearchConfig, result: driver.SearchResult
+                    ) -> None:
+    """Markdown table of the best rules (simplified) and the baselines, the sampling summary
+    and the export snippet."""
     def line(name, row):
         rate = "diverged" if row["learning_rate"] is None else f"{row['learning_rate']:.0e}"
-        return f"| {name} | `{row['rule']}` | {row['score']:.4f} | {rate} |\n"
+        return f"| {name} | `{row['simplified']}` | {row['score']:.4f} | {rate} |\n"
+
+    top, baselines = result.top, result.baselines
+    summary = driver.sampling_summary(result.rows)
 
     best_baseline = max(baselines.values(), key=lambda row: row["score"])
     with open(path, "w") as file:
@@ -117,12 +123,16 @@ def write_top_rules(path: str, config: driver.SearchConfig, top: list[dict],
         file.write("\nBaselines under the same protocol:\n\n"
                    "| name | rule | score | learning rate |\n|---|---|---|---|\n")
         file.writelines(line(name, row) for name, row in baselines.items())
+        file.write(f"\nSampled {summary['sampled']} rules: {summary['cache_hits']} cache hits "
+                   f"(a rule with the fingerprint of one scored before), {summary['pruned']} "
+                   f"pruned (degenerate on the probe inputs, scored untrained), "
+                   f"{summary['trained']} trained.\n")
         if top:
             margin = top[0]["score"] - best_baseline["score"]
             file.write(f"\nBest found minus best baseline: {margin:+.4f}.\n")
             rate = top[0]["learning_rate"] or 1e-3
             file.write("\nUse a rule as an optax optimizer:\n\n```python\nimport lopt\n"
-                       f"opt = lopt.rules.to_optax(lopt.rules.parse({top[0]['rule']!r}), "
+                       f"opt = lopt.rules.to_optax(lopt.rules.parse({top[0]['simplified']!r}), "
                        f"{rate:g})\n```\n")
 
 
@@ -139,12 +149,12 @@ def main(argv):
     with progress.job("search_rules", driver.plan(config)):
         result = driver.run(config, jax.random.key(SEED.value), out=OUT.value,
                             resume=RESUME.value)
-    write_top_rules(os.path.join(OUT.value, TOP_RULES), config, result.top, result.baselines)
+    write_top_rules(os.path.join(OUT.value, TOP_RULES), config, result)
     plotting.plot_reward_curve([row["score"] for row in result.rows],
                                os.path.join(OUT.value, REWARD_CURVE),
                                f"{config.strategy.name} on {config.task_name}")
     best = result.top[0]
-    print(f"Best rule: {best['rule']} (score {best['score']:.4f}); wrote {OUT.value}/"
+    print(f"Best rule: {best['simplified']} (score {best['score']:.4f}); wrote {OUT.value}/"
           f"results.jsonl, top_rules.md and reward_curve.png in {result.seconds:.0f}s")
 
 

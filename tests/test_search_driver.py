@@ -12,7 +12,8 @@ from lopt import rules
 from lopt.search import driver, strategies
 
 SMOKE = driver.SearchConfig.preset("smoke", checkpoint_every=2)
-KEYS = {"rule", "fingerprint", "score", "learning_rate", "diverged", "iteration"}
+KEYS = {"rule", "simplified", "fingerprint", "score", "learning_rate", "diverged", "pruned",
+        "cache_hit", "iteration"}
 
 
 def _read(path):
@@ -38,7 +39,19 @@ def test_outputs(uninterrupted):
     assert set(result.baselines) == {"sgd", "momentum", "adam", "rmsprop"}
     assert set(os.listdir(out)) == {"results.jsonl", "config.json", "checkpoint.npz"}
     for row in result.top:  # every discovered rule is usable as an optimizer at once
-        rules.to_optax(rules.parse(row["rule"]), 1e-3)
+        rules.to_optax(rules.parse(row["simplified"]), 1e-3)
+    assert all(row["simplified"] == str(rules.simplify(rules.parse(row["rule"]))) for row in rows)
+    # A cache hit is a fingerprint sampled before; pruned rows are untrained and at the floor.
+    seen = set()
+    for row in rows:
+        assert row["cache_hit"] == (row["fingerprint"] in seen)
+        seen.add(row["fingerprint"])
+    pruned = [row for row in rows if row["pruned"]]
+    assert pruned and all(row["learning_rate"] is None for row in pruned)
+    assert len({row["score"] for row in pruned}) == 1
+    summary = driver.sampling_summary(rows)
+    assert summary["sampled"] == 40 and summary["cache_hits"] == 40 - len(seen)
+    assert summary["trained"] == len({row["fingerprint"] for row in rows if not row["pruned"]})
 
 
 @pytest.mark.parametrize("strategy", ["ppo", "evolution"])
@@ -99,6 +112,7 @@ def test_binary_smoke_end_to_end(run_module, tmp_path):
     assert {"top_rules.md", "reward_curve.png", "checkpoint.npz"} <= set(os.listdir(out))
     top_rules = _read(os.path.join(out, "top_rules.md"))
     assert "lopt.rules.to_optax(lopt.rules.parse(" in top_rules and "| adam |" in top_rules
+    assert re.search(r"Sampled 40 rules: \d+ cache hits .*, \d+ pruned .*, \d+ trained", top_rules)
     best = completed.stdout.split("Best rule: ")[1].split(" (score")[0]
     assert f"| 1 | `{best}` |" in top_rules
     resumed = run_module("experiments.search_rules", "--config=smoke", "--strategy=ppo",
@@ -129,10 +143,10 @@ def test_binary_bad_input(run_module, flags, message):
 
 
 def test_new_rules_compile_nothing(uninterrupted, tmp_path):
-    from lopt.search import controller, evaluator, ppo
+    from lopt.search import controller, evaluator, fingerprint, ppo
 
     jitted = (evaluator._score_members_sharded, controller.RuleController.sample,
-              controller.RuleController.score, ppo.update)
+              controller.RuleController.score, ppo.update, fingerprint._probe_all)
     before = [function._cache_size() for function in jitted]
     driver.run(SMOKE, jax.random.key(1), out=str(tmp_path), max_iterations=2)
     assert [function._cache_size() for function in jitted] == before

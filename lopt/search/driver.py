@@ -2,20 +2,24 @@
 
     config = SearchConfig.preset("smoke")
     result = run(config, jax.random.key(0), out="runs/smoke")
-    result.top[0]["rule"]                       # best rule found (canonical text)
+    result.top[0]["simplified"]                 # best rule found, simplified
 
 Each iteration asks the strategy for its `batch_size` rules (`lopt.search.strategies`), scores them
 with the population evaluator (`lopt.search.evaluate`, one fixed evaluation key for the whole
-search so that a rule's reward does not depend on when it was sampled, and a fingerprint cache so
-that a rule is trained once however often it is sampled), and tells the strategy the rewards.
-The budget counts sampled rules (cache hits included, as in the paper's Figure 4) and is rounded
-up to whole iterations.
+search so that a rule's reward does not depend on when it was sampled, a fingerprint cache so
+that a rule is trained once however often it is sampled, and degenerate rules pruned untrained),
+and tells the strategy the rewards. The budget counts sampled rules (cache hits included, as in
+the paper's Figure 4) and is rounded up to whole iterations. Each iteration's progress line
+gives the cache-hit and pruning rates so far (`sampling_summary`).
 
 Files in `out`:
   config.json     the run's identity (`run_identity`: every setting, the key's data and a
                   fingerprint of the task's data), written when it starts
-  results.jsonl   one JSON object per sampled rule: rule, fingerprint, score, learning_rate,
-                  diverged, iteration (appended as each iteration finishes)
+  results.jsonl   one JSON object per sampled rule: rule (as sampled), simplified
+                  (`lopt.rules.simplify`: the same update, for reports), fingerprint, score,
+                  learning_rate, diverged, pruned (degenerate: scored untrained), cache_hit
+                  (its fingerprint was scored before: earlier, or earlier in its batch),
+                  iteration (appended as each iteration finishes)
   checkpoint.npz  every `checkpoint_every` iterations (`lopt.checkpoint`: atomic, no pickle):
                   the next iteration, the driver's PRNG key, the strategy state (controller
                   parameters and optimiser state for PPO) and the score cache
@@ -42,7 +46,7 @@ from absl import logging
 
 from lopt import checkpoint, progress, user_code
 from lopt import rules as rules_lib
-from lopt.search import fingerprint, strategies, tasks
+from lopt.search import strategies, tasks
 from lopt.search.evaluator import EvaluatorConfig, Scores, evaluate
 from lopt.search.ppo import PPOConfig
 from lopt.search.space import SearchSpace
@@ -214,14 +218,31 @@ def _append(path: str, rows: list[dict]) -> None:
         os.fsync(file.fileno())
 
 
-def _rows(rules: list[str], scores: Scores, prints: list[str], iteration: int) -> list[dict]:
+def _rows(rules: list[rules_lib.Rule], scores: Scores, known: set[str], iteration: int
+          ) -> list[dict]:
     """Result rows of one batch (a learning rate of None marks a candidate that diverged at
-    every rate of the sweep)."""
+    every rate of the sweep or was pruned); `known`: the fingerprints scored before it."""
     rate = lambda value: None if np.isnan(value) else float(value)
-    return [{"rule": rule, "fingerprint": print_, "score": float(score),
-             "learning_rate": rate(lr), "diverged": bool(diverged), "iteration": iteration}
-            for rule, print_, score, lr, diverged in zip(
-                rules, prints, scores.reward, scores.learning_rate, scores.diverged, strict=True)]
+    rows = []
+    for rule, fingerprint, score, lr, diverged, pruned in zip(
+            rules, map(str, scores.fingerprint), scores.reward, scores.learning_rate,
+            scores.diverged, scores.pruned, strict=True):
+        rows.append({"rule": str(rule), "simplified": str(rules_lib.simplify(rule)),
+                     "fingerprint": fingerprint, "score": float(score),
+                     "learning_rate": rate(lr), "diverged": bool(diverged),
+                     "pruned": bool(pruned), "cache_hit": fingerprint in known,
+                     "iteration": iteration})
+        known = known | {fingerprint}
+    return rows
+
+
+def sampling_summary(rows: list[dict]) -> dict[str, int]:
+    """{"sampled", "cache_hits", "pruned", "trained"} counts of result rows; trained rules are
+    the new fingerprints that were not pruned."""
+    hits = sum(row["cache_hit"] for row in rows)
+    pruned = sum(row["pruned"] for row in rows)
+    trained = sum(not row["cache_hit"] and not row["pruned"] for row in rows)
+    return {"sampled": len(rows), "cache_hits": hits, "pruned": pruned, "trained": trained}
 
 
 def iteration_stage(iteration: int, num_iterations: int) -> str:
@@ -288,13 +309,14 @@ def run(config: SearchConfig, key: jax.Array, *, out: str | None = None,
         tokens = strategy.ask(ask_key, state)
         codes = space.full_codes(tokens)
         evaluate_start = time.time()
+        known = set(cache)
         with progress.stage(iteration_stage(iteration, config.num_iterations)):
             scores = evaluate(codes, task, config.evaluator, eval_key, cache=cache)
         evaluate_seconds = time.time() - evaluate_start
         state = strategy.tell(state, tokens, jnp.asarray(scores.reward, jnp.float32))
         if iteration >= written:
-            texts = [str(space.to_rule(row)) for row in np.asarray(tokens)]
-            new_rows = _rows(texts, scores, fingerprint.fingerprints(codes), iteration)
+            sampled = [space.to_rule(row) for row in np.asarray(tokens)]
+            new_rows = _rows(sampled, scores, known, iteration)
             rows.extend(new_rows)
             if results_path:
                 _append(results_path, new_rows)
@@ -306,10 +328,14 @@ def run(config: SearchConfig, key: jax.Array, *, out: str | None = None,
         elapsed = time.time() - start_time
         rate = (done - first_iteration) * config.batch_size / elapsed
         remaining = (config.num_iterations - done) * config.batch_size / max(rate, 1e-9)
+        summary = sampling_summary(rows)
         logging.info("iteration %d/%d: mean reward %.4f, best so far %.4f, %.2f rules/s, "
-                     "ETA %.0fs; this iteration %.1fs, %.0f%% of it outside the evaluator",
+                     "ETA %.0fs; so far %.0f%% cache hits, %.0f%% pruned; this iteration "
+                     "%.1fs, %.0f%% of it outside the evaluator",
                      done, config.num_iterations, float(np.mean(scores.reward)),
-                     max(row["score"] for row in rows), rate, remaining, timings[-1][0],
+                     max(row["score"] for row in rows), rate, remaining,
+                     100 * summary["cache_hits"] / summary["sampled"],
+                     100 * summary["pruned"] / summary["sampled"], timings[-1][0],
                      100 * (1 - evaluate_seconds / timings[-1][0]))
 
     top = top_rules(rows, config.top_k)
@@ -326,8 +352,9 @@ def _score_baselines(config: SearchConfig, task, eval_key, cache) -> dict[str, d
     """sgd, momentum, adam, rmsprop under the search's protocol (same key and cache)."""
     named = [rules_lib.LIBRARY[name] for name in BASELINES]
     codes = rules_lib.encode(named, config.space.depth)
+    known = set(cache)
     scores = evaluate(codes, task, config.evaluator, eval_key, cache=cache)
-    rows = _rows([str(rule) for rule in named], scores, fingerprint.fingerprints(codes), -1)
+    rows = _rows(named, scores, known, -1)
     return dict(zip(BASELINES, rows, strict=True))
 
 

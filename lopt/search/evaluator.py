@@ -22,6 +22,11 @@ A member whose loss or parameters become non-finite is frozen where it was (mask
 reward (`config.failure_reward`, default chance accuracy 1/num_classes, or the negated initial
 objective for data-free tasks). The other members are unaffected.
 
+Before any training, `lopt.search.fingerprint.probe` fingerprints the candidates (equal
+fingerprints are trained once, and a cache keyed by them skips known ones) and finds the
+degenerate ones (zero, constant, gradient-independent or non-finite on its probes): with
+`config.prune` they get the failure reward untrained and are flagged `pruned`.
+
 The member axis is sharded over all devices with `jax.shard_map` on a one-axis mesh
 ("population"); each member's randomness is keyed by its position in the population, so
 results do not depend on the number of devices or on the chunk size.
@@ -71,6 +76,8 @@ class EvaluatorConfig:
       the negated initial objective (data-free tasks).
     validate_every_epoch: also validate after every epoch of the final run, for
       `Scores.best_val_accuracy` (the paper's "Best Val"; costs one validation per epoch).
+    prune: score degenerate candidates (`lopt.search.fingerprint.DEGENERACIES`) at the
+      failure reward without training them.
     """
 
     learning_rates: tuple[float, ...] = PAPER_LEARNING_RATES
@@ -83,6 +90,7 @@ class EvaluatorConfig:
     depth: int = 3
     failure_reward: float | None = None
     validate_every_epoch: bool = False
+    prune: bool = True
 
     def __post_init__(self):
         for name in ("batch_size", "sweep_epochs", "final_epochs", "chunk_size",
@@ -116,6 +124,9 @@ class Scores(NamedTuple):
     diverged: True if every sweep run or the final run became non-finite.
     best_val_accuracy: the best validation accuracy after any epoch of the final run with
       `EvaluatorConfig.validate_every_epoch` (the paper's "Best Val"), else `val_accuracy`.
+    pruned: True for a degenerate candidate scored without training (reward: the failure
+      reward; val_accuracy, learning_rate, train_loss, best_val_accuracy: NaN).
+    fingerprint: the candidate's functional fingerprint (`lopt.search.fingerprint`).
     """
 
     reward: np.ndarray
@@ -124,6 +135,11 @@ class Scores(NamedTuple):
     train_loss: np.ndarray
     diverged: np.ndarray
     best_val_accuracy: np.ndarray
+    pruned: np.ndarray
+    fingerprint: np.ndarray
+
+
+_CACHED = Scores._fields[:-1]  # a cache row holds every field but the fingerprint (its key)
 
 
 def _member_keys(key: jax.Array, member_ids: jax.Array) -> jax.Array:
@@ -289,8 +305,8 @@ def _failure_reward(task, config, init_params) -> float:
     return float(task.accuracy(init_params))
 
 
-def _score_unique(codes, task, config, key) -> Scores:
-    """The protocol on distinct candidates, codes [N, 5·D]."""
+def _score_unique(codes, task, config, key) -> dict[str, np.ndarray]:
+    """The protocol on distinct candidates, codes [N, 5·D]: {field of `_CACHED`: [N]}."""
     num_rules, num_rates = codes.shape[0], len(config.learning_rates)
     rates = jnp.asarray(config.learning_rates, jnp.float32)
     init_params = task.init(jax.random.fold_in(key, 0))
@@ -314,9 +330,19 @@ def _score_unique(codes, task, config, key) -> Scores:
     failed = diverged | all_diverged
     reward = np.where(failed, _failure_reward(task, config, init_params), scores)
     train_loss = losses[-config.epoch_steps(task):].mean(axis=0)
-    return Scores(reward.astype(np.float64), scores.astype(np.float64),
-                  np.where(all_diverged, np.nan, chosen), train_loss.astype(np.float64), failed,
-                  per_epoch.max(axis=0).astype(np.float64))
+    return {"reward": reward.astype(np.float64), "val_accuracy": scores.astype(np.float64),
+            "learning_rate": np.where(all_diverged, np.nan, chosen),
+            "train_loss": train_loss.astype(np.float64), "diverged": failed,
+            "best_val_accuracy": per_epoch.max(axis=0).astype(np.float64),
+            "pruned": np.zeros(num_rules, bool)}
+
+
+def _pruned_row(task, config, key) -> dict:
+    """The cache row of a degenerate candidate: the failure reward, nothing trained."""
+    failure = _failure_reward(task, config, task.init(jax.random.fold_in(key, 0)))
+    return {"reward": failure, "val_accuracy": math.nan, "learning_rate": math.nan,
+            "train_loss": math.nan, "diverged": False, "best_val_accuracy": math.nan,
+            "pruned": True}
 
 
 def evaluate(rules, task, config: EvaluatorConfig = EvaluatorConfig(), key=None, *,
@@ -328,9 +354,10 @@ def evaluate(rules, task, config: EvaluatorConfig = EvaluatorConfig(), key=None,
       task: a child task from `lopt.search.tasks`.
       config: the protocol's settings.
       key: PRNG key for the children's initialisation, minibatch order and rule randomness.
-      cache: optional {fingerprint: score row} dict; candidates whose fingerprint is in it are
-        not trained again, and newly scored candidates are added to it. Candidates with equal
-        fingerprints in one call are trained once.
+      cache: optional {fingerprint: {field of Scores but fingerprint: value}} dict;
+        candidates whose fingerprint is in it are not trained again, and newly scored
+        candidates are added to it. Candidates with equal fingerprints in one call are
+        trained once.
 
     Returns:
       Scores with leading axis N, in the order of `rules`.
@@ -348,14 +375,21 @@ def evaluate(rules, task, config: EvaluatorConfig = EvaluatorConfig(), key=None,
     if codes.ndim != 2 or codes.shape[0] == 0 or codes.shape[1] % 5:
         raise ValueError(f"rules must be a non-empty list of Rules or an int array [N, 5·depth], "
                          f"got shape {codes.shape}")
-    prints = fingerprint_lib.fingerprints(codes)
+    prints, degeneracy = fingerprint_lib.probe(codes)
     cache = {} if cache is None else cache
-    pending = list(dict.fromkeys(p for p in prints if p not in cache))
+    first_index = {}
+    for index, fingerprint in enumerate(prints):
+        if fingerprint not in cache:
+            first_index.setdefault(fingerprint, index)
+    pruned = [p for p, i in first_index.items() if config.prune and degeneracy[i]]
+    if pruned:
+        row = _pruned_row(task, config, key)
+        cache.update({fingerprint: dict(row) for fingerprint in pruned})
+    pending = [p for p in first_index if p not in cache]
     if pending:
-        first_index = {p: prints.index(p) for p in pending}
         fresh = _score_unique(codes[np.array([first_index[p] for p in pending])], task, config,
                               key)
         for row, fingerprint in enumerate(pending):
-            cache[fingerprint] = {field: getattr(fresh, field)[row].item()
-                                  for field in Scores._fields}
-    return Scores(*(np.array([cache[p][field] for p in prints]) for field in Scores._fields))
+            cache[fingerprint] = {field: fresh[field][row].item() for field in _CACHED}
+    return Scores(*(np.array([cache[p][field] for p in prints]) for field in _CACHED),
+                  fingerprint=np.array(prints))
