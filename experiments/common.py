@@ -49,16 +49,18 @@ def comparison_table(margins: dict, num_steps: int) -> str:
     return "\n".join(lines) + "\n"
 
 
-def define_family_flag():
-    """Defines --family: a name of `lopt.objectives.FAMILIES` or "module:attribute" naming the
-    user's own (`lopt.user_code`); checked when the flags are parsed."""
-    names = ", ".join(sorted(objectives.FAMILIES))
+def define_family_flag(extra_names: tuple[str, ...] = ()):
+    """Defines --family: a name of `lopt.objectives.FAMILIES` or of `extra_names` (families the
+    binary handles itself), or "module:attribute" naming the user's own (`lopt.user_code`);
+    checked when the flags are parsed."""
+    allowed = sorted(objectives.FAMILIES) + list(extra_names)
+    names = ", ".join(allowed)
     holder = flags.DEFINE_string(
         "family", "logistic_regression", f"Objective family: one of {names}, or "
         "'module:attribute' naming your own (a lopt.objectives.Family, or a function "
         "returning one).")
     flags.register_validator(
-        "family", lambda name: name in objectives.FAMILIES or user_code.is_spec(name),
+        "family", lambda name: name in allowed or user_code.is_spec(name),
         f"--family must be one of {names} or 'module:attribute'")
     return holder
 
@@ -188,9 +190,11 @@ def baseline_stage(name: str) -> str:
     return f"baseline {name}"
 
 
-def tuned_baseline_curves(names, family, train, test, x0, num_steps, key_tune):
-    """Tunes each baseline on `train` and runs it on `test` from `x0`, each as the progress
-    stage `baseline_stage(name)`.
+def tuned_baseline_curves(names, family, train, test, x0, num_steps, key_tune,
+                          criterion: str = "auc"):
+    """Tunes each baseline on `train` by `criterion` (`lopt.baselines.tune`: "auc", the mean
+    objective over all iterations, or "final") and runs it on `test` from `x0`, each as the
+    progress stage `baseline_stage(name)`.
 
     Returns ({name: curves [num_test, num_steps + 1]}, {name: best hyperparameters}).
     """
@@ -199,14 +203,14 @@ def tuned_baseline_curves(names, family, train, test, x0, num_steps, key_tune):
         start = time.time()
         with progress.stage(baseline_stage(name)):
             result = baselines.tune(baselines.get(name), baselines.DEFAULT_GRIDS[name], family,
-                                    train, num_steps, key=key_tune)
+                                    train, num_steps, key=key_tune, criterion=criterion)
             tuned[name] = result.best
             curves[name] = np.asarray(evaluation.run(baselines.get(name)(**result.best), family,
                                                      test, num_steps, x0=x0))
-        logging.info("[%d/%d] %s: %d grid points tuned on %d problems, best %s, test mean final "
-                     "objective %.6f (%.1fs)", index, len(names), name, len(result.scores),
-                     evaluation.num_problems(train), result.best, curves[name][:, -1].mean(),
-                     time.time() - start)
+        logging.info("[%d/%d] %s: %d grid points tuned on %d problems by %s, best %s, test "
+                     "mean final objective %.6f (%.1fs)", index, len(names), name,
+                     len(result.scores), evaluation.num_problems(train), criterion, result.best,
+                     curves[name][:, -1].mean(), time.time() - start)
     return curves, tuned
 
 
