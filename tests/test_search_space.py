@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from conftest import token_violations
 
-from lopt.rules import Vocabulary, from_tokens
+from lopt.rules import Vocabulary, from_tokens, parse
 from lopt.search.space import SearchSpace
 
 SUBSET = Vocabulary(operands=("g", "m", "one"), unaries=(("identity", None), ("exp", None)),
@@ -37,3 +37,18 @@ def test_random_tokens_are_valid_and_decode_through_full_codes(vocabulary):
 def test_bad_depth():
     with pytest.raises(ValueError, match="SearchSpace.depth must be 1, 2 or 3, got 4"):
         SearchSpace(depth=4)
+
+
+@pytest.mark.parametrize(("text", "space", "expressible"), [
+    ("g * exp(sign(g) * sign(m))", SearchSpace(depth=2), True),
+    ("g * exp(sign(g) * sign(m))", SearchSpace(depth=1), False),  # needs two levels
+    ("g * exp(m)", SearchSpace(depth=2, vocabulary=SUBSET), True),
+    ("g * sign(m)", SearchSpace(depth=2, vocabulary=SUBSET), False),  # no sign in SUBSET
+    ("g * g", SearchSpace(depth=1), False),  # op2 = op1 breaks distinct_operands
+])
+def test_to_tokens_only_for_rules_the_space_can_sample(text, space, expressible):
+    tokens = space.to_tokens(parse(text))
+    assert (tokens is not None) == expressible
+    if expressible:
+        assert not token_violations(list(tokens), space.vocabulary, space.depth)
+        assert space.to_rule(tokens) == parse(text)

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from conftest import token_violations
 
+from lopt import rules
 from lopt.rules import Vocabulary, from_tokens
 from lopt.search import strategies
 from lopt.search.controller import ControllerConfig
@@ -60,9 +61,82 @@ def test_mutation_changes_one_token_and_stays_valid():
     _check_valid(children)
     changed = children != np.asarray(parents)
     first_change = np.argmax(changed, axis=1)
-    assert changed.any(axis=1).mean() > 0.9
+    assert changed.any(axis=1).mean() == 1.0
     # Only the mutated position and later ones that it invalidated may change.
     assert all(not changed[row, :first_change[row]].any() for row in range(500))
+    # Only tokens the rule reads are mutated, so the child is another rule (rarely the same
+    # one by another route, e.g. `g` as an operand for a level that only passes `g` on).
+    parents = np.asarray(parents)
+    same = [from_tokens(p, SPACE.depth, SPACE.vocabulary) == from_tokens(c, SPACE.depth,
+                                                                          SPACE.vocabulary)
+            for p, c in zip(parents, children, strict=True)]
+    assert np.mean(same) < 0.03
+
+
+def test_live_positions_are_the_tokens_the_rule_reads():
+    """Changing a token the rule does not read keeps its tree; changing one it reads changes
+    it (checked on the decoded trees, position by position)."""
+    parents = np.asarray(strategies.RandomSearch(space=SPACE, batch_size=50).ask(
+        jax.random.key(2), {}))
+    live = np.asarray(jax.vmap(lambda t: strategies.live_positions(t, SPACE))(parents))
+    sizes = SPACE.vocabulary.sizes(SPACE.depth)
+    decode = lambda tokens: from_tokens(tokens, SPACE.depth, SPACE.vocabulary)
+    changes = {True: [], False: []}
+    for tokens, reads in zip(parents, live, strict=True):
+        for position in range(SPACE.num_positions):
+            other = tokens.copy()
+            other[position] = (other[position] + 1) % sizes[position]
+            changes[bool(reads[position])].append(decode(other) != decode(tokens))
+    assert not any(changes[False]) and len(changes[False]) > 10
+    assert np.mean(changes[True]) > 0.95
+    adam = SPACE.to_tokens(rules.parse("adam"))  # two keep-left levels: op2 and u2 unread
+    np.testing.assert_array_equal(strategies.live_positions(jnp.asarray(adam), SPACE),
+                                  [True, False, True, False, True] * 2)
+
+
+def test_tournament_winners_follow_the_ranks():
+    """Size 2 without replacement from 4 members: member of rank r (0 = worst) wins when it
+    meets a worse one, with probability r / 6; size 4 always picks the best, size 1 any."""
+    rewards = jnp.array([2.0, 0.0, 3.0, 1.0])
+    keys = jax.random.split(jax.random.key(0), 20000)
+    winners = lambda size: np.asarray(jax.vmap(
+        lambda k: strategies.tournament(k, rewards, size))(keys))
+    frequency = lambda size: np.bincount(winners(size), minlength=4) / len(keys)
+    np.testing.assert_allclose(frequency(2), np.array([2, 0, 3, 1]) / 6, atol=0.015)
+    np.testing.assert_array_equal(frequency(4), [0, 0, 1, 0])
+    np.testing.assert_allclose(frequency(1), [0.25] * 4, atol=0.015)
+
+
+def test_aging_removes_the_oldest_even_when_it_is_the_best():
+    strategy = strategies.Evolution(space=SPACE, batch_size=2, population_size=4)
+    tokens = jnp.asarray(strategy.space.random_tokens(jax.random.key(0), 6))
+    full = strategies.EvolutionState(tokens[:4], jnp.array([9.0, 1.0, 2.0, 3.0]),
+                                     jnp.int32(0), jnp.int32(4))
+    state = strategy.tell(full, tokens[4:], jnp.array([0.0, 0.0]))
+    np.testing.assert_array_equal(state.tokens, tokens[jnp.array([4, 5, 2, 3])])
+    np.testing.assert_array_equal(state.rewards, [0.0, 0.0, 2.0, 3.0])  # the best (9) is gone
+    assert (int(state.next), int(state.size)) == (2, 4)
+    state = strategy.tell(state, tokens[:2], jnp.array([5.0, 5.0]))
+    np.testing.assert_array_equal(state.rewards, [0.0, 0.0, 5.0, 5.0])
+
+
+def test_warm_start_opens_the_first_population():
+    decode = lambda strategy, batch: [str(strategy.space.to_rule(row)) for row in batch]
+    full = strategies.Evolution(space=SearchSpace(depth=3), batch_size=10)
+    assert decode(full, full.warm_start_tokens) == [
+        str(rules.LIBRARY[name]) for name in ("adam", "powersign", "addsign")]
+    small = strategies.Evolution(space=SPACE, batch_size=10, population_size=30)
+    assert decode(small, small.warm_start_tokens) == ["adam", "g * exp(sign(g) * sign(m))"]
+    given = strategies.Evolution(space=SPACE, batch_size=2, population_size=30,
+                                 warm_start=("m", "g * m", "sign(adam)"))
+    state = given.init(jax.random.key(0))
+    batches = []
+    for step in range(2):  # the warm start spans two batches
+        batches.append(given.ask(jax.random.key(step), state))
+        state = given.tell(state, batches[-1], jnp.zeros(2))
+    assert decode(given, np.concatenate(batches))[:3] == ["m", "g * m", "sign(adam)"]
+    with pytest.raises(ValueError, match=r"cannot express '\(one \+ sign\(g\)"):
+        strategies.Evolution(space=SPACE, warm_start=("adam", "(one + sign(g) * sign(m)) * g"))
 
 
 def test_evolution_is_random_until_full_then_replaces_the_oldest():
@@ -84,6 +158,8 @@ def test_strategies_reject_bad_sizes():
         strategies.Evolution(space=SPACE, population_size=5, tournament_size=6)
     with pytest.raises(ValueError, match="batch_size <= population_size, got 10 and 5"):
         strategies.Evolution(space=SPACE, batch_size=10, population_size=5, tournament_size=2)
+    with pytest.raises(ValueError, match="at most population_size warm-start rules, got 2 and 1"):
+        strategies.Evolution(space=SPACE, batch_size=1, population_size=1, tournament_size=1)
     for kind in strategies.STRATEGIES.values():
         with pytest.raises(ValueError, match=f"{kind.__name__}.batch_size must be a positive"):
             kind(space=SPACE, batch_size=0)

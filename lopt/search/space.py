@@ -20,6 +20,8 @@ from __future__ import annotations
 import dataclasses
 
 import jax
+import jax.numpy as jnp
+import numpy as np
 
 from lopt.rules import tokens as tokens_lib
 from lopt.rules.expression import Rule
@@ -69,3 +71,13 @@ class SearchSpace:
     def to_rule(self, tokens) -> Rule:
         """The `Rule` that one token sequence (ints [T]) encodes."""
         return tokens_lib.from_tokens(tokens, self.depth, self.vocabulary)
+
+    def to_tokens(self, rule: Rule) -> np.ndarray | None:
+        """int32 [T]: `rule`'s canonical tokens in this space, or None when the space cannot
+        express it (too deep, outside the vocabulary, or against the constraints)."""
+        try:
+            tokens = np.array(tokens_lib.to_tokens(rule, self.depth, self.vocabulary), np.int32)
+        except ValueError:
+            return None
+        masks = self.vocabulary.masks(jnp.asarray(tokens), self.depth)
+        return tokens if bool(masks[np.arange(self.num_positions), tokens].all()) else None

@@ -17,9 +17,11 @@ is the strategy's name in `STRATEGIES`, flags and run identities.
 * `PPOSearch`: the LSTM controller (`lopt.search.controller`) trained with PPO
   (`lopt.search.ppo`) on the rewards of its own samples (the paper's method).
 * `Evolution`: regularized evolution (Real et al., 2019) over rule trees: a tournament among
-  `tournament_size` random members of the population picks a parent, one of its tokens is mutated
-  (an operand, a unary function or a binary node of its tree), the child joins the population and
-  the oldest member leaves. Until the population is full, children are uniform random rules.
+  `tournament_size` random members of the population picks a parent, one node of its tree is
+  mutated (an operand, a unary function or a binary operation: a token that the rule reads),
+  the child joins the population and the oldest member leaves (aging). The first population is
+  the warm-start rules (adam, powersign and addsign by default, as in Lion's search, Chen et
+  al., 2023), then uniform random rules.
 * `RandomSearch`: uniform sampling of every position among the ids its mask allows.
 """
 
@@ -31,7 +33,10 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
+from lopt import rules as rules_lib
+from lopt.rules.tokens import KEEP_LEFT, TOKENS_PER_LEVEL
 from lopt.search import ppo as ppo_lib
 from lopt.search.controller import ControllerConfig, RuleController
 from lopt.search.space import SearchSpace
@@ -122,12 +127,24 @@ class EvolutionState(NamedTuple):
     size: jax.Array
 
 
+DEFAULT_WARM_START = ("adam", "powersign", "addsign")
+
+
 @dataclasses.dataclass(frozen=True)
 class Evolution(Strategy):
-    """Regularized evolution with tournament selection and single-token mutation."""
+    """Regularized evolution with tournament selection, single-node mutation and a warm start.
+
+    population_size: members alive at once; each child replaces the oldest (aging).
+    tournament_size: members drawn (without replacement) per tournament; the best of them is
+      the parent (2 in Lion's search; Real et al. use larger ones for larger populations).
+    warm_start: rules (names of `lopt.rules.LIBRARY` or rule text) that open the first
+      population, before the random ones; None: `DEFAULT_WARM_START`, those that the space can
+      express (depth, vocabulary and constraints). Rules given here must all be expressible.
+    """
 
     population_size: int = 100
-    tournament_size: int = 10
+    tournament_size: int = 2
+    warm_start: tuple[str, ...] | None = None
     name: str = dataclasses.field(default="evolution", init=False)
 
     def __post_init__(self):
@@ -138,6 +155,25 @@ class Evolution(Strategy):
         if self.batch_size > self.population_size:
             raise ValueError(f"Evolution needs batch_size <= population_size, got "
                              f"{self.batch_size} and {self.population_size}")
+        if self.warm_start is not None:
+            object.__setattr__(self, "warm_start", tuple(self.warm_start))  # hashable
+            unexpressed = [text for text in self.warm_start
+                           if self.space.to_tokens(_rule(text)) is None]
+            if unexpressed:
+                raise ValueError(f"Evolution.warm_start: the space (depth {self.space.depth}, "
+                                 f"its vocabulary and constraints) cannot express "
+                                 f"{', '.join(map(repr, unexpressed))}")
+        if len(self.warm_start_tokens) > self.population_size:
+            raise ValueError(f"Evolution needs at most population_size warm-start rules, got "
+                             f"{len(self.warm_start_tokens)} and {self.population_size}")
+
+    @functools.cached_property
+    def warm_start_tokens(self) -> np.ndarray:
+        """int32 [K, T]: the warm-start rules in this space's tokens, in order."""
+        texts = DEFAULT_WARM_START if self.warm_start is None else self.warm_start
+        tokens = [self.space.to_tokens(_rule(text)) for text in texts]
+        tokens = [row for row in tokens if row is not None]
+        return np.array(tokens, np.int32).reshape(len(tokens), self.space.num_positions)
 
     def init(self, key: jax.Array) -> EvolutionState:
         del key
@@ -149,16 +185,16 @@ class Evolution(Strategy):
     @_jit_method
     def ask(self, key: jax.Array, state: EvolutionState) -> jax.Array:
         random_key, select_key, mutate_key = jax.random.split(key, 3)
-
-        def child(select, mutate):
-            contestants = jax.random.choice(select, self.population_size,
-                                            (self.tournament_size,), replace=False)
-            parent = contestants[jnp.argmax(state.rewards[contestants])]
-            return mutate_tokens(mutate, state.tokens[parent], self.space)
-
-        children = jax.vmap(child)(jax.random.split(select_key, self.batch_size),
-                                   jax.random.split(mutate_key, self.batch_size))
+        parents = jax.vmap(lambda k: tournament(k, state.rewards, self.tournament_size))(
+            jax.random.split(select_key, self.batch_size))
+        children = jax.vmap(lambda k, parent: mutate_tokens(k, parent, self.space))(
+            jax.random.split(mutate_key, self.batch_size), state.tokens[parents])
         fresh = self.space.random_tokens(random_key, self.batch_size)
+        warm = jnp.asarray(self.warm_start_tokens)
+        if len(warm):  # the first population starts with the warm-start rules
+            index = state.size + jnp.arange(self.batch_size)
+            fresh = jnp.where((index < len(warm))[:, None],
+                              warm[jnp.minimum(index, len(warm) - 1)], fresh)
         return jnp.where(state.size < self.population_size, fresh, children)
 
     @_jit_method
@@ -171,19 +207,61 @@ class Evolution(Strategy):
                               jnp.minimum(state.size + self.batch_size, self.population_size))
 
 
-def mutate_tokens(key: jax.Array, tokens: jax.Array, space: SearchSpace) -> jax.Array:
-    """Mutates one token of a valid sequence, int32 [T] → [T]; jittable.
+def _rule(text: str) -> rules_lib.Rule:
+    """A name of `lopt.rules.LIBRARY` or rule text, as a Rule."""
+    return rules_lib.LIBRARY[text] if text in rules_lib.LIBRARY else rules_lib.parse(text)
 
-    A position is chosen uniformly; its token is redrawn among the other ids its mask allows
-    (kept when there is none). A later token that the change makes invalid (e.g. an operand
-    equal to a new op1) is redrawn uniformly among its allowed ids, so the child stays valid.
+
+def tournament(key: jax.Array, rewards: jax.Array, size: int) -> jax.Array:
+    """The winner of one tournament: the index of the best of `size` members drawn without
+    replacement from rewards [N] (the first of equals); jittable."""
+    contestants = jax.random.choice(key, rewards.shape[0], (size,), replace=False)
+    return contestants[jnp.argmax(rewards[contestants])]
+
+
+def live_positions(tokens: jax.Array, space: SearchSpace) -> jax.Array:
+    """bool [T]: the positions of tokens int32 [T] that the rule reads (jittable).
+
+    The last level is read; a read level reads its op1, u1 and binary, and its op2 and u2
+    unless the binary is keep-left; an operand that is an earlier level's output makes that
+    level read.
+    """
+    levels = tokens.reshape(space.depth, TOKENS_PER_LEVEL)
+    num_operands = len(space.vocabulary.operands)
+    binaries = space.vocabulary.binaries
+    keep_left = binaries.index(KEEP_LEFT) if KEEP_LEFT in binaries else -1
+
+    def mark(read, operand, reads_it):
+        """Marks the level whose output `operand` is, if it is one and `reads_it`."""
+        level = jnp.maximum(operand - num_operands, 0)
+        return read.at[level].set(read[level] | (reads_it & (operand >= num_operands)))
+
+    def level_from_last(read, level):
+        first, second, _, _, binary = levels[level]
+        live = read[level]
+        both = live & (binary != keep_left)
+        read = mark(mark(read, first, live), second, both)
+        return read, jnp.stack([live, both, live, both, live])
+
+    last = jnp.zeros(space.depth, bool).at[-1].set(True)
+    _, live = jax.lax.scan(level_from_last, last, jnp.arange(space.depth), reverse=True)
+    return live.reshape(-1)
+
+
+def mutate_tokens(key: jax.Array, tokens: jax.Array, space: SearchSpace) -> jax.Array:
+    """Mutates one node of a valid rule, tokens int32 [T] → [T]; jittable.
+
+    A position is chosen uniformly among those the rule reads (`live_positions`) that allow
+    another id; its token is redrawn uniformly among those other ids. A later token that the
+    change makes invalid (e.g. an operand equal to a new op1) is redrawn uniformly among its
+    allowed ids, so the child stays valid.
     """
     position_key, token_key, repair_key = jax.random.split(key, 3)
-    mutated = jax.random.randint(position_key, (), 0, space.num_positions)
-    allowed = space.mask(tokens, mutated)
-    others = allowed & (jnp.arange(allowed.shape[0]) != tokens[mutated])
-    choices = jnp.where(others.any(), others, allowed)
-    new_token = jax.random.categorical(token_key, jnp.where(choices, 0.0, -jnp.inf))
+    ids = jnp.arange(space.width)
+    others = space.vocabulary.masks(tokens, space.depth) & (ids != tokens[:, None])
+    mutable = live_positions(tokens, space) & others.any(axis=1)
+    mutated = jax.random.categorical(position_key, jnp.where(mutable, 0.0, -jnp.inf))
+    new_token = jax.random.categorical(token_key, jnp.where(others[mutated], 0.0, -jnp.inf))
     tokens = tokens.at[mutated].set(new_token.astype(jnp.int32))
 
     def repair(tokens, position_and_key):
