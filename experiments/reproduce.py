@@ -8,6 +8,9 @@ r"""Reproduces the papers' results on this code: one figure and one markdown tab
                                      against the tuned baselines on 100 unseen problems
   lto_transfer                       Figure 5: the MLP-trained optimizer on 5/6/8/12 Gaussians
   lto_trajectories                   Figure 4: trajectories on random 2-D logistic regression
+  lto_nets                           Learning to Optimize Neural Nets: the coordinate-wise
+                                     learned optimizer against tuned SGD, momentum, Adam,
+                                     AdaGrad and RMSprop on held-out tasks
   nos_table                          Neural Optimizer Search Table 1 analogue (digits ConvNet;
                                      CIFAR-10 ConvNet too with --data_dir)
   nos_rosenbrock                     Figure 6: PowerSign against Adam, RMSProp, SGD, momentum

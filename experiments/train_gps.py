@@ -4,6 +4,12 @@ r"""Learns predicted step descent with Guided Policy Search on training objectiv
       [--config=smoke|cpu|paper] [--coupling=mirror_descent|trajectory] \
       [--sampling=policy|controllers] [--dynamics_model=exact|fitted] [--resume]
 
+`--family=neural_nets` trains the coordinate-wise learned optimizer of Li & Malik (2017b)
+instead (`lopt.gps.coordinate_trainer`: 48-48-10 nets on projected digits, `--num_train`
+initial params, default the preset's), which runs on networks of any size; `--config` picks
+its scale (`experiments.reproduction.nets.SCALES`), and --coupling, --sampling,
+--dynamics_model and --per_objective_momentum do not apply to it.
+
 Training problems are drawn with `--seed` (the paper's number for the family unless
 `--num_train` is given). Writes into --out:
   learned.npz                     the learned optimizer (`lopt.gps.load(OUT)` reads it)
@@ -32,9 +38,11 @@ from experiments.common import (
     prepare_output_dir,
     use_single_threaded_eigen,
 )
+from experiments.reproduction import nets
 from lopt import checkpoint, gps, objectives, plotting, progress
 
-FAMILY = define_family_flag()
+NETS = "neural_nets"
+FAMILY = define_family_flag(extra_names=(NETS,))
 CONFIG = flags.DEFINE_enum("config", "cpu", sorted(gps.config.PRESETS), "GPS Config preset.")
 NUM_TRAIN = flags.DEFINE_integer(
     "num_train", None, "Training problems (default: the paper's size for the family, else 90).",
@@ -63,6 +71,8 @@ def main(argv):
     if has_checkpoint and not RESUME.value:
         raise app.UsageError(f"--out={out} already holds a checkpoint; pass --resume to "
                              "continue it or choose another directory")
+    if FAMILY.value == NETS:
+        return train_coordinatewise(out)
     chosen = lambda *pairs: {name: flag.value for name, flag in pairs if flag.value is not None}
     config = gps.Config.preset(
         CONFIG.value,
@@ -95,6 +105,34 @@ def main(argv):
         os.path.join(out, "training.png"), f"{FAMILY.value}: GPS ({CONFIG.value})")
     logging.info("trained in %.1fs (this process)", time.time() - started)
     print(f"Wrote the learned optimizer to {out} ({len(history)} iterations)")
+
+
+def train_coordinatewise(out: str) -> None:
+    """`--family=neural_nets`: coordinate-wise GPS (module docstring)."""
+    scale = nets.SCALES[CONFIG.value]
+    config = scale.config
+    if NUM_ITERATIONS.value is not None:
+        config = dataclasses.replace(config, num_iterations=NUM_ITERATIONS.value)
+    num_train = NUM_TRAIN.value or scale.num_train
+    path = os.path.join(out, gps.trainer.CHECKPOINT)
+    if os.path.exists(path):  # refuse another run's checkpoint before writing anything
+        identity = gps.coordinate_trainer.run_identity(config, *nets.training_run(num_train,
+                                                                                  SEED.value))
+        try:
+            checkpoint.check(path, identity)
+        except ValueError as error:
+            raise app.UsageError(str(error)) from error
+    with open(os.path.join(out, "config.json"), "w") as file:
+        json.dump({"family": NETS, "preset": CONFIG.value, "num_train": num_train,
+                   "seed": SEED.value, "config": dataclasses.asdict(config)}, file, indent=1)
+    with progress.job("train_gps"):
+        learned, seconds = nets.train_learned(config, num_train, SEED.value, path)
+    gps.save(learned, out)
+    plotting.plot_training_costs({"policy": [record["area"] for record in learned.history]},
+                                 os.path.join(out, "training.png"),
+                                 f"{NETS}: coordinate-wise GPS ({CONFIG.value})")
+    logging.info("trained in %.1fs (this process)", seconds)
+    print(f"Wrote the learned optimizer to {out} ({len(learned.history)} iterations)")
 
 
 if __name__ == "__main__":

@@ -36,6 +36,7 @@ _COLOURS = {
     "adam": "tab:orange",
     "rmsprop": "tab:brown",
     "powersign": "tab:purple",
+    "adagrad": "tab:olive",
 }
 
 
@@ -93,6 +94,29 @@ def plot_objective_curves(
         axes.plot(np.asarray(values), **_style(name))
     axes.set(xlabel="Iteration", ylabel="Objective Value", title=title)
     axes.legend(fontsize=8)
+    return _save(figure, path)
+
+
+def plot_curve_panels(panels: Mapping[str, Mapping[str, Sequence[float]]], every: int,
+                      path: str | None = None) -> Figure:
+    """One panel per task (at most 4 per row): its algorithms' curves on a log axis.
+
+    Args:
+      panels: {task: {algorithm: values [num_points]}}, value i at step i * `every`.
+      every: steps between recorded values.
+      path: where to write the PNG (optional).
+    """
+    columns = min(len(panels), 4)
+    rows = -(-len(panels) // columns)
+    figure = Figure(figsize=(4 * columns, 3.2 * rows))
+    for index, (task, curves) in enumerate(panels.items(), start=1):
+        axes = figure.add_subplot(rows, columns, index)
+        for name, values in curves.items():
+            values = np.asarray(values)
+            axes.plot(np.arange(len(values)) * every, values, **_style(name))
+        axes.set(xlabel="Iteration", ylabel="Training loss", title=task, yscale="log")
+    figure.axes[0].legend(fontsize=7)
+    figure.tight_layout()
     return _save(figure, path)
 
 

@@ -50,6 +50,21 @@ def test_train_a_users_family_continue_it_in_a_new_process_then_evaluate(run_mod
     assert (out / "margin_of_victory.png").stat().st_size > 0
 
 
+@pytest.mark.slow
+def test_train_the_coordinatewise_optimizer_then_refuse_a_reseeded_resume(run_module, tmp_path):
+    out = tmp_path / "nets"
+    result = run_module(TRAIN, "--family=neural_nets", "--config=smoke", f"--out={out}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    learned = gps.load(str(out))
+    assert isinstance(learned, gps.coordinate_learned.CoordinateLearned)
+    assert learned.family == "neural_nets" and len(learned.history) == 1
+    assert (out / "training.png").stat().st_size > 0
+    reseeded = run_module(TRAIN, "--family=neural_nets", "--config=smoke", "--seed=1",
+                          "--resume", f"--out={out}")
+    assert reseeded.returncode != 0 and "key ([" in reseeded.stderr
+    assert json.loads((out / "config.json").read_text())["seed"] == 0
+
+
 @pytest.mark.parametrize("module, flags, message", [
     (TRAIN, ["--config=huge"], "flag --config=huge: value should be one of <cpu|paper|smoke>"),
     (TRAIN, ["--family=logistic"], "flag --family=logistic: --family must be one of"),

@@ -5,7 +5,7 @@ to Optimize experiments, `nos` the Neural Optimizer Search ones. This package de
 flags, so tests and notebooks can import it.
 """
 
-from experiments.reproduction import lto, nos
+from experiments.reproduction import lto, nets, nos
 
 EXPERIMENTS = {
     "lto_logistic": lto.family_figure,
@@ -13,6 +13,7 @@ EXPERIMENTS = {
     "lto_mlp": lto.family_figure,
     "lto_transfer": lto.transfer,
     "lto_trajectories": lto.trajectories,
+    "lto_nets": nets.figure,
     "nos_table": nos.table,
     "nos_rosenbrock": nos.rosenbrock,
     "nos_search": nos.search,

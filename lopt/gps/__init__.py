@@ -7,6 +7,13 @@ controllers' stages), `policy` (the neural policy and its supervised training), 
 (the one GPS outer loop, with or without a policy), `learned` (the optax export and files),
 `config` (the settings, in parts: features, rollouts, dynamics, lqg, policy, loop).
 
+The coordinate-wise kind (Li & Malik 2017b), for networks of any size, shares the LQG, the
+policy network and its fitting, and the file format: `coordinate_features` (Phi and Psi per
+coordinate), `coordinate_groups` (one group per params leaf by default),
+`coordinate_trainer` (convolutional GPS: tied per-group models and LQGs, a policy shared by
+all coordinates), `coordinate_learned` (its optax form on any pytree), `network_family` (the
+meta-training nets on projected digits).
+
 Example (float64 is switched on inside the calls only):
 
     fam = lopt.objectives.logistic_regression()
@@ -29,6 +36,10 @@ axes `[num_objectives, T, ...]` (controllers, dynamics) or `[num_objectives, num
 
 from lopt.gps import (
     controllers,
+    coordinate_features,
+    coordinate_groups,
+    coordinate_learned,
+    coordinate_trainer,
     cost,
     dynamics,
     features,
@@ -36,6 +47,7 @@ from lopt.gps import (
     initialisation,
     learned,
     lqg,
+    network_family,
     policy,
     trainer,
     trajectory_opt,
@@ -50,6 +62,8 @@ from lopt.gps.config import (
     RolloutConfig,
 )
 from lopt.gps.controllers import Controller, Samples
+from lopt.gps.coordinate_learned import CoordinateLearned
+from lopt.gps.coordinate_trainer import CoordinateConfig
 from lopt.gps.dynamics import Dynamics
 from lopt.gps.features import FeatureConfig
 from lopt.gps.learned import Learned, as_optax, available_pretrained, load, pretrained, save

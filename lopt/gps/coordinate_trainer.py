@@ -73,7 +73,7 @@ class CoordinateConfig:
     imitation_steps: int = 2000
     batch_size: int = 256
     learning_rate: float = 3e-3
-    initial_rates: tuple[float, ...] = (0.01, 0.03, 0.1, 0.3, 1.0)
+    initial_rates: tuple[float, ...] = (0.03, 0.1, 0.3, 1.0, 3.0)
     initial_std: float = 0.3  # exploration noise of the first policy, in units of its steps
     lqg: LQGConfig = LQGConfig()
     regularization: float = 1e-6  # ridge on the state-action covariance of every fit
@@ -193,12 +193,25 @@ class Models(NamedTuple):
     cost: cost_lib.QuadraticCost
 
 
-def _conditional(points: jax.Array, num_inputs: int, ridge: float):
-    """`dynamics.conditional_gaussian` without a prior, over leading axes `[G, T]`."""
-    size = points.shape[-1]
-    zeros = jnp.zeros(size, points.dtype), jnp.zeros((size, size), points.dtype)
-    fit = lambda p: dyn.conditional_gaussian(p, num_inputs, *zeros, 0.0, ridge)  # noqa: E731
-    return jax.vmap(jax.vmap(fit))(points)
+def _conditionals(points: jax.Array, policy_points: jax.Array, num_inputs: int, ridge: float):
+    """`dynamics.conditional_gaussian` without a prior for every group and time step (leading
+    axes `[G, T]`): of the dynamics' points (the last axis [s; u; s']) and of the policy's
+    ([s; mu]). One (G, t) at a time (`lax.map`): batched LAPACK factorisations side by side
+    can wedge XLA's CPU thread pool (`lopt.gps.small_linalg`)."""
+    def fit(pair):
+        dynamics_points, action_points = pair
+        zeros = lambda size: (jnp.zeros(size, points.dtype),  # noqa: E731
+                              jnp.zeros((size, size), points.dtype))
+        model = dyn.conditional_gaussian(dynamics_points, num_inputs + 1,
+                                         *zeros(dynamics_points.shape[-1]), 0.0, ridge)
+        linearised = dyn.conditional_gaussian(action_points, num_inputs,
+                                              *zeros(action_points.shape[-1]), 0.0, ridge)
+        return model, linearised
+
+    leading = points.shape[:2]
+    flat = lambda a: a.reshape(-1, *a.shape[2:])  # noqa: E731
+    results = jax.lax.map(fit, (flat(points), flat(policy_points)))
+    return jax.tree.map(lambda a: a.reshape(*leading, *a.shape[1:]), results)
 
 
 def step_cost(curvature: jax.Array, state_size: int) -> cost_lib.QuadraticCost:
@@ -223,9 +236,10 @@ def fit_models(config: CoordinateConfig, record: Record, variance: jax.Array) ->
     means = _pooled(record.means[..., None])[:, :horizon]
     size = states.shape[-1]
     transitions = jnp.concatenate([states[:, :horizon], actions, states[:, 1:]], axis=-1)
-    dynamics = dyn.Dynamics(*_conditional(transitions, size + 1, config.regularization))
-    gain, offset, residual = _conditional(
-        jnp.concatenate([states[:, :horizon], means], axis=-1), size, config.regularization)
+    model, (gain, offset, residual) = _conditionals(
+        transitions, jnp.concatenate([states[:, :horizon], means], axis=-1), size,
+        config.regularization)
+    dynamics = dyn.Dynamics(*model)
     reference = make_controller(gain, offset, residual + variance)
     initial = states[:, 0]
     mean = jnp.mean(initial, axis=1)
@@ -356,11 +370,13 @@ def to_float64(tree):
                         else a, tree)
 
 
-def _identity(config: CoordinateConfig, family, problems, key: jax.Array) -> dict:
-    """The run's identity: everything but `num_iterations`, so a longer run continues a
-    finished one."""
-    return checkpoint.identity({"coordinate_gps": dataclasses.asdict(config),
-                                "family": repr(family)}, key, problems)
+def run_identity(config: CoordinateConfig, family, problems, key: jax.Array) -> dict:
+    """The identity of a `train` run: config (but `num_iterations`, so a longer run continues
+    a finished one), family, key and problems (as float64, which `train` runs in)."""
+    with jax.enable_x64():
+        return checkpoint.identity(
+            {"coordinate_gps": dataclasses.asdict(dataclasses.replace(config, num_iterations=0)),
+             "family": repr(family)}, key, to_float64(problems))
 
 
 def train(family, problems, config: CoordinateConfig, key: jax.Array, *, grouping=None,
@@ -376,7 +392,7 @@ def train(family, problems, config: CoordinateConfig, key: jax.Array, *, groupin
     with jax.enable_x64():
         problems = to_float64(problems)
         key_rates, key_init, key_loop = jax.random.split(key, 3)
-        identity = _identity(config, family, problems, key) if checkpoint_path else None
+        identity = run_identity(config, family, problems, key) if checkpoint_path else None
         resuming = bool(checkpoint_path) and os.path.isfile(checkpoint_path)
         if resuming:
             checkpoint.check(checkpoint_path, identity)

@@ -1,0 +1,335 @@
+"""Learning to Optimize Neural Nets (Li & Malik 2017b), Figures 1-5 analogue on CPU-sized tasks.
+
+The coordinate-wise learned optimizer is meta-trained on 48-48-10 MLPs on the digits randomly
+projected to 48 inputs (`lopt.gps.network_family`; the paper uses MNIST), then run unchanged
+on held-out tasks:
+  wine, breast_cancer, mixture  the same architecture on other data (scikit-learn's wine and
+                                breast-cancer sets, a synthetic Gaussian mixture), projected
+                                to 48 inputs (the paper: TFD, CIFAR-10, CIFAR-100)
+  larger_net                    an 8x larger net: 100 inputs, 200 hidden units
+  minibatch_10                  digits (another projection) with minibatches of 10
+  steps_800                     digits (another projection) for twice the horizon
+  convnet                       a different architecture: the digits ConvNet child of the rule
+                                search (two 3x3 conv layers with batch norm)
+Baselines (SGD, momentum 0.9, Adam, AdaGrad, RMSprop) get their learning rate tuned per task
+on a grid, by the area under the training-loss curve on tuning seeds; every algorithm is then
+run on fresh evaluation seeds (new initial params and minibatches). The table gives each
+algorithm's area under the full-batch training-loss curve relative to tuned Adam's (below 1:
+better than Adam). L-BFGS and CG are left out: on minibatch gradients their line searches and
+conjugacy have no meaning.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+from collections.abc import Callable
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from absl import logging
+
+from experiments.reproduction.report import Report
+from lopt import data as data_lib
+from lopt import gps, plotting, progress
+from lopt.gps import coordinate_features as cf
+from lopt.gps import coordinate_learned
+from lopt.gps import coordinate_trainer as ct
+from lopt.gps import network_family as nf
+from lopt.search import tasks as search_tasks
+
+BASELINES = {
+    "sgd": optax.sgd,
+    "momentum": lambda learning_rate: optax.sgd(learning_rate, momentum=0.9),
+    "adam": optax.adam,
+    "adagrad": optax.adagrad,
+    "rmsprop": optax.rmsprop,
+}
+LEARNED = "predicted_step_descent"
+
+
+@dataclasses.dataclass(frozen=True)
+class NetsScale:
+    """config: the coordinate-GPS settings; num_train: training problems (initial params on
+    one projection); rates: the baselines' learning-rate grid; tune_seeds / eval_seeds:
+    seeds for tuning and for the reported curves; eval_every: full-batch loss every this many
+    steps; horizon_scale: every task's number of steps times this."""
+
+    config: ct.CoordinateConfig
+    num_train: int
+    rates: tuple[float, ...]
+    tune_seeds: int
+    eval_seeds: int
+    eval_every: int
+    horizon_scale: float = 1.0
+    tasks: tuple[str, ...] | None = None
+
+
+SCALES = {
+    "smoke": NetsScale(ct.CoordinateConfig(features=cf.CoordinateFeatureConfig(lags=3, ratios=1),
+                                           horizon=20, num_samples=2, recorded=8, hidden=8,
+                                           policy_steps=100, imitation_steps=100,
+                                           num_iterations=1),
+                       num_train=1, rates=(0.01, 0.1, 1.0), tune_seeds=1, eval_seeds=2,
+                       eval_every=5, horizon_scale=0.05, tasks=("wine", "steps_800")),
+    "cpu": NetsScale(ct.CoordinateConfig(), num_train=2,
+                     rates=tuple(float(r) for r in 10.0 ** np.arange(-4.0, 1.01, 0.5)),
+                     tune_seeds=2, eval_seeds=5, eval_every=10),
+}
+SCALES["paper"] = SCALES["cpu"]
+
+
+class Task(NamedTuple):
+    """A held-out training task: `init(key) -> params`, `minibatch_loss(params, key)`,
+    `full_loss(params)`, and its number of steps."""
+
+    name: str
+    init: Callable
+    minibatch_loss: Callable
+    full_loss: Callable
+    steps: int
+
+
+def _mlp_task(name: str, data: nf.Data, hidden: int, batch_size: int, steps: int) -> Task:
+    family = nf.NetworkFamily((hidden,), int(data.labels.max()) + 1, batch_size,
+                              data.inputs.shape[1], name)
+    return Task(name, family.init, lambda p, k: family.minibatch_loss(p, data, k),
+                lambda p: family.full_loss(p, data), steps)
+
+
+def _projected(inputs: np.ndarray, labels: np.ndarray, key: jax.Array, dim: int) -> nf.Data:
+    return nf.Data(jnp.asarray(nf.project(np.asarray(inputs, np.float32), key, dim)),
+                   jnp.asarray(labels, jnp.int32))
+
+
+def _gaussian_mixture(key: jax.Array, num_points: int = 1000, num_classes: int = 5,
+                      dim: int = 20):
+    key_centres, key_labels, key_noise = jax.random.split(key, 3)
+    centres = 2.0 * jax.random.normal(key_centres, (num_classes, dim))
+    labels = jax.random.randint(key_labels, (num_points,), 0, num_classes)
+    points = centres[labels] + jax.random.normal(key_noise, (num_points, dim))
+    return np.asarray(points), np.asarray(labels)
+
+
+def _convnet_task(batch_size: int, steps: int) -> Task:
+    child = search_tasks.digits_convnet()
+    train = child.dataset.train
+    inputs, labels = jnp.asarray(train.inputs), jnp.asarray(train.labels)
+
+    def minibatch_loss(params, key):
+        index = jax.random.randint(key, (batch_size,), 0, labels.shape[0])
+        return child.loss(params, inputs[index], labels[index])
+
+    return Task("convnet", child.init, minibatch_loss, lambda p: child.loss(p, inputs, labels),
+                steps)
+
+
+def held_out_tasks(scale: NetsScale, key: jax.Array) -> list[Task]:
+    """The held-out tasks of the module docstring (projections drawn from `key`)."""
+    from sklearn.datasets import load_breast_cancer, load_wine
+
+    keys = jax.random.split(key, 7)
+    steps = max(int(round(400 * scale.horizon_scale)), scale.eval_every)
+    digits = data_lib.load_digits().train
+    digit_inputs = digits.inputs.reshape(len(digits.labels), -1)
+    wine, cancer = load_wine(), load_breast_cancer()
+    return [
+        _mlp_task("wine", _projected(wine.data, wine.target, keys[0], 48), 48, 64, steps),
+        _mlp_task("breast_cancer", _projected(cancer.data, cancer.target, keys[1], 48), 48, 64,
+                  steps),
+        _mlp_task("mixture", _projected(*_gaussian_mixture(keys[2]), keys[3], 48), 48, 64,
+                  steps),
+        _mlp_task("larger_net", _projected(digit_inputs, digits.labels, keys[4], 100), 200, 64,
+                  steps),
+        _mlp_task("minibatch_10", _projected(digit_inputs, digits.labels, keys[5], 48), 48, 10,
+                  steps),
+        _mlp_task("steps_800", _projected(digit_inputs, digits.labels, keys[6], 48), 48, 64,
+                  2 * steps),
+        _convnet_task(64, steps),
+    ]
+
+
+def curves(task: Task, opt: optax.GradientTransformationExtraArgs, seeds: jax.Array,
+           eval_every: int) -> jax.Array:
+    """Full-batch loss every `eval_every` steps, from step 0, for each seed key `[R]`:
+    `[R, steps // eval_every + 1]`."""
+    chunks = task.steps // eval_every
+
+    def one_seed(key):
+        key_init, key_steps = jax.random.split(key)
+        params = task.init(key_init)
+
+        def step(carry, step_key):
+            params, state = carry
+            value, grad = jax.value_and_grad(task.minibatch_loss)(params, step_key)
+            updates, state = opt.update(grad, state, params, value=value)
+            return (optax.apply_updates(params, updates), state), None
+
+        def chunk(carry, chunk_key):
+            carry, _ = jax.lax.scan(step, carry, jax.random.split(chunk_key, eval_every))
+            return carry, task.full_loss(carry[0])
+
+        (final, _), losses = jax.lax.scan(chunk, (params, opt.init(params)),
+                                          jax.random.split(key_steps, chunks))
+        del final
+        losses = jnp.concatenate([task.full_loss(params)[None], losses])
+        return jnp.where(jnp.isfinite(losses), losses, jnp.inf)
+
+    return jax.lax.map(one_seed, seeds)
+
+
+def tuned_baseline(task: Task, name: str, scale: NetsScale, tune_keys, eval_keys):
+    """(the rate of least mean area on `tune_keys`, curves `[R, ...]` at it on `eval_keys`);
+    one compilation per task and baseline."""
+    rates = jnp.asarray(scale.rates)
+    make = optax.inject_hyperparams(BASELINES[name])
+
+    def with_rate(rate, keys):
+        opt = optax.with_extra_args_support(make(learning_rate=rate))
+        return curves(task, opt, keys, scale.eval_every)
+
+    def tune_and_run():
+        tuning = jax.lax.map(lambda rate: jnp.mean(with_rate(rate, tune_keys)), rates)
+        best = jnp.argmin(jnp.where(jnp.isfinite(tuning), tuning, jnp.inf))
+        return best, with_rate(rates[best], eval_keys)
+
+    best, values = jax.jit(tune_and_run)()
+    return scale.rates[int(best)], values
+
+
+def training_run(num_train: int, seed: int):
+    """(family, problems, key) of the meta-training: `num_train` 48-48-10 nets (initial
+    params) on the digits projected by a key of `seed`."""
+    family = nf.NetworkFamily()
+    key = jax.random.fold_in(jax.random.key(seed), 17)
+    key_data, key_problems, key_train = jax.random.split(key, 3)
+    problems = family.sample(key_problems, num_train,
+                             nf.projected_digits(key_data, family.input_dim))
+    return family, problems, key_train
+
+
+def train_learned(config: ct.CoordinateConfig, num_train: int, seed: int,
+                  checkpoint_path: str | None = None):
+    """Meta-trains the coordinate-wise optimizer on `training_run(num_train, seed)`:
+    (CoordinateLearned, seconds taken)."""
+    family, problems, key = training_run(num_train, seed)
+    started = time.time()
+    with progress.stage("coordinate GPS"):
+        policy, history = ct.train(family, problems, config, key,
+                                   checkpoint_path=checkpoint_path)
+    learned = coordinate_learned.CoordinateLearned(
+        jax.tree.map(lambda a: jnp.asarray(a, jnp.float32), policy), config.features,
+        family.name, history)
+    return learned, time.time() - started
+
+
+def learned_optimizer(settings, directory: str, scale: NetsScale):
+    """The coordinate-wise learned optimizer (shipped, already trained here, or trained now,
+    resuming from `directory/checkpoint.npz`) and a sentence saying where it came from."""
+    if settings.use_pretrained:
+        return gps.pretrained("neural_nets"), "the optimizer shipped in `lopt/pretrained/`"
+    saved = os.path.join(directory, "learned")
+    training_file = os.path.join(directory, "training.json")
+    if os.path.exists(os.path.join(saved, gps.learned.FILE)):
+        with open(training_file) as file:
+            seconds = json.load(file)["seconds"]
+        learned = gps.load(saved)
+    else:
+        learned, seconds = train_learned(scale.config, scale.num_train, settings.seed,
+                                         os.path.join(directory, "checkpoint.npz"))
+        gps.save(learned, saved)
+        with open(training_file, "w") as file:
+            json.dump({"seconds": seconds}, file)
+    return learned, (f"coordinate-wise GPS, {len(learned.history)} iterations on "
+                     f"{scale.num_train} 48-48-10 nets on projected digits, {seconds:.0f} s")
+
+
+def figure(settings, which: str, command: str) -> Report:
+    """The reproduction block (module docstring)."""
+    scale = SCALES[settings.scale]
+    directory = os.path.join(settings.out, which)
+    os.makedirs(directory, exist_ok=True)
+    learned, provenance = learned_optimizer(settings, directory, scale)
+    key = jax.random.fold_in(jax.random.key(settings.seed), 29)
+    key_tasks, key_tune, key_eval = jax.random.split(key, 3)
+    tune_keys = jax.random.split(key_tune, scale.tune_seeds)
+    eval_keys = jax.random.split(key_eval, scale.eval_seeds)
+    tasks = [task for task in held_out_tasks(scale, key_tasks)
+             if scale.tasks is None or task.name in scale.tasks]
+    results, rates = {}, {}
+    with progress.stage("held-out tasks", len(tasks), "tasks") as stage:
+        for number, task in enumerate(tasks):
+            started = time.time()
+            runs = {LEARNED: jax.jit(lambda t=task: curves(t, gps.as_optax(learned), eval_keys,
+                                                           scale.eval_every))()}
+            for name in BASELINES:
+                rates[(task.name, name)], runs[name] = tuned_baseline(task, name, scale,
+                                                                      tune_keys, eval_keys)
+            results[task.name] = {name: np.asarray(values) for name, values in runs.items()}
+            logging.info("lto_nets: %s done in %.0f s", task.name, time.time() - started)
+            stage.update(number + 1)
+    table, wins = _table(results, rates)
+    figures = _plot(results, directory, scale.eval_every)
+    with open(os.path.join(directory, "areas.json"), "w") as file:
+        json.dump({task: {name: _areas(values).tolist() for name, values in runs.items()}
+                   for task, runs in results.items()}, file, indent=1)
+    return Report(which, "Learning to Optimize Neural Nets: held-out tasks (Figures 1-5)",
+                  command, _verdict(wins, len(tasks), provenance), table, figures)
+
+
+def _areas(values: np.ndarray) -> np.ndarray:
+    """Area under each seed's curve (mean over the recorded points) `[R]`."""
+    return np.mean(values, axis=-1)
+
+
+def _table(results: dict, rates: dict):
+    names = [LEARNED, *BASELINES]
+    header = ("| task | " + " | ".join(plotting.DISPLAY_NAMES.get(n, n) for n in names)
+              + " |\n|---|" + "---|" * len(names) + "\n")
+    rows, wins = [], {}
+    for task, runs in results.items():
+        areas = {name: _areas(values) for name, values in runs.items()}
+        reference = np.mean(areas["adam"])
+        cells = []
+        for name in names:
+            ratio = np.mean(areas[name]) / reference
+            spread = np.std(areas[name]) / np.sqrt(len(areas[name])) / reference
+            rate = "" if name == LEARNED else f" (lr {rates[(task, name)]:.3g})"
+            cells.append(f"{ratio:.3f} ± {spread:.3f}{rate}")
+        rows.append(f"| {task} | " + " | ".join(cells) + " |")
+        learned = np.mean(areas[LEARNED])
+        wins[task] = {name: bool(learned < np.mean(areas[name])) for name in BASELINES}
+    note = ("\nArea under the full-batch training-loss curve relative to tuned Adam's, mean "
+            "± standard error over the evaluation seeds; each baseline's learning rate (lr) "
+            "tuned on separate seeds.\n")
+    return header + "\n".join(rows) + "\n" + note, wins
+
+
+def _verdict(wins: dict, num_tasks: int, provenance: str) -> str:
+    best_everywhere = [task for task, against in wins.items() if all(against.values())]
+    simple = [task for task, against in wins.items()
+              if against["sgd"] and against["momentum"]]
+    if len(best_everywhere) >= min(4, num_tasks) and len(simple) == num_tasks:
+        word = "reproduced"
+    elif best_everywhere or simple:
+        word = "partly reproduced"
+    else:
+        word = "not reproduced"
+    return (f"Predicted step descent has the smallest area under the training curve of all six "
+            f"optimizers on {len(best_everywhere)} of {num_tasks} held-out tasks "
+            f"({', '.join(best_everywhere) or 'none'}) and beats tuned SGD and momentum on "
+            f"{len(simple)} of {num_tasks}: **{word}** (paper: fastest on every test). "
+            f"Learned optimizer: {provenance}.")
+
+
+def _plot(results: dict, directory: str, eval_every: int) -> tuple[str, ...]:
+    name = "curves.png"
+    plotting.plot_curve_panels(
+        {task: {algorithm: np.mean(values, axis=0) for algorithm, values in runs.items()}
+         for task, runs in results.items()}, eval_every, os.path.join(directory, name))
+    return (name,)
