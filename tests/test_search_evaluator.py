@@ -13,8 +13,7 @@ from lopt.search import evaluator, fingerprint, tasks
 
 DIVERGING = "log(g - g)"  # log|0| = -inf: every learning rate diverges at the first step
 POPULATION = ["adam", "g", DIVERGING, "m", "rmsprop"]
-# The paper's protocol, without pruning: DIVERGING (non-finite on the probes) must be trained.
-DIGITS_CONFIG = evaluator.EvaluatorConfig(chunk_size=len(POPULATION), prune=False)
+DIGITS_CONFIG = evaluator.EvaluatorConfig(chunk_size=len(POPULATION))  # the paper's protocol
 
 
 @pytest.fixture(scope="module")

@@ -26,7 +26,7 @@ HAND_MADE = {
 }
 # One learning rate and equal stages: the sweep and the final run share one compiled program.
 QUADRATIC = evaluator.EvaluatorConfig(learning_rates=(1e-1,), steps_per_epoch=10,
-                                      final_epochs=1, chunk_size=4)
+                                      final_epochs=1, chunk_size=4, prune=True)
 
 
 def _reasons(texts):

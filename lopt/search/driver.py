@@ -66,7 +66,8 @@ class SearchConfig:
     task: a name of `lopt.search.tasks.TASKS`, "module:attribute" naming your own, or a task
       object (the protocol of `lopt.search.tasks`); data_dir for the `tasks.CIFAR10_TASKS`.
     budget: number of sampled rules (rounded up to whole batches).
-    evaluator: the scoring protocol (its chunk padding keeps a search to one compiled program).
+    evaluator: the scoring protocol (its chunk padding keeps a search to one compiled program;
+      degenerate rules pruned untrained, except in the paper preset).
     checkpoint_every: iterations between checkpoints.
     top_k: distinct rules in `SearchResult.top`.
     """
@@ -75,7 +76,7 @@ class SearchConfig:
     task: Any = "digits_mlp"
     data_dir: str | None = None
     budget: int = 2000
-    evaluator: EvaluatorConfig = EvaluatorConfig(chunk_size=50)
+    evaluator: EvaluatorConfig = EvaluatorConfig(chunk_size=50, prune=True)
     checkpoint_every: int = 5
     top_k: int = 10
 
@@ -131,7 +132,7 @@ PRESETS = {
         strategy=strategies.PPOSearch(batch_size=10, ppo=_CPU_PPO), task="quadratic", budget=40,
         checkpoint_every=1, top_k=5,
         evaluator=EvaluatorConfig(learning_rates=(1e-3, 1e-2, 1e-1), steps_per_epoch=20,
-                                  final_epochs=1, chunk_size=10)),
+                                  final_epochs=1, chunk_size=10, prune=True)),
     # A 2-core CPU: digits MLP with the paper's sweep (7 rates, 1 epoch each, 5 final epochs).
     "cpu": SearchConfig(
         strategy=strategies.PPOSearch(space=SearchSpace(depth=2), batch_size=50, ppo=_CPU_PPO),
@@ -139,7 +140,8 @@ PRESETS = {
     # Section 4: CIFAR-10 ConvNet child, depth-3 rules, the paper's controller optimiser.
     "paper": SearchConfig(
         strategy=strategies.PPOSearch(space=SearchSpace(depth=3), batch_size=100),
-        task="cifar10_convnet", budget=10000, evaluator=EvaluatorConfig(chunk_size=100)),
+        task="cifar10_convnet", budget=10000,
+        evaluator=EvaluatorConfig(chunk_size=100)),  # every candidate trained, as in the paper
 }
 
 

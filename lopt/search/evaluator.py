@@ -25,7 +25,8 @@ objective for data-free tasks). The other members are unaffected.
 Before any training, `lopt.search.fingerprint.probe` fingerprints the candidates (equal
 fingerprints are trained once, and a cache keyed by them skips known ones) and finds the
 degenerate ones (zero, constant, gradient-independent or non-finite on its probes): with
-`config.prune` they get the failure reward untrained and are flagged `pruned`.
+`config.prune` (off by default, as in the paper; on in the search presets but "paper") they get
+the failure reward untrained and are flagged `pruned`.
 
 The member axis is sharded over all devices with `jax.shard_map` on a one-axis mesh
 ("population"); each member's randomness is keyed by its position in the population, so
@@ -77,7 +78,7 @@ class EvaluatorConfig:
     validate_every_epoch: also validate after every epoch of the final run, for
       `Scores.best_val_accuracy` (the paper's "Best Val"; costs one validation per epoch).
     prune: score degenerate candidates (`lopt.search.fingerprint.DEGENERACIES`) at the
-      failure reward without training them.
+      failure reward without training them (not in the paper).
     """
 
     learning_rates: tuple[float, ...] = PAPER_LEARNING_RATES
@@ -90,7 +91,7 @@ class EvaluatorConfig:
     depth: int = 3
     failure_reward: float | None = None
     validate_every_epoch: bool = False
-    prune: bool = True
+    prune: bool = False
 
     def __post_init__(self):
         for name in ("batch_size", "sweep_epochs", "final_epochs", "chunk_size",
