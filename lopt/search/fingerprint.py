@@ -70,7 +70,7 @@ def _history_inputs(num_rules: int, seed: int):
     """`_probe_inputs` with the moments after `HISTORY_STEPS` steps of gradients drawn from
     `seed`: per element, size e^u (u uniform in [ln 1e-4, 0]) times (drift + N(0, 1)), with
     drift ~ N(0, 1/4) fixed over the steps."""
-    moments, params, step_keys = _probe_inputs(num_rules)
+    _, params, step_keys = _probe_inputs(num_rules)
     keys = jax.random.split(jax.random.key(seed), 3)
     scale = jnp.exp(jax.random.uniform(keys[0], (NUM_PROBES,), minval=jnp.log(1e-4),
                                        maxval=0.0))
