@@ -113,8 +113,18 @@ def test_optax_export_equals_policy_on_numpy_features():
     psi = numpy_observations(np.array(values), np.stack(grads), np.stack(taken))
     for t in range(8):
         inputs = np.concatenate([psi[t], psi[t - 1] if t >= 1 else np.zeros_like(psi[t])], -1)
-        expected = np.asarray(policy_lib.mean(policy, jnp.asarray(inputs, jnp.float32)))[:, 0]
+        expected = np.asarray(policy_lib.mean(policy, jnp.asarray(inputs, jnp.float32),
+                                              "relu"))[:, 0]
         np.testing.assert_allclose(taken[t], expected, rtol=1e-4, atol=1e-7, err_msg=f"step {t}")
+
+
+@pytest.mark.parametrize("activation", ["relu", "softplus"])
+def test_elementwise_policy_equals_the_specification(activation):
+    policy = small_policy()._replace(input_mean=jnp.linspace(-1.0, 1.0, SMALL.observation_size))
+    inputs = jax.random.normal(jax.random.key(3), (50, SMALL.observation_size)) * 3.0
+    expected = policy_lib.mean(policy, inputs, activation)[:, 0]
+    got = coordinate_learned.elementwise_mean(policy, list(inputs.T), activation)
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-7)
 
 
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
@@ -222,12 +232,12 @@ def test_tied_lqg_equals_untied_lqg_on_identical_coordinates():
 
 def test_save_load_round_trip(tmp_path):
     learned = coordinate_learned.CoordinateLearned(small_policy(), SMALL, "neural_nets",
-                                                   ({"area": 1.5},))
+                                                   ({"area": 1.5},), "softplus")
     gps.save(learned, str(tmp_path))
     loaded = gps.load(str(tmp_path))
     assert isinstance(loaded, coordinate_learned.CoordinateLearned)
     assert loaded.features == SMALL and loaded.family == "neural_nets"
-    assert loaded.history == ({"area": 1.5},)
+    assert loaded.history == ({"area": 1.5},) and loaded.activation == "softplus"
     jax.tree.map(np.testing.assert_array_equal, loaded.policy, learned.policy)
 
 
@@ -280,7 +290,7 @@ def test_trained_policy_exports_and_trains_a_larger_net():
     policy, history = tiny_training()
     learned = coordinate_learned.CoordinateLearned(
         jax.tree.map(lambda a: jnp.asarray(a, jnp.float32), policy), TINY.features,
-        TINY_FAMILY.name, history)
+        TINY_FAMILY.name, history, TINY.activation)
     family = dataclasses.replace(TINY_FAMILY, hidden_sizes=(32,))
     data = nf.projected_digits(jax.random.key(5), family.input_dim)
     params = family.init(jax.random.key(6))

@@ -22,8 +22,10 @@ conjugacy have no meaning.
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import json
 import os
+import shutil
 import time
 from collections.abc import Callable
 from typing import NamedTuple
@@ -51,6 +53,8 @@ BASELINES = {
     "rmsprop": optax.rmsprop,
 }
 LEARNED = "predicted_step_descent"
+DISPLAY_NAMES = {LEARNED: "Predicted Step Descent", "sgd": "SGD", "momentum": "Momentum",
+                 "adam": "Adam", "adagrad": "AdaGrad", "rmsprop": "RMSprop"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -224,11 +228,23 @@ def train_learned(config: ct.CoordinateConfig, num_train: int, seed: int,
                                    checkpoint_path=checkpoint_path)
     learned = coordinate_learned.CoordinateLearned(
         jax.tree.map(lambda a: jnp.asarray(a, jnp.float32), policy), config.features,
-        family.name, history)
+        family.name, history, config.activation)
     return learned, time.time() - started
 
 
-def learned_optimizer(settings, directory: str, scale: NetsScale):
+def export(learned: coordinate_learned.CoordinateLearned, path: str, command: str, settings,
+           seconds: float) -> None:
+    """Writes `learned` to `path` (replacing what is there) with `provenance.json`."""
+    if os.path.isdir(path):
+        shutil.rmtree(path)
+    gps.save(learned, path)
+    with open(os.path.join(path, gps.learned.PROVENANCE_FILE), "w") as file:
+        json.dump({"command": f"{command} --export_pretrained", "seed": settings.seed,
+                   "scale": settings.scale, "training_seconds": round(seconds),
+                   "date": datetime.date.today().isoformat()}, file, indent=1)
+
+
+def learned_optimizer(settings, directory: str, scale: NetsScale, command: str):
     """The coordinate-wise learned optimizer (shipped, already trained here, or trained now,
     resuming from `directory/checkpoint.npz`) and a sentence saying where it came from."""
     if settings.use_pretrained:
@@ -245,6 +261,9 @@ def learned_optimizer(settings, directory: str, scale: NetsScale):
         gps.save(learned, saved)
         with open(training_file, "w") as file:
             json.dump({"seconds": seconds}, file)
+    if settings.export_dir is not None:
+        export(learned, os.path.join(settings.export_dir, learned.family), command, settings,
+               seconds)
     return learned, (f"coordinate-wise GPS, {len(learned.history)} iterations on "
                      f"{scale.num_train} 48-48-10 nets on projected digits, {seconds:.0f} s")
 
@@ -254,7 +273,7 @@ def figure(settings, which: str, command: str) -> Report:
     scale = SCALES[settings.scale]
     directory = os.path.join(settings.out, which)
     os.makedirs(directory, exist_ok=True)
-    learned, provenance = learned_optimizer(settings, directory, scale)
+    learned, provenance = learned_optimizer(settings, directory, scale, command)
     key = jax.random.fold_in(jax.random.key(settings.seed), 29)
     key_tasks, key_tune, key_eval = jax.random.split(key, 3)
     tune_keys = jax.random.split(key_tune, scale.tune_seeds)
@@ -289,7 +308,7 @@ def _areas(values: np.ndarray) -> np.ndarray:
 
 def _table(results: dict, rates: dict):
     names = [LEARNED, *BASELINES]
-    header = ("| task | " + " | ".join(plotting.DISPLAY_NAMES.get(n, n) for n in names)
+    header = ("| task | " + " | ".join(DISPLAY_NAMES[n] for n in names)
               + " |\n|---|" + "---|" * len(names) + "\n")
     rows, wins = [], {}
     for task, runs in results.items():

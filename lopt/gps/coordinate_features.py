@@ -75,18 +75,24 @@ class CoordinateFeatureConfig:
         return 3 * self.observation_history
 
 
-def observation(value, previous_value, gradient, previous_gradient, step, previous_step,
-                count):
-    """Psi `[..., K, 3]` at step `count` (= t, int `[]`): values `[]`, the rest `[..., K]`.
-
-    At t = 0 pass previous_gradient = gradient (any value works for the others)."""
+def observation_parts(value, previous_value, gradient, previous_gradient, step, previous_step,
+                      count) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """(psi_1, psi_2, psi_3), each `[..., K]`, at step `count` (= t, int `[]`): values `[]`,
+    the rest `[..., K]`. At t = 0 pass previous_gradient = gradient (any value works for the
+    others)."""
     dtype = gradient.dtype
     relative = jnp.where(count >= 1, (value - previous_value) / (jnp.abs(previous_value) + TINY),
                          0.0).astype(dtype)
     normalised = gradient / (jnp.abs(previous_gradient) + 1.0)
     ratio = jnp.where(count >= 2, jnp.abs(previous_step) / (jnp.abs(step) + 0.1), 0.0)
-    return jnp.stack([jnp.broadcast_to(relative, gradient.shape), normalised,
-                      ratio.astype(dtype)], axis=-1)
+    return jnp.broadcast_to(relative, gradient.shape), normalised, ratio.astype(dtype)
+
+
+def observation(value, previous_value, gradient, previous_gradient, step, previous_step,
+                count):
+    """Psi `[..., K, 3]` (`observation_parts` stacked)."""
+    return jnp.stack(observation_parts(value, previous_value, gradient, previous_gradient, step,
+                                       previous_step, count), axis=-1)
 
 
 def push_observation(history: jax.Array, newest: jax.Array) -> jax.Array:

@@ -40,6 +40,7 @@ dX = state_size, dO = observation_size, dU = 1. Runs in float64 inside `jax.enab
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import time
 from typing import NamedTuple
@@ -49,7 +50,7 @@ import jax.numpy as jnp
 from absl import logging
 from jax.flatten_util import ravel_pytree
 
-from lopt import checkpoint
+from lopt import checkpoint, progress
 from lopt.gps import coordinate_features as cf
 from lopt.gps import coordinate_groups, lqg
 from lopt.gps import cost as cost_lib
@@ -69,6 +70,7 @@ class CoordinateConfig:
     num_samples: int = 4
     recorded: int = 64
     hidden: int = 16
+    activation: str = "relu"  # cheap per coordinate (benchmarks/coordinate_optimizer.py)
     policy_steps: int = 2000
     imitation_steps: int = 2000
     batch_size: int = 256
@@ -103,11 +105,11 @@ class Record(NamedTuple):
     losses: jax.Array
 
 
-def policy_step(policy: policy_lib.Policy):
+def policy_step(policy: policy_lib.Policy, activation: str):
     """The policy's mean step for policy inputs `[..., dO]` (any leading axes): `[...]`."""
     def act(inputs, gradient):
         del gradient
-        return policy_lib.mean(policy, inputs)[..., 0]
+        return policy_lib.mean(policy, inputs, activation)[..., 0]
     return act
 
 
@@ -291,7 +293,7 @@ def s_step(config: CoordinateConfig, policy: policy_lib.Policy, rows, key: jax.A
     network = policy_lib.fit_network(
         policy, lambda index: (inputs[index], actions[index], precisions[index]),
         inputs.shape[0], scale, key, steps=steps, batch_size=config.batch_size,
-        learning_rate=config.learning_rate)
+        learning_rate=config.learning_rate, activation=config.activation)
     return policy._replace(network=network, variance=1.0 / jnp.mean(precisions, axis=0)[0])
 
 
@@ -299,7 +301,7 @@ def area(config: CoordinateConfig, family, problems, policy: policy_lib.Policy,
          key: jax.Array, grouping=None) -> jax.Array:
     """The mean policy's mean full-batch loss over steps 0..T, averaged over problems `[]`."""
     record = sample(dataclasses.replace(config, num_samples=1), family, problems,
-                    policy_step(policy), 0.0, key, grouping)
+                    policy_step(policy, config.activation), 0.0, key, grouping)
     return jnp.mean(record.losses)
 
 
@@ -344,7 +346,7 @@ def iteration(config: CoordinateConfig, family, problems, state: CoordinateState
               key: jax.Array, grouping=None):
     """One GPS iteration (module docstring): (new state, scalars for the log)."""
     key_sample, key_fit, key_area = jax.random.split(key, 3)
-    record = sample(config, family, problems, policy_step(state.policy),
+    record = sample(config, family, problems, policy_step(state.policy, config.activation),
                     jnp.sqrt(state.policy.variance[0]), key_sample, grouping)
     models = fit_models(config, record, state.policy.variance)
     solution = c_step(config, models, state.eta)
@@ -379,6 +381,34 @@ def run_identity(config: CoordinateConfig, family, problems, key: jax.Array) -> 
              "family": repr(family)}, key, to_float64(problems))
 
 
+def _initial_state(config, family, problems, key_rates, key_init, grouping):
+    """(the loop state before the first iteration, SGD's areas at `initial_rates`)."""
+    areas = _sgd_areas(config, family, problems, key_rates, grouping)
+    rate = jnp.asarray(config.initial_rates)[jnp.argmin(areas)]
+    policy = _initial_policy(config, family, problems, rate, key_init, grouping)
+    initial_area = _area(config, family, problems, policy, key_rates, grouping)
+    num_groups = coordinate_groups.groups(jax.tree.map(lambda a: a[0], problems[1]),
+                                          grouping).count
+    state = CoordinateState(policy, jnp.full(num_groups, jnp.nan, jnp.float64), policy,
+                            initial_area, jnp.zeros([], jnp.int32))
+    return state, areas
+
+
+def _logged_iteration(config, family, problems, state, key_loop, grouping, num_iterations):
+    """Runs iteration number `state.iteration` and logs it: (new state, its record)."""
+    index = int(state.iteration)
+    began = time.time()
+    state, scalars = _iteration(config, family, problems, state,
+                                jax.random.fold_in(key_loop, index), grouping)
+    record = {name: float(value) for name, value in scalars.items()}
+    record["seconds"] = time.time() - began
+    logging.info("coordinate GPS iteration %d/%d: area %.4f (sampled %.4f), KL %.3g, "
+                 "log10 eta %.2f, %.0f s, ETA %.0f s", index + 1, num_iterations,
+                 record["area"], record["sample_area"], record["kl"], record["eta"],
+                 record["seconds"], (num_iterations - index - 1) * record["seconds"])
+    return state, record
+
+
 def train(family, problems, config: CoordinateConfig, key: jax.Array, *, grouping=None,
           checkpoint_path: str | None = None):
     """Coordinate-wise GPS on `problems` (leaves `[N, ...]`, e.g. `NetworkFamily.sample`).
@@ -396,36 +426,29 @@ def train(family, problems, config: CoordinateConfig, key: jax.Array, *, groupin
         resuming = bool(checkpoint_path) and os.path.isfile(checkpoint_path)
         if resuming:
             checkpoint.check(checkpoint_path, identity)
-        started = time.time()
-        areas = _sgd_areas(config, family, problems, key_rates, grouping)
-        rate = jnp.asarray(config.initial_rates)[jnp.argmin(areas)]
-        policy = _initial_policy(config, family, problems, rate, key_init, grouping)
-        initial_area = _area(config, family, problems, policy, key_rates, grouping)
-        num_groups = coordinate_groups.groups(jax.tree.map(lambda a: a[0], problems[1]),
-                                              grouping).count
-        state = CoordinateState(policy, jnp.full(num_groups, jnp.nan, jnp.float64), policy,
-                                initial_area, jnp.zeros([], jnp.int32))
-        logging.info("coordinate GPS: SGD area %s at rates %s, imitation area %.4f (%.0f s)",
-                     [round(float(a), 4) for a in areas], list(config.initial_rates),
-                     initial_area, time.time() - started)
-        history = []
-        if resuming:
-            state, metadata = checkpoint.load(checkpoint_path, state, identity=identity)
+        initial = functools.partial(_initial_state, config, family, problems, key_rates,
+                                    key_init, grouping)
+        if resuming:  # the template only: the initial policy is not recomputed
+            state, metadata = checkpoint.load(checkpoint_path, jax.eval_shape(initial)[0],
+                                              identity=identity)
+            state = jax.tree.map(jnp.asarray, state)
             history = list(metadata["history"])
-        while int(state.iteration) < num_iterations:
-            index = int(state.iteration)
-            began = time.time()
-            state, scalars = _iteration(config, family, problems, state,
-                                        jax.random.fold_in(key_loop, index), grouping)
-            record = {name: float(value) for name, value in scalars.items()}
-            record["seconds"] = time.time() - began
-            history.append(record)
-            remaining = (num_iterations - index - 1) * record["seconds"]
-            logging.info("coordinate GPS iteration %d/%d: area %.4f (sampled %.4f), KL %.3g, "
-                         "log10 eta %.2f, %.0f s, ETA %.0f s", index + 1, num_iterations,
-                         record["area"], record["sample_area"], record["kl"], record["eta"],
-                         record["seconds"], remaining)
-            if checkpoint_path:
-                checkpoint.save(checkpoint_path, state, identity=identity,
-                                metadata={"history": history})
+        else:
+            started = time.time()
+            with progress.stage("initial policy (tuned SGD, imitated)"):
+                state, areas = initial()
+            logging.info("coordinate GPS: SGD area %s at rates %s, imitation area %.4f (%.0f s)",
+                         [round(float(a), 4) for a in areas], list(config.initial_rates),
+                         state.best_area, time.time() - started)
+            history = []
+        with progress.stage("GPS iterations", num_iterations, "iterations") as stage:
+            stage.update(int(state.iteration))
+            while int(state.iteration) < num_iterations:
+                state, record = _logged_iteration(config, family, problems, state, key_loop,
+                                                  grouping, num_iterations)
+                history.append(record)
+                stage.update(int(state.iteration))
+                if checkpoint_path:
+                    checkpoint.save(checkpoint_path, state, identity=identity,
+                                    metadata={"history": history})
         return state.best, tuple(history)

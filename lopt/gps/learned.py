@@ -117,7 +117,8 @@ def as_optax(learned) -> optax.GradientTransformationExtraArgs:
       >>> x = optax.apply_updates(x, updates)
     """
     if isinstance(learned, coordinate_learned.CoordinateLearned):
-        return coordinate_learned.coordinatewise_step_descent(learned.policy, learned.features)
+        return coordinate_learned.coordinatewise_step_descent(learned.policy, learned.features,
+                                                              learned.activation)
     return predicted_step_descent(learned.policy, learned.features, learned.dim)
 
 
@@ -134,7 +135,9 @@ def save(learned, path: str) -> None:
         "hidden": int(learned.policy.network["Dense_0"]["kernel"].shape[1]),
         "history": list(learned.history),
     }
-    if not coordinatewise:
+    if coordinatewise:
+        metadata["activation"] = learned.activation
+    else:
         metadata["dim"] = learned.dim
     checkpoint.save(os.path.join(path, FILE), learned.policy, metadata=metadata)
 
@@ -159,7 +162,8 @@ def load(path: str):
                                    int(metadata["hidden"]))
         policy, _ = checkpoint.load(file, template)
         return coordinate_learned.CoordinateLearned(policy, features, metadata.get("family", ""),
-                                                    tuple(metadata.get("history", ())))
+                                                    tuple(metadata.get("history", ())),
+                                                    metadata["activation"])
     if kind != "fixed_dimension":
         raise ValueError(f"{file!r} holds a learned optimizer of unknown kind {kind!r}")
     features = feats.FeatureConfig(**metadata["features"])

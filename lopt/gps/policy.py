@@ -6,7 +6,8 @@ The policy is pi(u | s) = N(mu(s), diag(variance)) with
     w(s) = clip((p(s) - input_mean) / input_scale, -INPUT_CLIP, INPUT_CLIP),
 
 where p(s) is the policy input (the state without the iterate, `features.policy_input`), net is
-a flax MLP with one hidden layer of `hidden` softplus units and a linear output (LM section 5),
+a flax MLP with one hidden layer of `hidden` softplus units (LM section 5; `activation`
+chooses another of ACTIVATIONS, e.g. ReLU for the coordinate-wise policy) and a linear output,
 and the whitening statistics (`input_mean`, `input_scale`) and the action scale are fitted
 once, on the first batch of samples, and stored with the policy. Subtracting net(w(0)) makes
 the empty state (no gradient, no history) a fixed point: the policy takes no step where the
@@ -49,16 +50,22 @@ from lopt.gps import features as feats
 INPUT_CLIP = 20.0  # our choice: whitened inputs are clipped to this many standard deviations
 
 
+ACTIVATIONS = {"softplus": nn.softplus, "relu": nn.relu}
+
+
 class Network(nn.Module):
-    """One hidden layer of softplus units, linear output (LM section 5)."""
+    """One hidden layer of softplus units (LM section 5) or another of ACTIVATIONS, linear
+    output."""
 
     hidden: int
     outputs: int
     dtype: jnp.dtype = jnp.float32
+    activation: str = "softplus"
 
     @nn.compact
     def __call__(self, inputs):
-        hidden = nn.softplus(nn.Dense(self.hidden, param_dtype=self.dtype)(inputs))
+        hidden = ACTIVATIONS[self.activation](
+            nn.Dense(self.hidden, param_dtype=self.dtype)(inputs))
         return nn.Dense(self.outputs, param_dtype=self.dtype)(hidden)
 
 
@@ -73,8 +80,9 @@ class Policy(NamedTuple):
     variance: jax.Array
 
 
-def _network(policy: Policy) -> Network:
-    return Network(policy.network["Dense_0"]["kernel"].shape[1], policy.action_scale.shape[0])
+def _network(policy: Policy, activation: str) -> Network:
+    return Network(policy.network["Dense_0"]["kernel"].shape[1], policy.action_scale.shape[0],
+                   activation=activation)
 
 
 def init(key: jax.Array, input_size: int, dim: int, hidden: int, dtype=jnp.float32) -> Policy:
@@ -84,9 +92,9 @@ def init(key: jax.Array, input_size: int, dim: int, hidden: int, dtype=jnp.float
                   jnp.ones(dim, dtype), jnp.ones(dim, dtype))
 
 
-def mean(policy: Policy, inputs: jax.Array) -> jax.Array:
+def mean(policy: Policy, inputs: jax.Array, activation: str = "softplus") -> jax.Array:
     """mu for policy inputs `[..., dP]` (the state without the iterate): `[..., dU]`."""
-    network = _network(policy)
+    network = _network(policy, activation)
     whitened = jnp.clip((inputs - policy.input_mean) / policy.input_scale, -INPUT_CLIP,
                         INPUT_CLIP)
     origin = jnp.clip(-policy.input_mean / policy.input_scale, -INPUT_CLIP, INPUT_CLIP)
@@ -175,8 +183,9 @@ def normalise(layout: feats.StateLayout, policy: Policy, data: Targets) -> Polic
     )
 
 
-def _mahalanobis(policy: Policy, inputs, actions, precisions) -> jax.Array:
-    gap = mean(policy, inputs) - actions
+def _mahalanobis(policy: Policy, inputs, actions, precisions,
+                 activation: str = "softplus") -> jax.Array:
+    gap = mean(policy, inputs, activation) - actions
     return jnp.einsum("mi,mij,mj->m", gap, precisions, gap)
 
 
@@ -200,7 +209,8 @@ def loss(layout: feats.StateLayout, policy: Policy, data: Targets) -> jax.Array:
 
 
 def fit_network(policy: Policy, batch, num_rows: int, scale: jax.Array, key: jax.Array, *,
-                steps: int, batch_size: int, learning_rate: float) -> dict:
+                steps: int, batch_size: int, learning_rate: float,
+                activation: str = "softplus") -> dict:
     """`steps` Adam steps (one `lax.scan`) on the mean squared Mahalanobis distance of
     minibatches of `batch_size` rows drawn uniformly with replacement from `num_rows`;
     `batch(index [B]) -> (inputs [B, dP], target actions [B, dU], precisions [B, dU, dU])`,
@@ -210,7 +220,7 @@ def fit_network(policy: Policy, batch, num_rows: int, scale: jax.Array, key: jax
     def batch_loss(network, index):
         inputs, actions, precisions = batch(index)
         return jnp.mean(_mahalanobis(policy._replace(network=network), inputs, actions,
-                                     precisions / scale))
+                                     precisions / scale, activation))
 
     def step(carry, inputs):
         network, opt_state = carry

@@ -1,0 +1,72 @@
+"""Per-step time and state size of the coordinate-wise learned optimizer against optax.adam.
+
+    python -m benchmarks.coordinate_optimizer [--learned=DIR]
+
+On the ~1M-parameter float32 pytree of `benchmarks.compiled_rule`, one jitted step (update
+with the objective value, apply, buffers donated) of `lopt.gps.as_optax` of a coordinate-wise
+learned optimizer (the one in DIR, else a randomly initialised policy of the default size:
+the step's cost does not depend on the weights) against `optax.adam`. Target (issue #19):
+within 3x Adam's step time. Also prints each optimizer's state size in numbers per parameter.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from benchmarks.compiled_rule import _tree
+from benchmarks.timing import median_seconds
+from lopt import gps
+from lopt.gps import coordinate_features as cf
+from lopt.gps import policy as policy_lib
+
+
+def _learned():
+    for argument in sys.argv[1:]:
+        if argument.startswith("--learned="):
+            return gps.load(argument.split("=", 1)[1])
+    features = cf.CoordinateFeatureConfig()
+    hidden = gps.CoordinateConfig().hidden
+    policy = policy_lib.init(jax.random.key(0), features.observation_size, 1, hidden)
+    return gps.CoordinateLearned(policy, features)
+
+
+def _step(optimizer):
+    def step(params, state, grads, value):
+        updates, state = optimizer.update(grads, state, params, value=value)
+        return optax.apply_updates(params, updates), state
+
+    return jax.jit(step, donate_argnums=(0, 1))
+
+
+def main():
+    grads = _tree(jax.random.key(1))
+    num_params = sum(leaf.size for leaf in jax.tree.leaves(grads))
+    optimizers = {"learned (coordinate-wise)": gps.as_optax(_learned()),
+                  "optax.adam": optax.with_extra_args_support(optax.adam(1e-3))}
+    runners, sizes = {}, {}
+    for name, optimizer in optimizers.items():
+        step = _step(optimizer)
+        params = _tree(jax.random.key(0))
+        carry = [params, optimizer.init(params)]
+        sizes[name] = sum(leaf.size for leaf in jax.tree.leaves(carry[1])) / num_params
+
+        def run(step=step, carry=carry):
+            carry[0], carry[1] = step(carry[0], carry[1], grads, jnp.float32(1.0))
+            return carry[0]
+
+        runners[name] = run
+    times = median_seconds(runners)
+    print(f"{num_params:,} parameters, float32, {jax.devices()[0].device_kind}")
+    for name, seconds in times.items():
+        print(f"  {name:28s} {seconds * 1e3:8.3f} ms/step, state {sizes[name]:.1f} numbers "
+              "per parameter")
+    ratio = times["learned (coordinate-wise)"] / times["optax.adam"]
+    print(f"ratio learned / optax.adam: {ratio:.2f}  (target <= 3)")
+
+
+if __name__ == "__main__":
+    main()
