@@ -33,6 +33,10 @@ def test_every_experiment_runs_at_smoke_scale(run_module, tmp_path):
     assert "| predicted_step_descent |" in margins and "learned beats it at" in margins
     assert "Against the paper's baselines" in margins
     assert "line_search_margin_of_victory.png" in margins
+    for name in ("lto_logistic", "lto_robust", "lto_mlp", "lto_transfer"):  # verdict check
+        text = (out / name / "report.md").read_text()
+        assert "fresh draw 1, final objective" in text, name
+        assert text.count("**spread; verdict on the worst**") == 2, name
     assert (out / "lto_mlp" / "learned" / "learned.npz").exists()
     search = (out / "nos_search" / "report.md").read_text()
     assert "on selection seeds" in search and "| selection (1 seeds) |" in search
