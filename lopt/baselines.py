@@ -22,6 +22,7 @@ margin of victory compares algorithms at every iteration) or the mean final obje
 
 from __future__ import annotations
 
+import functools
 import itertools
 from collections.abc import Callable, Mapping, Sequence
 from typing import NamedTuple
@@ -213,6 +214,20 @@ class TuneResult(NamedTuple):
     scores: np.ndarray
 
 
+@functools.partial(jax.jit, static_argnames=("factory", "family", "num_steps", "criterion"))
+def _grid_scores(grid_values, train_problems, x0, *, factory, family, num_steps, criterion):
+    """The criterion, averaged over problems, at every grid point `[G]`: one compiled program
+    per (factory, family, steps, criterion, shapes), reused by every `tune` call."""
+
+    def score(hyperparameters):
+        curves = evaluation.batch_curves(factory(**hyperparameters), family, train_problems, x0,
+                                         num_steps)
+        per_problem = curves.mean(axis=1) if criterion == "auc" else curves[:, -1]
+        return per_problem.mean()
+
+    return parallel.over_devices(jax.vmap(score), grid_values)
+
+
 def tune(
     factory: Callable[..., optax.GradientTransformation],
     grid: Mapping[str, Sequence[float]],
@@ -251,16 +266,9 @@ def tune(
     grid_arrays = {name: points[:, i] for i, name in enumerate(names)}
     num_problems = evaluation.num_problems(train_problems)
     x0 = family.init(key, num_problems)
-
-    def score(hyperparameters):
-        curves = evaluation.batch_curves(factory(**hyperparameters), family, train_problems, x0,
-                                         num_steps)
-        per_problem = curves.mean(axis=1) if criterion == "auc" else curves[:, -1]
-        return per_problem.mean()
-
     grid_values = {name: jnp.asarray(values, x0.dtype) for name, values in grid_arrays.items()}
-    scores = np.asarray(jax.jit(lambda values: parallel.over_devices(jax.vmap(score), values))(
-        grid_values))
+    scores = np.asarray(_grid_scores(grid_values, train_problems, x0, factory=factory,
+                                     family=family, num_steps=num_steps, criterion=criterion))
     best_index = int(np.argmin(scores))
     best = {name: float(grid_arrays[name][best_index]) for name in names}
     return TuneResult(best, grid_arrays, scores)
