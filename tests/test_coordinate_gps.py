@@ -261,7 +261,7 @@ def tiny_training():
 def test_smoke_meta_training_improves_on_its_initialisation():
     _, history = tiny_training()
     with jax.enable_x64():
-        problems = ct.to_float64(tiny_problems())
+        problems = jax.tree.map(gps.trajectory_opt.to_float64, tiny_problems())
         key_rates, key_init, _ = jax.random.split(jax.random.key(2), 3)
         config = dataclasses.replace(TINY, num_iterations=0)
         areas = ct._sgd_areas(config, TINY_FAMILY, problems, key_rates, None)

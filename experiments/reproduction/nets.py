@@ -182,9 +182,8 @@ def curves(task: Task, opt: optax.GradientTransformationExtraArgs, seeds: jax.Ar
             carry, _ = jax.lax.scan(step, carry, jax.random.split(chunk_key, eval_every))
             return carry, task.full_loss(carry[0])
 
-        (final, _), losses = jax.lax.scan(chunk, (params, opt.init(params)),
-                                          jax.random.split(key_steps, chunks))
-        del final
+        _, losses = jax.lax.scan(chunk, (params, opt.init(params)),
+                                 jax.random.split(key_steps, chunks))
         losses = jnp.concatenate([task.full_loss(params)[None], losses])
         return jnp.where(jnp.isfinite(losses), losses, jnp.inf)
 

@@ -52,7 +52,7 @@ from jax.flatten_util import ravel_pytree
 
 from lopt import checkpoint, progress
 from lopt.gps import coordinate_features as cf
-from lopt.gps import coordinate_groups, lqg
+from lopt.gps import coordinate_groups, lqg, trajectory_opt
 from lopt.gps import cost as cost_lib
 from lopt.gps import dynamics as dyn
 from lopt.gps import policy as policy_lib
@@ -367,18 +367,13 @@ _sgd_areas = jax.jit(sgd_areas, static_argnums=(0, 1, 4))
 _initial_policy = jax.jit(initial_policy, static_argnums=(0, 1, 5))
 
 
-def to_float64(tree):
-    return jax.tree.map(lambda a: a.astype(jnp.float64) if jnp.issubdtype(a.dtype, jnp.floating)
-                        else a, tree)
-
-
 def run_identity(config: CoordinateConfig, family, problems, key: jax.Array) -> dict:
     """The identity of a `train` run: config (but `num_iterations`, so a longer run continues
     a finished one), family, key and problems (as float64, which `train` runs in)."""
     with jax.enable_x64():
         return checkpoint.identity(
             {"coordinate_gps": dataclasses.asdict(dataclasses.replace(config, num_iterations=0)),
-             "family": repr(family)}, key, to_float64(problems))
+             "family": repr(family)}, key, jax.tree.map(trajectory_opt.to_float64, problems))
 
 
 def _initial_state(config, family, problems, key_rates, key_init, grouping):
@@ -420,15 +415,13 @@ def train(family, problems, config: CoordinateConfig, key: jax.Array, *, groupin
     num_iterations = config.num_iterations
     config = dataclasses.replace(config, num_iterations=0)  # the stages never read it
     with jax.enable_x64():
-        problems = to_float64(problems)
+        problems = jax.tree.map(trajectory_opt.to_float64, problems)
         key_rates, key_init, key_loop = jax.random.split(key, 3)
         identity = run_identity(config, family, problems, key) if checkpoint_path else None
         resuming = bool(checkpoint_path) and os.path.isfile(checkpoint_path)
-        if resuming:
-            checkpoint.check(checkpoint_path, identity)
         initial = functools.partial(_initial_state, config, family, problems, key_rates,
                                     key_init, grouping)
-        if resuming:  # the template only: the initial policy is not recomputed
+        if resuming:  # identity checked, from the template only (nothing computed first)
             state, metadata = checkpoint.load(checkpoint_path, jax.eval_shape(initial)[0],
                                               identity=identity)
             state = jax.tree.map(jnp.asarray, state)
