@@ -13,7 +13,7 @@ from lopt.search import driver, strategies
 
 SMOKE = driver.SearchConfig.preset("smoke", checkpoint_every=2)
 KEYS = {"rule", "simplified", "fingerprint", "score", "learning_rate", "diverged", "pruned",
-        "cache_hit", "iteration"}
+        "cache_hit", "iteration", "stage", "proxy_score", "task_scores", "learning_rates"}
 
 
 def _read(path):

@@ -4,11 +4,12 @@
     result = run(config, jax.random.key(0), out="runs/smoke")
     result.top[0]["simplified"]                 # best rule found, simplified
 
-Each iteration asks the strategy for its `batch_size` rules (`lopt.search.strategies`), scores them
-with the population evaluator (`lopt.search.evaluate`, one fixed evaluation key for the whole
-search so that a rule's reward does not depend on when it was sampled, a fingerprint cache so
-that a rule is trained once however often it is sampled, and degenerate rules pruned untrained),
-and tells the strategy the rewards. The budget counts sampled rules (cache hits included, as in
+Each iteration asks the strategy for its `batch_size` rules (`lopt.search.strategies`), scores
+them on the task, or on a suite of tasks through a funnel (`lopt.search.suite`), with the
+population evaluator (`lopt.search.evaluate`, one fixed evaluation key for the whole search so
+that a rule's reward does not depend on when it was sampled, a fingerprint cache so that a rule
+is trained once however often it is sampled, and degenerate rules pruned untrained), and tells
+the strategy the rewards. The budget counts sampled rules (cache hits included, as in
 the paper's Figure 4) and is rounded up to whole iterations. Each iteration's progress line
 gives the cache-hit and pruning rates so far (`sampling_summary`).
 
@@ -16,13 +17,17 @@ Files in `out`:
   config.json     the run's identity (`run_identity`: every setting, the key's data and a
                   fingerprint of the task's data), written when it starts
   results.jsonl   one JSON object per sampled rule: rule (as sampled), simplified
-                  (`lopt.rules.simplify`: the same update, for reports), fingerprint, score,
-                  learning_rate, diverged, pruned (degenerate: scored untrained), cache_hit
-                  (its fingerprint was scored before: earlier, or earlier in its batch),
-                  iteration (appended as each iteration finishes)
+                  (`lopt.rules.simplify`: the same update, for reports), fingerprint, score
+                  (the reward), learning_rate (chosen on the first suite task), diverged,
+                  pruned (degenerate: scored untrained), cache_hit (its fingerprint was scored
+                  before: earlier, earlier in its batch, or Adam's for the normalisation),
+                  iteration (appended as each iteration finishes), stage (how far it went:
+                  "pruned", "proxy" or "full"), proxy_score, task_scores and learning_rates
+                  ({suite task name: value}; see `lopt.search.suite.BatchScores`); null for
+                  a value not computed
   checkpoint.npz  every `checkpoint_every` iterations (`lopt.checkpoint`: atomic, no pickle):
                   the next iteration, the driver's PRNG key, the strategy state (controller
-                  parameters and optimiser state for PPO) and the score cache
+                  parameters and optimiser state for PPO) and the score caches
 
 `run(..., resume=True)` continues from the checkpoint: the iterations after it are recomputed
 (deterministically: same key, same cache) and their rows, already in results.jsonl, are not
@@ -46,8 +51,8 @@ from absl import logging
 
 from lopt import checkpoint, progress, user_code
 from lopt import rules as rules_lib
-from lopt.search import strategies, tasks
-from lopt.search.evaluator import EvaluatorConfig, Scores, evaluate
+from lopt.search import strategies, suite, tasks
+from lopt.search.evaluator import EvaluatorConfig
 from lopt.search.ppo import PPOConfig
 from lopt.search.space import SearchSpace
 
@@ -64,16 +69,21 @@ class SearchConfig:
       switches) and `batch_size`, the rules per iteration, are its fields; `space` and
       `batch_size` here read them.
     task: a name of `lopt.search.tasks.TASKS`, "module:attribute" naming your own, or a task
-      object (the protocol of `lopt.search.tasks`); data_dir for the `tasks.CIFAR10_TASKS`.
+      object (the protocol of `lopt.search.tasks`); or a tuple of them, a suite: rewards are
+      then Adam-normalised suite scores (`lopt.search.suite`); data_dir for the
+      `tasks.CIFAR10_TASKS`.
+    proxy: None, or the funnel's first stage (`lopt.search.suite.Proxy`): every new rule is
+      scored on the proxy and only the best fraction goes on to `task` with `evaluator`.
     budget: number of sampled rules (rounded up to whole batches).
-    evaluator: the scoring protocol (its chunk padding keeps a search to one compiled program;
-      degenerate rules pruned untrained, except in the paper preset).
+    evaluator: the full scoring protocol (its chunk padding keeps a search to one compiled
+      program; degenerate rules pruned untrained, except in the paper preset).
     checkpoint_every: iterations between checkpoints.
     top_k: distinct rules in `SearchResult.top`.
     """
 
     strategy: strategies.Strategy = strategies.PPOSearch()
     task: Any = "digits_mlp"
+    proxy: suite.Proxy | None = None
     data_dir: str | None = None
     budget: int = 2000
     evaluator: EvaluatorConfig = EvaluatorConfig(chunk_size=50, prune=True)
@@ -85,11 +95,19 @@ class SearchConfig:
             raise ValueError("SearchConfig.strategy must be a lopt.search.strategies.Strategy "
                              "(PPOSearch, Evolution, RandomSearch or your own subclass), got "
                              f"{self.strategy!r}")
-        if not isinstance(self.task, str):
-            tasks.check_task(self.task)
-        elif self.task not in tasks.TASKS and not user_code.is_spec(self.task):
-            raise ValueError(f"unknown task {self.task!r}; valid: {', '.join(tasks.TASKS)}, "
-                             "'module:attribute' or a task object")
+        if isinstance(self.task, list):
+            object.__setattr__(self, "task", tuple(self.task))  # hashable
+        if self.task == ():
+            raise ValueError("SearchConfig.task: a suite needs at least one task")
+        for task in self.suite:
+            if not isinstance(task, str):
+                tasks.check_task(task)
+            elif task not in tasks.TASKS and not user_code.is_spec(task):
+                raise ValueError(f"unknown task {task!r}; valid: {', '.join(tasks.TASKS)}, "
+                                 "'module:attribute' or a task object")
+        if self.proxy is not None and not isinstance(self.proxy, suite.Proxy):
+            raise ValueError(f"SearchConfig.proxy must be None or a lopt.search.suite.Proxy, "
+                             f"got {self.proxy!r}")
         for name in ("budget", "checkpoint_every", "top_k"):
             value = getattr(self, name)
             if not isinstance(value, int) or value <= 0:
@@ -104,9 +122,14 @@ class SearchConfig:
         return self.strategy.batch_size
 
     @property
+    def suite(self) -> tuple:
+        """The suite's tasks (names or objects); one task is a suite of one."""
+        return self.task if isinstance(self.task, tuple) else (self.task,)
+
+    @property
     def task_name(self) -> str:
-        """The task's name (for reports)."""
-        return self.task if isinstance(self.task, str) else self.task.name
+        """The task's name, or the suite's names joined by "+" (for reports)."""
+        return "+".join(task if isinstance(task, str) else task.name for task in self.suite)
 
     @property
     def num_iterations(self) -> int:
@@ -125,6 +148,8 @@ class SearchConfig:
 # 1e-3 collapses onto adam-like rules within ~500 samples on digits_mlp (fewer than 500 distinct
 # rules in 3000 samples); 2e-4 learns by ~2000 samples and keeps exploring longer
 # (benchmarks/search.py compares PPO with random search at equal budgets).
+# 1e-4 to 1e-1, half a decade apart (rounded: 3e-4, 3e-3, 3e-2 between the decades).
+HALF_DECADE_LEARNING_RATES = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1)
 _CPU_PPO = PPOConfig(learning_rate=2e-4, normalize_advantages=True)
 PRESETS = {
     # Seconds: a quadratic child, 40 rules; for tests and trying the pipeline.
@@ -137,6 +162,24 @@ PRESETS = {
     "cpu": SearchConfig(
         strategy=strategies.PPOSearch(space=SearchSpace(depth=2), batch_size=50, ppo=_CPU_PPO),
         task="digits_mlp", budget=2000),
+    # A 2-core CPU, a suite of three children and a funnel (lopt.search.suite): every new rule
+    # is scored on a short digits-MLP proxy (3 rates, 1 + 2 epochs), the best 4% of each
+    # batch's (about 7 of 200) on the digits MLP, the digits ConvNet and the character LSTM
+    # with a sweep of 7 rates half a decade apart (a decade apart, a rule that is Adam times a
+    # constant would win by sitting between Adam's grid points); regularized evolution
+    # warm-started from adam, powersign and addsign.
+    "cpu_suite": SearchConfig(
+        strategy=strategies.Evolution(space=SearchSpace(depth=2), batch_size=200,
+                                      population_size=400),
+        task=("digits_mlp", "digits_convnet", "stdlib_lstm_lm"),
+        proxy=suite.Proxy(
+            task="digits_mlp",
+            evaluator=EvaluatorConfig(learning_rates=(1e-3, 1e-2, 1e-1), final_epochs=2,
+                                      chunk_size=200, prune=True),
+            promote_fraction=0.04),
+        budget=20000, checkpoint_every=5,
+        evaluator=EvaluatorConfig(learning_rates=HALF_DECADE_LEARNING_RATES, chunk_size=4,
+                                  prune=True)),
     # Section 4: CIFAR-10 ConvNet child, depth-3 rules, the paper's controller optimiser.
     "paper": SearchConfig(
         strategy=strategies.PPOSearch(space=SearchSpace(depth=3), batch_size=100),
@@ -145,15 +188,26 @@ PRESETS = {
 }
 
 
-def run_identity(config: SearchConfig, key: jax.Array, task=None) -> dict[str, Any]:
-    """The identity of a search (`lopt.checkpoint.identity`): the config's fields, the task's
-    (`tasks.identity`: name, class, model, parameter shapes), the key and a fingerprint of the
-    task's data (`task`, built from the config when not given); `resume` refuses a directory
-    of any other."""
-    task = task or tasks.get(config.task, data_dir=config.data_dir)
-    task_fields, data = tasks.identity(task)
+def run_identity(config: SearchConfig, key: jax.Array) -> dict[str, Any]:
+    """The identity of a search (`lopt.checkpoint.identity`): the config's fields, each task's
+    (`tasks.identity`: name, class, model, parameter shapes; the proxy's too), the key and a
+    fingerprint of the tasks' data; `resume` refuses a directory of any other."""
+    described = [tasks.identity(tasks.get(task, data_dir=config.data_dir))
+                 for task in config.suite]
     settings = {field.name: getattr(config, field.name) for field in dataclasses.fields(config)}
-    settings["task"] = task_fields
+    if isinstance(config.task, tuple):
+        settings["task"] = [fields for fields, _ in described]
+        data = [task_data for _, task_data in described]
+    else:
+        (settings["task"], data), = described
+    if config.proxy is None:
+        del settings["proxy"]  # so that single-task runs keep their identities
+    else:
+        proxy_fields, proxy_data = tasks.identity(tasks.get(config.proxy.task,
+                                                            data_dir=config.data_dir))
+        settings["proxy"] = {"task": proxy_fields, "evaluator": config.proxy.evaluator,
+                             "promote_fraction": config.proxy.promote_fraction}
+        data = [data, proxy_data]
     return checkpoint.identity(settings, key, data=data)
 
 
@@ -220,31 +274,40 @@ def _append(path: str, rows: list[dict]) -> None:
         os.fsync(file.fileno())
 
 
-def _rows(rules: list[rules_lib.Rule], scores: Scores, known: set[str], iteration: int
-          ) -> list[dict]:
-    """Result rows of one batch (a learning rate of None marks a candidate that diverged at
-    every rate of the sweep or was pruned); `known`: the fingerprints scored before it."""
-    rate = lambda value: None if np.isnan(value) else float(value)
+def _rows(rules: list[rules_lib.Rule], scores: suite.BatchScores, task_names: tuple[str, ...],
+          known: set[str], iteration: int) -> list[dict]:
+    """Result rows of one batch; `known`: the fingerprints scored before it. None stands for
+    NaN: a learning rate of a candidate that diverged at every rate of the sweep, was pruned
+    or did not reach the full stage, a score not computed."""
+    number = lambda value: None if np.isnan(value) else float(value)
     rows = []
-    for rule, fingerprint, score, lr, diverged, pruned in zip(
-            rules, map(str, scores.fingerprint), scores.reward, scores.learning_rate,
-            scores.diverged, scores.pruned, strict=True):
-        rows.append({"rule": str(rule), "simplified": str(rules_lib.simplify(rule)),
-                     "fingerprint": fingerprint, "score": float(score),
-                     "learning_rate": rate(lr), "diverged": bool(diverged),
-                     "pruned": bool(pruned), "cache_hit": fingerprint in known,
-                     "iteration": iteration})
+    for index, (rule, fingerprint) in enumerate(zip(rules, map(str, scores.fingerprint),
+                                                    strict=True)):
+        rows.append({
+            "rule": str(rule), "simplified": str(rules_lib.simplify(rule)),
+            "fingerprint": fingerprint, "score": float(scores.reward[index]),
+            "learning_rate": number(scores.learning_rates[index, 0]),
+            "diverged": bool(scores.diverged[index]), "pruned": bool(scores.pruned[index]),
+            "cache_hit": fingerprint in known, "iteration": iteration,
+            "stage": str(scores.stage[index]),
+            "proxy_score": number(scores.proxy_score[index]),
+            "task_scores": dict(zip(task_names, map(number, scores.task_scores[index]),
+                                    strict=True)),
+            "learning_rates": dict(zip(task_names, map(number, scores.learning_rates[index]),
+                                       strict=True))})
         known = known | {fingerprint}
     return rows
 
 
 def sampling_summary(rows: list[dict]) -> dict[str, int]:
-    """{"sampled", "cache_hits", "pruned", "trained"} counts of result rows; trained rules are
-    the new fingerprints that were not pruned."""
-    hits = sum(row["cache_hit"] for row in rows)
-    pruned = sum(row["pruned"] for row in rows)
-    trained = sum(not row["cache_hit"] and not row["pruned"] for row in rows)
-    return {"sampled": len(rows), "cache_hits": hits, "pruned": pruned, "trained": trained}
+    """{"sampled", "cache_hits", "pruned", "trained", "promoted"} counts of result rows;
+    trained rules are the new fingerprints that were not pruned, promoted ones the new
+    fingerprints that reached the full stage (all trained ones without a proxy)."""
+    new = [row for row in rows if not row["cache_hit"]]
+    return {"sampled": len(rows), "cache_hits": len(rows) - len(new),
+            "pruned": sum(row["pruned"] for row in rows),
+            "trained": sum(not row["pruned"] for row in new),
+            "promoted": sum(row["stage"] == "full" for row in new)}
 
 
 def iteration_stage(iteration: int, num_iterations: int) -> str:
@@ -278,17 +341,16 @@ def run(config: SearchConfig, key: jax.Array, *, out: str | None = None,
     """
     if resume and out is None:
         raise ValueError("resume needs an output directory")
-    task = tasks.get(config.task, data_dir=config.data_dir)
     identity = None  # only runs with files have an identity to check and record
     if out is not None:
-        identity = run_identity(config, key, task)
+        identity = run_identity(config, key)
         check_output(out, identity, resume)
         checkpoint.write_atomically(os.path.join(out, CONFIG),
                                     json.dumps(identity, indent=1).encode())
     start_time = time.time()
     strategy, space = config.strategy, config.space
     init_key, eval_key, key = jax.random.split(key, 3)
-    state, cache, first_iteration = strategy.init(init_key), {}, 0
+    state, caches, first_iteration = strategy.init(init_key), {}, 0
     results_path = os.path.join(out, RESULTS) if out else None
     checkpoint_path = os.path.join(out, CHECKPOINT) if out else None
     rows = _restore_rows(results_path, config.batch_size) if resume else []
@@ -296,10 +358,13 @@ def run(config: SearchConfig, key: jax.Array, *, out: str | None = None,
         saved, metadata = checkpoint.load(checkpoint_path, _checkpoint_tree(state, key),
                                           identity=identity)
         state = jax.tree.map(jnp.asarray, saved["strategy_state"])
-        key, cache = saved["key"], metadata["cache"]
+        key, caches = saved["key"], metadata["caches"]
         first_iteration = metadata["next_iteration"]
         logging.info("Resuming at iteration %d of %d", first_iteration, config.num_iterations)
     written = len(rows) // config.batch_size
+    with progress.stage("search: scoring adam on every stage's task (normalisation)"):
+        scoring = suite.prepare(config.suite, config.evaluator, config.proxy, eval_key, caches,
+                                data_dir=config.data_dir)
 
     timings = []
     last_iteration = config.num_iterations
@@ -311,58 +376,73 @@ def run(config: SearchConfig, key: jax.Array, *, out: str | None = None,
         tokens = strategy.ask(ask_key, state)
         codes = space.full_codes(tokens)
         evaluate_start = time.time()
-        known = set(cache)
+        known = _seen(caches, scoring)
         with progress.stage(iteration_stage(iteration, config.num_iterations)):
-            scores = evaluate(codes, task, config.evaluator, eval_key, cache=cache)
+            scores = suite.score(codes, scoring, caches)
         evaluate_seconds = time.time() - evaluate_start
         state = strategy.tell(state, tokens, jnp.asarray(scores.reward, jnp.float32))
         if iteration >= written:
             sampled = [space.to_rule(row) for row in np.asarray(tokens)]
-            new_rows = _rows(sampled, scores, known, iteration)
+            new_rows = _rows(sampled, scores, scoring.task_names, known, iteration)
             rows.extend(new_rows)
             if results_path:
                 _append(results_path, new_rows)
         done = iteration + 1
         if out and (done % config.checkpoint_every == 0 or done == config.num_iterations):
             checkpoint.save(checkpoint_path, _checkpoint_tree(state, key), identity=identity,
-                            metadata={"next_iteration": done, "cache": cache})
+                            metadata={"next_iteration": done, "caches": caches})
         timings.append((time.time() - iteration_start, evaluate_seconds))
         elapsed = time.time() - start_time
         rate = (done - first_iteration) * config.batch_size / elapsed
         remaining = (config.num_iterations - done) * config.batch_size / max(rate, 1e-9)
         summary = sampling_summary(rows)
         logging.info("iteration %d/%d: mean reward %.4f, best so far %.4f, %.2f rules/s, "
-                     "ETA %.0fs; so far %.0f%% cache hits, %.0f%% pruned; this iteration "
-                     "%.1fs, %.0f%% of it outside the evaluator",
+                     "ETA %.0fs; so far %.0f%% cache hits, %.0f%% pruned, %d promoted; this "
+                     "iteration %.1fs, %.0f%% of it outside the evaluator",
                      done, config.num_iterations, float(np.mean(scores.reward)),
-                     max(row["score"] for row in rows), rate, remaining,
+                     _best_score(rows), rate, remaining,
                      100 * summary["cache_hits"] / summary["sampled"],
-                     100 * summary["pruned"] / summary["sampled"], timings[-1][0],
-                     100 * (1 - evaluate_seconds / timings[-1][0]))
+                     100 * summary["pruned"] / summary["sampled"], summary["promoted"],
+                     timings[-1][0], 100 * (1 - evaluate_seconds / timings[-1][0]))
 
     top = top_rules(rows, config.top_k)
     timings = np.array(timings).reshape(-1, 2)
     if last_iteration < config.num_iterations:
         return SearchResult(top, {}, rows, time.time() - start_time, timings[:, 1].sum(),
                             timings)
-    baselines = _score_baselines(config, task, eval_key, cache)
+    baselines = _score_baselines(config, scoring, caches)
     return SearchResult(top, baselines, rows, time.time() - start_time, timings[:, 1].sum(),
                         timings)
 
 
-def _score_baselines(config: SearchConfig, task, eval_key, cache) -> dict[str, dict]:
-    """sgd, momentum, adam, rmsprop under the search's protocol (same key and cache)."""
+def _seen(caches: dict, scoring: suite.Scoring) -> set[str]:
+    """The fingerprints scored so far: those in the first stage's cache."""
+    stage, task = (("proxy", scoring.proxy_task) if scoring.proxy
+                   else ("full", scoring.tasks[0]))
+    return set(caches.get(suite.cache_name(stage, task.name), {}))
+
+
+def _best_score(rows: list[dict]) -> float:
+    """The best score of a row that reached the full stage (NaN if none has yet)."""
+    return max((row["score"] for row in rows if row["stage"] == "full"), default=math.nan)
+
+
+def _score_baselines(config: SearchConfig, scoring: suite.Scoring, caches: dict
+                     ) -> dict[str, dict]:
+    """sgd, momentum, adam, rmsprop under the search's full protocol (same keys and caches)."""
     named = [rules_lib.LIBRARY[name] for name in BASELINES]
     codes = rules_lib.encode(named, config.space.depth)
-    known = set(cache)
-    scores = evaluate(codes, task, config.evaluator, eval_key, cache=cache)
-    rows = _rows(named, scores, known, -1)
+    known = _seen(caches, scoring)
+    scores = suite.score(codes, scoring, caches, promote_all=True)
+    rows = _rows(named, scores, scoring.task_names, known, -1)
     return dict(zip(BASELINES, rows, strict=True))
 
 
 def top_rules(rows: list[dict], top_k: int) -> list[dict]:
-    """The `top_k` best rows with distinct fingerprints (first sample of each), best first."""
+    """The `top_k` best rows that reached the full stage, with distinct fingerprints (first
+    sample of each), best first."""
     distinct = {}
     for row in rows:
-        distinct.setdefault(row["fingerprint"], row)
+        if row["stage"] == "full":
+            distinct.setdefault(row["fingerprint"], row)
     return sorted(distinct.values(), key=lambda row: -row["score"])[:top_k]

@@ -298,12 +298,15 @@ def _run_stage(task, config, codes, learning_rates, key, init_params, num_epochs
             np.concatenate(losses, axis=1))
 
 
-def _failure_reward(task, config, init_params) -> float:
+def failure_reward(task, config: EvaluatorConfig, key: jax.Array) -> float:
+    """The reward of a failed (diverged or pruned) candidate under `config` and the evaluation
+    key `key`: `config.failure_reward` if set, else chance accuracy 1/num_classes (data tasks)
+    or the negated objective at the child's initial parameters (data-free tasks)."""
     if config.failure_reward is not None:
         return float(config.failure_reward)
     if task.has_data:
         return 1.0 / task.num_classes
-    return float(task.accuracy(init_params))
+    return float(task.accuracy(task.init(jax.random.fold_in(key, 0))))
 
 
 def _score_unique(codes, task, config, key) -> dict[str, np.ndarray]:
@@ -329,7 +332,7 @@ def _score_unique(codes, task, config, key) -> dict[str, np.ndarray]:
         config.final_epochs if config.validate_every_epoch else 1)
     scores = per_epoch[-1]
     failed = diverged | all_diverged
-    reward = np.where(failed, _failure_reward(task, config, init_params), scores)
+    reward = np.where(failed, failure_reward(task, config, key), scores)
     train_loss = losses[-config.epoch_steps(task):].mean(axis=0)
     return {"reward": reward.astype(np.float64), "val_accuracy": scores.astype(np.float64),
             "learning_rate": np.where(all_diverged, np.nan, chosen),
@@ -340,10 +343,9 @@ def _score_unique(codes, task, config, key) -> dict[str, np.ndarray]:
 
 def _pruned_row(task, config, key) -> dict:
     """The cache row of a degenerate candidate: the failure reward, nothing trained."""
-    failure = _failure_reward(task, config, task.init(jax.random.fold_in(key, 0)))
-    return {"reward": failure, "val_accuracy": math.nan, "learning_rate": math.nan,
-            "train_loss": math.nan, "diverged": False, "best_val_accuracy": math.nan,
-            "pruned": True}
+    return {"reward": failure_reward(task, config, key), "val_accuracy": math.nan,
+            "learning_rate": math.nan, "train_loss": math.nan, "diverged": False,
+            "best_val_accuracy": math.nan, "pruned": True}
 
 
 def evaluate(rules, task, config: EvaluatorConfig = EvaluatorConfig(), key=None, *,

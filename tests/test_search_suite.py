@@ -1,0 +1,116 @@
+"""Suite scoring and the funnel (`lopt.search.suite`) inside the search driver."""
+
+import dataclasses
+import json
+import math
+import os
+
+import jax
+import numpy as np
+import pytest
+
+from lopt import rules
+from lopt.search import driver, evaluator, strategies, suite, tasks
+
+SMOKE = driver.SearchConfig.preset("smoke")
+PROXY = suite.Proxy(task="quadratic", promote_fraction=0.3,
+                    evaluator=dataclasses.replace(SMOKE.evaluator,
+                                                  learning_rates=(3e-3, 3e-2, 3e-1)))
+FUNNEL = dataclasses.replace(
+    SMOKE, task=("quadratic", "rosenbrock"), proxy=PROXY, budget=40, checkpoint_every=2,
+    strategy=strategies.Evolution(space=SMOKE.space, batch_size=10, population_size=20))
+
+
+def test_promote_takes_the_best_fraction_of_the_eligible():
+    scores = np.array([0.5, 2.0, 1.0, 3.0, 1.0, 0.9])
+    eligible = np.array([True, True, True, False, True, True])
+    np.testing.assert_array_equal(suite.promote(scores, eligible, 0.4),  # ceil(0.4 * 5) = 2
+                                  [False, True, True, False, False, False])
+    np.testing.assert_array_equal(suite.promote(scores, eligible, 1.0), eligible)
+    assert not suite.promote(scores, np.zeros(6, bool), 0.5).any()
+
+
+def test_normalised_scores_are_one_for_adam_and_zero_at_the_failure_reward():
+    caches = {}
+    scoring = suite.prepare(("quadratic", "rosenbrock"), SMOKE.evaluator, None,
+                            jax.random.key(3), caches)
+    codes = rules.encode([rules.LIBRARY["adam"], rules.parse("1e-3*w"), rules.parse("g")],
+                         SMOKE.evaluator.depth)
+    scores = suite.score(codes, scoring, caches)
+    np.testing.assert_allclose(scores.task_scores[0], [1.0, 1.0])
+    np.testing.assert_array_equal(scores.task_scores[1], [0.0, 0.0])  # pruned: the floor
+    assert list(scores.stage) == ["full", "pruned", "full"]
+    # By hand: (reward - failure reward) / (adam's reward - failure reward), then the mean.
+    expected = []
+    for task in ("quadratic", "rosenbrock"):
+        task = tasks.get(task)
+        raw = evaluator.evaluate([rules.LIBRARY["adam"], rules.parse("g")], task,
+                                 SMOKE.evaluator, jax.random.key(3)).reward
+        floor = evaluator.failure_reward(task, SMOKE.evaluator, jax.random.key(3))
+        expected.append((raw[1] - floor) / (raw[0] - floor))
+    np.testing.assert_allclose(scores.task_scores[2], expected)
+    np.testing.assert_allclose(scores.reward, [1.0, 0.0, np.mean(expected)])
+
+
+@pytest.fixture(scope="module")
+def funnel_run(tmp_path_factory):
+    out = str(tmp_path_factory.mktemp("funnel"))
+    return out, driver.run(FUNNEL, jax.random.key(0), out=out)
+
+
+def test_the_funnel_promotes_exactly_the_configured_fraction(funnel_run):
+    _, result = funnel_run
+    rows = result.rows
+    assert {row["stage"] for row in rows} == {"pruned", "proxy", "full"}
+    for iteration in range(FUNNEL.num_iterations):
+        batch = [row for row in rows if row["iteration"] == iteration]
+        first = {}
+        for row in batch:
+            first.setdefault(row["fingerprint"], row)
+        new = [row for row in first.values() if not row["cache_hit"]]
+        # Eligible: new, not pruned, not diverged on the proxy (a promoted one did not).
+        eligible = [row for row in new if not row["pruned"]
+                    and (row["stage"] == "full" or not row["diverged"])]
+        promoted = [row for row in eligible if row["stage"] == "full"]
+        assert len(promoted) == math.ceil(PROXY.promote_fraction * len(eligible))
+        if promoted:
+            assert min(row["proxy_score"] for row in promoted) >= max(
+                (row["proxy_score"] for row in eligible if row["stage"] == "proxy"),
+                default=-np.inf)
+    for row in rows:
+        if row["stage"] == "full":  # the reward is the suite score
+            assert row["score"] == pytest.approx(np.mean(list(row["task_scores"].values())))
+        else:
+            assert all(value is None for value in row["task_scores"].values())
+            assert row["score"] == (0.0 if row["stage"] == "pruned" else row["proxy_score"])
+    assert all(row["stage"] == "full" for row in result.top)
+    assert result.baselines["adam"]["score"] == pytest.approx(1.0)
+    assert result.baselines["adam"]["proxy_score"] == pytest.approx(1.0)
+
+
+def test_a_funnel_search_is_deterministic_and_resumable(funnel_run, tmp_path):
+    reference_out, reference = funnel_run
+    out = str(tmp_path / "split")
+    driver.run(FUNNEL, jax.random.key(0), out=out, max_iterations=3)  # checkpoint at 2
+    resumed = driver.run(FUNNEL, jax.random.key(0), out=out, resume=True)
+    with open(os.path.join(out, "results.jsonl")) as file, open(
+            os.path.join(reference_out, "results.jsonl")) as reference_file:
+        assert file.read() == reference_file.read()
+    assert resumed.rows == reference.rows and resumed.baselines == reference.baselines
+    with open(os.path.join(out, "config.json")) as file:
+        identity = json.load(file)
+    assert identity["proxy.promote_fraction"] == PROXY.promote_fraction
+    changed = dataclasses.replace(FUNNEL, proxy=dataclasses.replace(PROXY, promote_fraction=0.5))
+    with pytest.raises(ValueError, match=r"proxy\.promote_fraction \(0\.3 there, 0\.5 now\)"):
+        driver.run(changed, jax.random.key(0), out=out, resume=True)
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda: suite.Proxy(promote_fraction=0.0), r"promote_fraction must be in \(0, 1\]"),
+    (lambda: dataclasses.replace(SMOKE, task=()), "a suite needs at least one task"),
+    (lambda: dataclasses.replace(SMOKE, task=("quadratic", "nope")), "unknown task 'nope'"),
+    (lambda: dataclasses.replace(SMOKE, proxy="quadratic"), "must be None or a lopt.search"),
+])
+def test_bad_suites_are_refused_with_one_line(make, message):
+    with pytest.raises(ValueError, match=message):
+        make()
