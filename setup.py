@@ -11,7 +11,7 @@ setuptools.setup(
     license="Apache-2.0",
     python_requires=">=3.10",
     packages=setuptools.find_packages(include=["lopt", "lopt.*"]),
-    package_data={"lopt": ["pretrained/*/*"]},
+    package_data={"lopt": ["pretrained/*/*", "rules/discovered.json"]},
     install_requires=[
         "jax>=0.4.30",
         "jaxlib>=0.4.30",

@@ -55,7 +55,7 @@ def _outside_evaluator(result) -> str:
 def rescore(config, result, seeds) -> None:
     """Prints the mean ± std validation accuracy of the 5 best rules and the baselines over
     fresh evaluation keys."""
-    named = [(row["rule"], row["rule"]) for row in result.top[:5]]
+    named = [(row["simplified"], row["simplified"]) for row in result.top[:5]]
     named += [(name, row["rule"]) for name, row in result.baselines.items()]
     task = tasks.get(config.task, data_dir=config.data_dir)
     rule_list = [rules.parse(text) for _, text in named]
@@ -83,7 +83,8 @@ def main(argv):
         distinct = len({row["fingerprint"] for row in result.rows})
         print(f"== 1. best rule, PPO on {config.task}, {len(result.rows)} rules sampled, "
               f"{distinct} distinct (trained), {seconds / 60:.1f} min wall ==")
-        print(f"best found: {best['rule']!r}  {best['score']:.4f}  (lr {best['learning_rate']})")
+        print(f"best found: {best['simplified']!r}  {best['score']:.4f}  "
+              f"(lr {best['learning_rate']})")
         for name, row in result.baselines.items():
             print(f"{name:>9}: {row['score']:.4f}  (lr {row['learning_rate']})")
         margin = best["score"] - max(row["score"] for row in result.baselines.values())

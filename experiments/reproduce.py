@@ -20,6 +20,11 @@ r"""Reproduces the papers' results on this code: one figure and one markdown tab
                                      rules against Adam on a character LSTM language model of
                                      Python's standard library (and a Wide ResNet on CIFAR-10
                                      with --data_dir)
+  nos_suite                          an evolution search on a suite of three children with a
+                                     proxy funnel; its best rules against tuned Adam, RMSprop,
+                                     momentum and SGD on fresh seeds, on the suite and on two
+                                     held-out children (shipped as lopt.rules.DISCOVERED with
+                                     --export_pretrained)
 --scale: `smoke` (seconds to minutes; tests), `cpu` (the papers' problem sizes, minutes to an
 hour on 2 cores), `paper` (the papers' settings where they fit a CPU).
 
@@ -29,7 +34,8 @@ killed run started again with the same flags resumes. With --publish the figures
 to docs/figures/ and the README's `<!-- reproduce:NAME -->` blocks are rewritten, so every
 number in the README's Results section comes from this command (--republish does that for the
 reports an earlier run left in --out, without running anything). With --export_pretrained the
-learned optimizers trained here are written to lopt/pretrained/ with their provenance.
+learned optimizers trained here are written to lopt/pretrained/ with their provenance, and
+nos_suite's rules to lopt/rules/discovered.json.
 """
 
 import os
@@ -53,7 +59,8 @@ DATA_DIR = flags.DEFINE_string("data_dir", None, "Local cifar-10-batches-py dire
 USE_PRETRAINED = flags.DEFINE_bool("use_pretrained", False, "Use the learned optimizers shipped "
                                    "in lopt/pretrained/ instead of training them.")
 EXPORT_PRETRAINED = flags.DEFINE_bool("export_pretrained", False, "Write the learned "
-                                      "optimizers trained here to lopt/pretrained/.")
+                                      "optimizers trained here to lopt/pretrained/ and the "
+                                      "rules nos_suite finds to lopt/rules/discovered.json.")
 PUBLISH = flags.DEFINE_bool("publish", False, "Copy figures to docs/figures/ and rewrite the "
                             "README's Results blocks.")
 REPUBLISH = flags.DEFINE_bool("republish", False, "Publish the reports an earlier run wrote "
@@ -91,7 +98,9 @@ def main(argv):
     if USE_PRETRAINED.value and EXPORT_PRETRAINED.value:
         raise app.UsageError("--use_pretrained and --export_pretrained exclude each other")
     out = prepare_output_dir(OUT.value)
-    nos_settings = nos.Settings(SCALE.value, out, SEED.value, DATA_DIR.value)
+    nos_settings = nos.Settings(
+        SCALE.value, out, SEED.value, DATA_DIR.value,
+        os.path.join(REPO_ROOT, "lopt", "rules") if EXPORT_PRETRAINED.value else None)
     try:
         nos.check_children(nos_settings)
     except (ValueError, OSError) as error:

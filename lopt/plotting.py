@@ -7,6 +7,7 @@ returns the Figure and writes a PNG when given a path.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -218,5 +219,32 @@ def plot_reward_curve(rewards: Sequence[float], path: str | None = None,
     axes.plot(sampled[window - 1:], moving_mean, color="black",
               label=f"mean of last {window}")
     axes.set(xlabel="Rules sampled", ylabel="Reward", title=title)
+    axes.legend(loc="lower right")
+    return _save(figure, path)
+
+
+def plot_search_progress(best_so_far: Mapping[str, np.ndarray], path: str | None = None,
+                         title: str = "") -> Figure:
+    """Best score reached against rules sampled, one line per strategy (mean over seeds, with
+    the seeds' range shaded).
+
+    Args:
+      best_so_far: {strategy: [num_seeds, num_sampled]} running maxima (NaN before the first
+        score counts).
+      path: where to write the PNG (optional).
+      title: axes title.
+    """
+    figure = Figure(figsize=(7, 4))
+    axes = figure.add_subplot()
+    for name, curves in best_so_far.items():
+        curves = np.asarray(curves, np.float64)
+        sampled = np.arange(1, curves.shape[1] + 1)
+        with warnings.catch_warnings():  # columns before any seed's first score are all NaN
+            warnings.simplefilter("ignore", RuntimeWarning)
+            mean, low, high = (reduce(curves, axis=0)
+                               for reduce in (np.nanmean, np.nanmin, np.nanmax))
+        line, = axes.plot(sampled, mean, **_style(name))
+        axes.fill_between(sampled, low, high, color=line.get_color(), alpha=0.2)
+    axes.set(xlabel="Rules sampled", ylabel="Best score so far", title=title)
     axes.legend(loc="lower right")
     return _save(figure, path)

@@ -13,7 +13,7 @@ from lopt import evaluation, gps, objectives
 
 REPRODUCE = "experiments.reproduce"
 ALL = ("lto_logistic", "lto_robust", "lto_mlp", "lto_transfer", "lto_trajectories",
-       "nos_table", "nos_rosenbrock", "nos_search", "nos_transfer")
+       "nos_table", "nos_rosenbrock", "nos_search", "nos_transfer", "nos_suite")
 
 
 @pytest.mark.slow

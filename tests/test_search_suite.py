@@ -4,21 +4,20 @@ import dataclasses
 import json
 import math
 import os
+import shutil
 
 import jax
 import numpy as np
 import pytest
 
+from experiments.reproduction import nos, nos_suite
 from lopt import rules
-from lopt.search import driver, evaluator, strategies, suite, tasks
+from lopt.search import driver, evaluator, suite, tasks
 
 SMOKE = driver.SearchConfig.preset("smoke")
-PROXY = suite.Proxy(task="quadratic", promote_fraction=0.3,
-                    evaluator=dataclasses.replace(SMOKE.evaluator,
-                                                  learning_rates=(3e-3, 3e-2, 3e-1)))
-FUNNEL = dataclasses.replace(
-    SMOKE, task=("quadratic", "rosenbrock"), proxy=PROXY, budget=40, checkpoint_every=2,
-    strategy=strategies.Evolution(space=SMOKE.space, batch_size=10, population_size=20))
+# The smoke search of `experiments.reproduce --which=nos_suite` (the last test reuses its run).
+FUNNEL = nos_suite.SCALES["smoke"].search
+PROXY = FUNNEL.proxy
 
 
 def test_promote_takes_the_best_fraction_of_the_eligible():
@@ -91,7 +90,7 @@ def test_the_funnel_promotes_exactly_the_configured_fraction(funnel_run):
 def test_a_funnel_search_is_deterministic_and_resumable(funnel_run, tmp_path):
     reference_out, reference = funnel_run
     out = str(tmp_path / "split")
-    driver.run(FUNNEL, jax.random.key(0), out=out, max_iterations=3)  # checkpoint at 2
+    driver.run(FUNNEL, jax.random.key(0), out=out, max_iterations=3)
     resumed = driver.run(FUNNEL, jax.random.key(0), out=out, resume=True)
     with open(os.path.join(out, "results.jsonl")) as file, open(
             os.path.join(reference_out, "results.jsonl")) as reference_file:
@@ -114,3 +113,29 @@ def test_a_funnel_search_is_deterministic_and_resumable(funnel_run, tmp_path):
 def test_bad_suites_are_refused_with_one_line(make, message):
     with pytest.raises(ValueError, match=message):
         make()
+
+
+def test_nos_suite_reports_and_exports_discovered_rules(funnel_run, tmp_path):
+    shutil.copytree(funnel_run[0], tmp_path / "nos_suite" / "search")  # resumed, not rerun
+    settings = nos.Settings("smoke", str(tmp_path), export_dir=str(tmp_path / "rules"))
+    result = nos_suite.search(settings, "nos_suite", "CMD")
+    assert "| adam | 1.0000 |" in result.table and "(held out)" in result.table
+    assert "**met**" in result.verdict or "**not met**" in result.verdict
+    path = str(tmp_path / "rules" / nos_suite.DISCOVERED_FILE)
+    provenance = rules.discovered.provenance(path)
+    assert provenance["command"] == "CMD --export_pretrained"
+    assert provenance["suite"] == ["quadratic", "rosenbrock"]
+    entries = provenance["rules"]
+    assert 1 <= len(entries) <= nos_suite.REPORTED_RULES
+    means = [entry["scores"]["suite_fresh"]["mean"] for entry in entries]
+    assert means == sorted(means, reverse=True)  # best first
+    discovered = rules.discovered.load(path)
+    assert list(discovered) == [entry["name"] for entry in entries]
+    for name, rule in discovered.items():  # each one an optax optimizer at once
+        assert str(rule) == next(e["rule"] for e in entries if e["name"] == name)
+        rules.to_optax(rule, 1e-2)
+    # The table's fresh suite score of the first exported rule is the one recorded.
+    scores = json.loads((tmp_path / "nos_suite" / "scores.json").read_text())
+    index = scores["rules"].index(entries[0]["rule"])
+    aggregate = np.mean(np.asarray(scores["per_task"])[:, index], axis=-1)
+    assert entries[0]["scores"]["suite_fresh"]["mean"] == pytest.approx(aggregate.mean())

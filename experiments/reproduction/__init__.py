@@ -5,7 +5,7 @@ to Optimize experiments, `nos` the Neural Optimizer Search ones. This package de
 flags, so tests and notebooks can import it.
 """
 
-from experiments.reproduction import lto, nets, nos
+from experiments.reproduction import lto, nets, nos, nos_suite
 
 EXPERIMENTS = {
     "lto_logistic": lto.family_figure,
@@ -18,4 +18,5 @@ EXPERIMENTS = {
     "nos_rosenbrock": nos.rosenbrock,
     "nos_search": nos.search,
     "nos_transfer": nos.larger_models,
+    "nos_suite": nos_suite.search,
 }

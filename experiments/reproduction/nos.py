@@ -73,12 +73,15 @@ ROSENBROCK_OPTIMIZERS = {
 @dataclasses.dataclass(frozen=True)
 class Settings:
     """scale: the scale's name; out: output root; seed; data_dir: a local CIFAR-10
-    directory (adds the cifar10_convnet child to the table; the `paper` search needs it)."""
+    directory (adds the cifar10_convnet child to the table; the `paper` search needs it);
+    export_dir: where nos_suite writes the rules it found (`lopt.rules.DISCOVERED`'s file),
+    or None."""
 
     scale: str
     out: str
     seed: int = 0
     data_dir: str | None = None
+    export_dir: str | None = None
 
     @property
     def sizes(self) -> Scale:
@@ -249,7 +252,7 @@ def search(settings: Settings, which: str, command: str) -> Report:
     # Two stages, so the verdict is not a winner's curse: the search's best distinct rules are
     # re-scored on selection seeds, and the best REPORTED_RULES of them are scored, with the
     # baselines, on fresh seeds the choice never saw.
-    candidates = {row["rule"]: rules.parse(row["rule"]) for row in result.top}
+    candidates = {row["simplified"]: rules.parse(row["simplified"]) for row in result.top}
     offsets = range(settings.sizes.rescore_seeds)
     children = {task: tasks.get(task, data_dir=settings.data_dir)
                 for task in (config.task, *settings.sizes.transfer_children)}
@@ -270,7 +273,7 @@ def search(settings: Settings, which: str, command: str) -> Report:
                       for task in settings.sizes.transfer_children})
     columns = {task: score_over_seeds(named, children[task], protocols[task], seeds)
                for task in protocols}
-    search_scores = {row["rule"]: row["score"] for row in result.top}
+    search_scores = {row["simplified"]: row["score"] for row in result.top}
     search_scores.update({name: result.baselines[name]["score"] for name in BASELINE_RULES})
     names = list(named)
     lines = [f"| rule | search score ({config.task}) | selection ({len(seeds)} seeds) | "

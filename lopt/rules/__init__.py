@@ -10,11 +10,14 @@ Modules: `expression` (the Rule tree and the search space), `text` (parse / prin
 functions: the conventions, with b1 = 0.9, b2 = b3 = 0.999, eps = 1e-8 as argument defaults
 and noise σ = 0.01), `compile` (`to_optax`), `interpreter` (populations), `library` (named
 rules), `named` (PowerSign and AddSign with sign decay), `simplify` (a shorter rule with the
-same update). On a CPU, exp, log and the random draws run as `lopt.cpu_kernels` (the
+same update), `discovered` (`DISCOVERED`: rules found by lopt's own searches, with their
+provenance). On a CPU, exp, log and the random draws run as `lopt.cpu_kernels` (the
 `implementation` argument of `to_optax` and `interpret`).
 """
 
+from lopt.rules import discovered
 from lopt.rules.compile import is_finite_update, scale_by_rule, to_optax
+from lopt.rules.discovered import DISCOVERED
 from lopt.rules.expression import Binary, Operand, Rule, Unary
 from lopt.rules.interpreter import encode, interpret
 from lopt.rules.library import LIBRARY, TABLE_1
@@ -31,6 +34,7 @@ from lopt.rules.text import RuleSyntaxError, parse
 from lopt.rules.tokens import VOCABULARY, Vocabulary, from_tokens, random_tokens, to_tokens
 
 __all__ = [
+    "DISCOVERED",
     "LIBRARY",
     "TABLE_1",
     "VOCABULARY",

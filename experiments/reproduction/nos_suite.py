@@ -1,0 +1,265 @@
+"""A rule search over a suite of children through a funnel (`lopt.search.suite`), its best
+rules re-scored against tuned baselines on fresh seeds, on the suite and on held-out children
+the search never saw, and shipped as `lopt.rules.DISCOVERED`.
+
+Scores are Adam-normalised per seed and task, (reward - failure reward) / (Adam's reward -
+failure reward) with every rule's learning rate chosen by the same sweep as Adam's, so Adam
+scores 1 on every seed; a rule beats Adam on a task when its mean difference from 1 exceeds
+two standard errors (over the fresh seeds) of that difference. Two stages, so the verdict is
+not a winner's curse: the search's best distinct rules are re-scored on selection seeds, and
+the best `REPORTED_RULES` of them are scored on fresh seeds that the choice never saw.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import os
+
+import jax
+import numpy as np
+
+from experiments.reproduction import nos
+from experiments.reproduction.report import Report
+from lopt import data, plotting, rules
+from lopt.search import driver, evaluator, strategies, suite, tasks
+
+REPORTED_RULES = 3
+DISCOVERED_FILE = "discovered.json"
+
+
+@dataclasses.dataclass(frozen=True)
+class Scale:
+    """search: the search's config; candidates: the search's best distinct rules re-scored on
+    `selection_seeds`; fresh_seeds: seeds of the final comparison; held_out: names of
+    `held_out_child`; compare_budget, compare_seeds: the equal budget and the number of seeds
+    of the evolution / PPO / random comparison (each a search like `search` but for its
+    strategy and budget)."""
+
+    search: driver.SearchConfig
+    candidates: int
+    selection_seeds: int
+    fresh_seeds: int
+    held_out: tuple[str, ...]
+    compare_budget: int
+    compare_seeds: int
+
+
+_SMOKE_SEARCH = driver.SearchConfig.preset(
+    "smoke", task=("quadratic", "rosenbrock"), budget=40,
+    strategy=strategies.Evolution(space=driver.PRESETS["smoke"].space, batch_size=10,
+                                  population_size=20),
+    proxy=suite.Proxy(task="quadratic", promote_fraction=0.3,
+                      evaluator=driver.PRESETS["smoke"].evaluator))
+SCALES = {
+    "smoke": Scale(_SMOKE_SEARCH, 4, 1, 2, ("quadratic_20",), 20, 1),
+    "cpu": Scale(driver.PRESETS["cpu_suite"], 10, 3, 10,
+                 ("digits_mlp_3x128", "digits_convnet_3x32"), 1000, 3),
+}
+SCALES["paper"] = SCALES["cpu"]
+
+
+@functools.cache  # one object per child, so compiled programs are shared
+def held_out_child(name: str):
+    """Children no search of this experiment scores: a deeper and wider MLP and a deeper and
+    wider ConvNet on the digits, and (smoke) another quadratic."""
+    if name == "digits_mlp_3x128":
+        return tasks.SupervisedTask(name, tasks.MLP((128, 128, 128), 10), data.load_digits())
+    if name == "digits_convnet_3x32":
+        return tasks.SupervisedTask(name, tasks.ConvNet((32, 32, 32), 10), data.load_digits())
+    if name == "quadratic_20":
+        return tasks.quadratic(dim=20, seed=1)
+    raise ValueError(f"unknown held-out child {name!r}")
+
+
+def normalised_over_seeds(named: dict[str, rules.Rule], task, config, seeds) -> np.ndarray:
+    """[num_seeds, num_rules] Adam-normalised scores ("adam" must be in `named`)."""
+    raw = nos.score_over_seeds(named, task, config, seeds)["reward"]
+    floors = np.array([[evaluator.failure_reward(task, config, jax.random.key(seed))]
+                       for seed in seeds])
+    adam = raw[:, list(named).index("adam")][:, None]
+    return (raw - floors) / (adam - floors)
+
+
+def _difference(scores: np.ndarray) -> tuple[float, float]:
+    """Mean and standard error over seeds of (normalised score - 1), the margin over Adam."""
+    margin = scores - 1.0
+    return float(margin.mean()), float(margin.std(ddof=1) / np.sqrt(len(margin)))
+
+
+def _cell(scores: np.ndarray) -> str:
+    mean, error = _difference(scores)
+    return f"{1 + mean:.4f} ± {error:.4f}"
+
+
+def compare_strategies(settings: nos.Settings, scale: Scale, directory: str
+                       ) -> tuple[str, str]:
+    """Evolution, PPO and random search at an equal budget over seeds, on the search's suite
+    and funnel; writes the progress figure and returns (markdown table, winner's name).
+    A strategy's score at a point is the best suite score (full stage) reached so far."""
+    base = scale.search
+    ppo = driver.PRESETS["cpu"].strategy.ppo  # the CPU controller settings (see its preset)
+    compared = {
+        "evolution": base.strategy,
+        "ppo": strategies.PPOSearch(space=base.space, batch_size=base.batch_size, ppo=ppo),
+        "random": strategies.RandomSearch(space=base.space, batch_size=base.batch_size)}
+    best_so_far = {}
+    for name, strategy in compared.items():
+        config = dataclasses.replace(base, strategy=strategy, budget=scale.compare_budget)
+        curves = []
+        for offset in range(scale.compare_seeds):
+            out = os.path.join(directory, "compare", f"{name}_seed{offset}")
+            resume = os.path.exists(os.path.join(out, driver.CONFIG))
+            result = driver.run(config, jax.random.key(settings.seed + 100 + offset), out=out,
+                                resume=resume)
+            scores = [row["score"] if row["stage"] == "full" else -np.inf
+                      for row in result.rows]
+            curves.append(np.maximum.accumulate(scores))
+        best_so_far[name] = np.where(np.isinf(curves), np.nan, curves)
+    plotting.plot_search_progress(
+        best_so_far, os.path.join(directory, "strategies.png"),
+        f"best suite score vs rules sampled ({scale.compare_seeds} seeds each)")
+    points = [scale.compare_budget // 4, scale.compare_budget // 2, scale.compare_budget]
+    lines = ["| strategy | " + " | ".join(f"best after {n} rules" for n in points) + " |",
+             "|---" * (len(points) + 1) + "|"]
+
+    def cell(values):  # a seed without a full-stage rule yet counts as no score (-)
+        values = values[~np.isnan(values)]
+        return f"{values.mean():.4f} ± {values.std():.4f}" if len(values) else "-"
+
+    for name, curves in best_so_far.items():
+        lines.append(f"| {name} | " + " | ".join(cell(curves[:, n - 1]) for n in points) + " |")
+    final = {name: np.nan_to_num(curves[:, -1], nan=-np.inf).mean()
+             for name, curves in best_so_far.items()}
+    winner = max(final, key=final.get)
+    return "\n".join(lines) + "\n", winner
+
+
+def search(settings: nos.Settings, which: str, command: str) -> Report:
+    """Runs (resumes) the suite search, re-scores and reports its rules, and with
+    `settings.export_dir` writes `discovered.json` there."""
+    scale = SCALES[settings.scale]
+    config = scale.search
+    directory = os.path.join(settings.out, which)
+    run_dir = os.path.join(directory, "search")
+    resume = os.path.exists(os.path.join(run_dir, driver.CONFIG))
+    result = driver.run(config, jax.random.key(settings.seed), out=run_dir, resume=resume)
+    plotting.plot_reward_curve([row["score"] for row in result.rows],
+                               os.path.join(directory, "reward_curve.png"),
+                               f"{config.strategy.name} on {config.task_name} (funnel)")
+    suite_tasks = {task: tasks.get(task) for task in config.suite}
+    protocol = config.evaluator
+
+    def suite_scores(named, seeds):
+        """[num_seeds, num_rules, num_suite_tasks] normalised scores."""
+        return np.stack([normalised_over_seeds(named, task, protocol, seeds)
+                         for task in suite_tasks.values()], axis=-1)
+
+    baselines = {name: rules.LIBRARY[name] for name in nos.BASELINE_RULES}
+    known = {row["fingerprint"] for row in result.baselines.values()}
+    candidates = {row["simplified"]: rules.parse(row["simplified"])
+                  for row in result.top if row["fingerprint"] not in known}
+    candidates = dict(list(candidates.items())[:scale.candidates])
+    selection_seeds = [settings.seed + 2000 + k for k in range(scale.selection_seeds)]
+    selection = suite_scores(candidates | {"adam": baselines["adam"]}, selection_seeds)
+    selection = selection[:, :len(candidates)].mean(axis=(0, 2))
+    order = np.argsort(-selection, kind="stable")[:REPORTED_RULES]
+    chosen = {list(candidates)[i]: list(candidates.values())[i] for i in order}
+    named = chosen | baselines
+    names = list(named)
+    fresh_seeds = [settings.seed + 1000 + k for k in range(scale.fresh_seeds)]
+    per_task = suite_scores(named, fresh_seeds)                        # [S, R, T]
+    aggregate = per_task.mean(axis=-1)                                 # [S, R]
+    held_out = {name: normalised_over_seeds(named, held_out_child(name), protocol,
+                                            fresh_seeds) for name in scale.held_out}
+    search_scores = {row["simplified"]: row["score"] for row in result.top}
+    search_scores.update({name: result.baselines[name]["score"] for name in baselines})
+    selection_scores = dict(zip(candidates, selection, strict=True))
+
+    header = (["rule", "search score", f"selection ({len(selection_seeds)} seeds)",
+               f"suite ({len(fresh_seeds)} fresh seeds)"] + list(suite_tasks)
+              + [f"{name} (held out)" for name in held_out])
+    lines = ["| " + " | ".join(header) + " |", "|---" * len(header) + "|"]
+    for i, name in enumerate(names):
+        label = name if name in baselines else f"`{name}`"
+        selected = f"{selection_scores[name]:.4f}" if name in selection_scores else "-"
+        cells = ([_cell(aggregate[:, i])] + [_cell(per_task[:, i, t])
+                                             for t in range(len(suite_tasks))]
+                 + [_cell(scores[:, i]) for scores in held_out.values()])
+        lines.append(f"| {label} | {search_scores[name]:.4f} | {selected} | "
+                     + " | ".join(cells) + " |")
+
+    summary = driver.sampling_summary(result.rows)
+    outside = 1 - result.evaluator_seconds / result.seconds if result.seconds else 0.0
+    found = names[0] if chosen else None
+    if found is None:
+        verdict = "The search found no rule that reached the full stage."
+    else:
+        mean, error = _difference(aggregate[:, 0])
+        beaten = [name for name, scores in held_out.items()
+                  if _difference(scores[:, 0])[0] > 2 * _difference(scores[:, 0])[1]]
+        met = mean > 2 * error and len(beaten) >= min(2, len(held_out))
+        verdict = (f"{config.strategy.name.capitalize()} sampled {summary['sampled']} rules "
+                   f"({summary['cache_hits']} cache hits, {summary['pruned']} pruned, "
+                   f"{summary['trained']} trained on the proxy, {summary['promoted']} promoted "
+                   f"to the suite) in {result.seconds / 60:.0f} min, "
+                   f"{100 * outside:.0f}% of it outside the evaluator. Its best rule on the "
+                   f"selection seeds, `{found}`, scores {1 + mean:.4f} ± {error:.4f} (Adam = 1; "
+                   f"± one standard error over {len(fresh_seeds)} fresh seeds) on the suite, "
+                   f"and beats Adam by more than two standard errors on {len(beaten)} of the "
+                   f"{len(held_out)} held-out children"
+                   + (f" ({', '.join(beaten)})" if beaten else "")
+                   + ": the bar (beyond two standard errors on the suite and on two held-out "
+                   f"children) is **{'met' if met else 'not met'}**.")
+    with open(os.path.join(directory, "scores.json"), "w") as file:
+        json.dump({"rules": names, "suite_tasks": list(suite_tasks),
+                   "per_task": per_task.tolist(),
+                   "held_out": {name: scores.tolist() for name, scores in held_out.items()},
+                   "fresh_seeds": fresh_seeds}, file)
+    if settings.export_dir and chosen:
+        _export(settings, command, config, names, per_task, aggregate, held_out,
+                selection_scores, search_scores)
+    comparison, winner = compare_strategies(settings, scale, directory)
+    verdict += (f" At an equal budget of {scale.compare_budget} rules over "
+                f"{scale.compare_seeds} seeds, {winner} reaches the best suite score.")
+    text = ("Scores: Adam-normalised, (validation accuracy − chance) / (Adam's − chance) per "
+            "seed and task (negated objectives for data-free tasks), each rule with its own "
+            f"learning rate from the sweep over {[f'{r:g}' for r in protocol.learning_rates]}"
+            f" ({protocol.sweep_epochs} epoch each, then {protocol.final_epochs} epochs); "
+            "mean ± standard error over seeds. Search score: the reward the search saw "
+            "(its own evaluation key).\n\n" + "\n".join(lines) + "\n\n"
+            f"Strategies at an equal budget (the suite, the funnel; mean ± std over "
+            f"{scale.compare_seeds} seeds of the best suite score the search saw):\n\n"
+            + comparison)
+    return Report(which, "Rule search on a suite of children with a funnel, and transfer",
+                  command, verdict, text, ("reward_curve.png", "strategies.png"))
+
+
+def _export(settings, command, config, names, per_task, aggregate, held_out, selection_scores,
+            search_scores) -> None:
+    """Writes the chosen rules, best first by their fresh suite score, with provenance."""
+    found = [i for i, name in enumerate(names) if name not in nos.BASELINE_RULES]
+    found.sort(key=lambda i: -aggregate[:, i].mean())
+    entries = []
+    for rank, i in enumerate(found, start=1):
+        mean, error = _difference(aggregate[:, i])
+        entries.append({
+            "name": f"suite_{rank}", "rule": names[i],
+            "scores": {"search": search_scores[names[i]],
+                       "selection": float(selection_scores[names[i]]),
+                       "suite_fresh": {"mean": 1 + mean, "standard_error": error},
+                       "suite_tasks_fresh": {
+                           task: float(per_task[:, i, t].mean())
+                           for t, task in enumerate(config.task_name.split("+"))},
+                       "held_out_fresh": {name: float(scores[:, i].mean())
+                                          for name, scores in held_out.items()}}})
+    provenance = {"command": f"{command} --export_pretrained", "seed": settings.seed,
+                  "preset": "cpu_suite" if settings.scale != "smoke" else "smoke funnel",
+                  "suite": config.task_name.split("+"), "held_out": list(held_out),
+                  "normalisation": "(reward - failure reward) / (adam's reward - failure "
+                                   "reward), per seed and task; Adam = 1",
+                  "rules": entries}
+    os.makedirs(settings.export_dir, exist_ok=True)
+    with open(os.path.join(settings.export_dir, DISCOVERED_FILE), "w") as file:
+        json.dump(provenance, file, indent=1)
