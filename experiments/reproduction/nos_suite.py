@@ -79,6 +79,9 @@ def normalised_over_seeds(named: dict[str, rules.Rule], task, config, seeds) -> 
     floors = np.array([[evaluator.failure_reward(task, config, jax.random.key(seed))]
                        for seed in seeds])
     adam = raw[:, list(named).index("adam")][:, None]
+    if np.any(adam <= floors):
+        raise ValueError(f"Adam does not beat the failure reward on {task.name} for every seed "
+                         f"of {list(seeds)}: no normalisation")
     return (raw - floors) / (adam - floors)
 
 
@@ -86,6 +89,13 @@ def _difference(scores: np.ndarray) -> tuple[float, float]:
     """Mean and standard error over seeds of (normalised score - 1), the margin over Adam."""
     margin = scores - 1.0
     return float(margin.mean()), float(margin.std(ddof=1) / np.sqrt(len(margin)))
+
+
+def beats_adam(scores: np.ndarray) -> bool:
+    """Whether normalised scores [num_seeds] exceed Adam's 1 by more than two standard errors
+    of the difference."""
+    mean, error = _difference(scores)
+    return mean > 2 * error
 
 
 def _cell(scores: np.ndarray) -> str:
@@ -96,8 +106,10 @@ def _cell(scores: np.ndarray) -> str:
 def compare_strategies(settings: nos.Settings, scale: Scale, directory: str
                        ) -> tuple[str, str]:
     """Evolution, PPO and random search at an equal budget over seeds, on the search's suite
-    and funnel; writes the progress figure and returns (markdown table, winner's name).
-    A strategy's score at a point is the best suite score (full stage) reached so far."""
+    and funnel; writes the progress figure and returns (markdown table, a sentence naming the
+    winner). A strategy's score at a point is the best suite score (full stage, the search's
+    own evaluation key) reached so far: a measure of the search, not of the rule's worth on
+    fresh seeds."""
     base = scale.search
     ppo = driver.PRESETS["cpu"].strategy.ppo  # the CPU controller settings (see its preset)
     compared = {
@@ -132,8 +144,14 @@ def compare_strategies(settings: nos.Settings, scale: Scale, directory: str
         lines.append(f"| {name} | " + " | ".join(cell(curves[:, n - 1]) for n in points) + " |")
     final = {name: np.nan_to_num(curves[:, -1], nan=-np.inf).mean()
              for name, curves in best_so_far.items()}
-    winner = max(final, key=final.get)
-    return "\n".join(lines) + "\n", winner
+    ranked = sorted(final, key=final.get, reverse=True)
+    if np.isneginf(final[ranked[0]]):
+        return "\n".join(lines) + "\n", "no strategy promoted a rule to the suite"
+    spread = {name: np.nanstd(best_so_far[name][:, -1]) for name in ranked[:2]}
+    summary = (f"{ranked[0]} reaches the best final suite score ({final[ranked[0]]:.4f} ± "
+               f"{spread[ranked[0]]:.4f}, next {ranked[1]} {final[ranked[1]]:.4f} ± "
+               f"{spread[ranked[1]]:.4f})")
+    return "\n".join(lines) + "\n", summary
 
 
 def search(settings: nos.Settings, which: str, command: str) -> Report:
@@ -148,8 +166,9 @@ def search(settings: nos.Settings, which: str, command: str) -> Report:
     plotting.plot_reward_curve([row["score"] for row in result.rows],
                                os.path.join(directory, "reward_curve.png"),
                                f"{config.strategy.name} on {config.task_name} (funnel)")
-    suite_tasks = {task: tasks.get(task) for task in config.suite}
-    protocol = config.evaluator
+    suite_tasks = {task: tasks.get(task, data_dir=settings.data_dir) for task in config.suite}
+    # The search's protocol at its rule depth: the re-scoring reuses its compiled programs.
+    protocol = dataclasses.replace(config.evaluator, depth=config.space.depth)
 
     def suite_scores(named, seeds):
         """[num_seeds, num_rules, num_suite_tasks] normalised scores."""
@@ -197,9 +216,8 @@ def search(settings: nos.Settings, which: str, command: str) -> Report:
         verdict = "The search found no rule that reached the full stage."
     else:
         mean, error = _difference(aggregate[:, 0])
-        beaten = [name for name, scores in held_out.items()
-                  if _difference(scores[:, 0])[0] > 2 * _difference(scores[:, 0])[1]]
-        met = mean > 2 * error and len(beaten) >= min(2, len(held_out))
+        beaten = [name for name, scores in held_out.items() if beats_adam(scores[:, 0])]
+        met = beats_adam(aggregate[:, 0]) and len(beaten) >= min(2, len(held_out))
         verdict = (f"{config.strategy.name.capitalize()} sampled {summary['sampled']} rules "
                    f"({summary['cache_hits']} cache hits, {summary['pruned']} pruned, "
                    f"{summary['trained']} trained on the proxy, {summary['promoted']} promoted "
@@ -208,7 +226,8 @@ def search(settings: nos.Settings, which: str, command: str) -> Report:
                    f"selection seeds, `{found}`, scores {1 + mean:.4f} ± {error:.4f} (Adam = 1; "
                    f"± one standard error over {len(fresh_seeds)} fresh seeds) on the suite, "
                    f"and beats Adam by more than two standard errors on {len(beaten)} of the "
-                   f"{len(held_out)} held-out children"
+                   f"{len(held_out)} held-out children (other architectures; the digits "
+                   "children see the data the search saw)"
                    + (f" ({', '.join(beaten)})" if beaten else "")
                    + ": the bar (beyond two standard errors on the suite and on two held-out "
                    f"children) is **{'met' if met else 'not met'}**.")
@@ -218,11 +237,11 @@ def search(settings: nos.Settings, which: str, command: str) -> Report:
                    "held_out": {name: scores.tolist() for name, scores in held_out.items()},
                    "fresh_seeds": fresh_seeds}, file)
     if settings.export_dir and chosen:
-        _export(settings, command, config, names, per_task, aggregate, held_out,
+        _export(settings, command, list(suite_tasks), names, per_task, aggregate, held_out,
                 selection_scores, search_scores)
     comparison, winner = compare_strategies(settings, scale, directory)
-    verdict += (f" At an equal budget of {scale.compare_budget} rules over "
-                f"{scale.compare_seeds} seeds, {winner} reaches the best suite score.")
+    verdict += (f" At an equal budget of {scale.compare_budget} sampled rules over "
+                f"{scale.compare_seeds} seeds, {winner}.")
     text = ("Scores: Adam-normalised, (validation accuracy − chance) / (Adam's − chance) per "
             "seed and task (negated objectives for data-free tasks), each rule with its own "
             f"learning rate from the sweep over {[f'{r:g}' for r in protocol.learning_rates]}"
@@ -236,11 +255,11 @@ def search(settings: nos.Settings, which: str, command: str) -> Report:
                   command, verdict, text, ("reward_curve.png", "strategies.png"))
 
 
-def _export(settings, command, config, names, per_task, aggregate, held_out, selection_scores,
-            search_scores) -> None:
-    """Writes the chosen rules, best first by their fresh suite score, with provenance."""
+def _export(settings, command, suite_names, names, per_task, aggregate, held_out,
+            selection_scores, search_scores) -> None:
+    """Writes the chosen rules with provenance, best first in the order of the selection
+    seeds (the fresh seeds never chose among them, so their fresh scores stay unbiased)."""
     found = [i for i, name in enumerate(names) if name not in nos.BASELINE_RULES]
-    found.sort(key=lambda i: -aggregate[:, i].mean())
     entries = []
     for rank, i in enumerate(found, start=1):
         mean, error = _difference(aggregate[:, i])
@@ -251,12 +270,12 @@ def _export(settings, command, config, names, per_task, aggregate, held_out, sel
                        "suite_fresh": {"mean": 1 + mean, "standard_error": error},
                        "suite_tasks_fresh": {
                            task: float(per_task[:, i, t].mean())
-                           for t, task in enumerate(config.task_name.split("+"))},
+                           for t, task in enumerate(suite_names)},
                        "held_out_fresh": {name: float(scores[:, i].mean())
                                           for name, scores in held_out.items()}}})
     provenance = {"command": f"{command} --export_pretrained", "seed": settings.seed,
                   "preset": "cpu_suite" if settings.scale != "smoke" else "smoke funnel",
-                  "suite": config.task_name.split("+"), "held_out": list(held_out),
+                  "suite": list(suite_names), "held_out": list(held_out),
                   "normalisation": "(reward - failure reward) / (adam's reward - failure "
                                    "reward), per seed and task; Adam = 1",
                   "rules": entries}

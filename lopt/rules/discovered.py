@@ -6,7 +6,9 @@
 `DISCOVERED` is an ordered mapping name -> Rule, read from `discovered.json` next to this file,
 which `experiments.reproduce --which=nos_suite --export_pretrained` writes: the command, seed,
 search preset and suite that found the rules, and each rule's text and scores (normalised
-against tuned Adam on fresh seeds; see that experiment's README block).
+against tuned Adam; see that experiment's README block). Best first means best on the
+selection seeds; the fresh-seed scores recorded with each rule played no part in choosing or
+ordering them.
 """
 
 from __future__ import annotations
@@ -21,8 +23,9 @@ PROVENANCE_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "disc
 
 
 def provenance(path: str = PROVENANCE_FILE) -> dict:
-    """The provenance file's contents: {"command", "seed", "preset", "suite", "rules": [{"name",
-    "rule", "scores"}, ...] best first}; an empty list of rules if the file is absent."""
+    """The provenance file's contents: {"command", "seed", "preset", "suite", "held_out",
+    "normalisation", "rules": [{"name", "rule", "scores"}, ...] best first}; an empty list of
+    rules if the file is absent."""
     if not os.path.exists(path):
         return {"rules": []}
     with open(path) as file:

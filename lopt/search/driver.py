@@ -70,8 +70,8 @@ class SearchConfig:
       `batch_size` here read them.
     task: a name of `lopt.search.tasks.TASKS`, "module:attribute" naming your own, or a task
       object (the protocol of `lopt.search.tasks`); or a tuple of them, a suite: rewards are
-      then Adam-normalised suite scores (`lopt.search.suite`); data_dir for the
-      `tasks.CIFAR10_TASKS`.
+      then Adam-normalised suite scores (`lopt.search.suite`; a suite of one without a proxy
+      keeps raw scores); data_dir for the `tasks.CIFAR10_TASKS`.
     proxy: None, or the funnel's first stage (`lopt.search.suite.Proxy`): every new rule is
       scored on the proxy and only the best fraction goes on to `task` with `evaluator`.
     budget: number of sampled rules (rounded up to whole batches).
@@ -105,6 +105,9 @@ class SearchConfig:
             elif task not in tasks.TASKS and not user_code.is_spec(task):
                 raise ValueError(f"unknown task {task!r}; valid: {', '.join(tasks.TASKS)}, "
                                  "'module:attribute' or a task object")
+        names = [task for task in self.suite if isinstance(task, str)]
+        if len(set(names)) < len(names):
+            raise ValueError(f"SearchConfig.task: a suite's tasks must be distinct, got {names}")
         if self.proxy is not None and not isinstance(self.proxy, suite.Proxy):
             raise ValueError(f"SearchConfig.proxy must be None or a lopt.search.suite.Proxy, "
                              f"got {self.proxy!r}")
@@ -358,13 +361,16 @@ def run(config: SearchConfig, key: jax.Array, *, out: str | None = None,
         saved, metadata = checkpoint.load(checkpoint_path, _checkpoint_tree(state, key),
                                           identity=identity)
         state = jax.tree.map(jnp.asarray, saved["strategy_state"])
+        if "caches" not in metadata:
+            raise ValueError(f"the checkpoint in {out!r} was written by an older lopt (one "
+                             "score cache, not one per stage and task); start a new run")
         key, caches = saved["key"], metadata["caches"]
         first_iteration = metadata["next_iteration"]
         logging.info("Resuming at iteration %d of %d", first_iteration, config.num_iterations)
     written = len(rows) // config.batch_size
     with progress.stage("search: scoring adam on every stage's task (normalisation)"):
         scoring = suite.prepare(config.suite, config.evaluator, config.proxy, eval_key, caches,
-                                data_dir=config.data_dir)
+                                depth=space.depth, data_dir=config.data_dir)
 
     timings = []
     last_iteration = config.num_iterations

@@ -9,20 +9,25 @@ reward_t is the evaluator's reward on task t (validation accuracy; the negated o
 data-free tasks) under the stage's protocol and evaluation key, each rule with its own
 learning rate from the sweep, Adam included; floor_t is the failure reward
 (`lopt.search.evaluator.failure_reward`: chance accuracy, or the negated initial objective).
-Adam scores exactly 1 on every task, a rule that trains nothing (or diverges) 0. A rule's suite
-score is the mean of its normalised scores over the suite. A single task without a proxy keeps
-the paper's reward, the raw validation accuracy.
+Adam scores exactly 1 on every task, a rule that trains nothing (or diverges) 0, one that ends
+worse than that a negative score (not clipped: on data-free tasks it is unbounded, so keep them
+out of suites meant for real searches). A rule's suite score is the mean of its normalised
+scores over the suite. One task without a proxy (a suite of one included) keeps the paper's
+reward, the raw validation accuracy.
 
 The funnel (after Chen et al. 2023, "Symbolic Discovery of Optimization Algorithms"):
   stage "proxy": every candidate new to the search is scored on the proxy task with the
     proxy's cheaper protocol (fewer learning rates and epochs), normalised as above;
   promotion: of the batch's candidates trained on the proxy for the first time (distinct
-    fingerprints, not diverged), the best ceil(promote_fraction x their number) by proxy
-    score are promoted (ties: the earlier in the batch);
+    fingerprints, not diverged, proxy score above 0), the best
+    ceil(promote_fraction x their number) by proxy score are promoted (ties: the earlier in
+    the batch);
   stage "full": promoted candidates are scored on every suite task with the full protocol
     (`SearchConfig.evaluator`); their reward is the suite score.
-A candidate that stops at the proxy is rewarded its proxy score; a degenerate one (pruned,
-`EvaluatorConfig.prune`) gets 0 untrained (stage "pruned"). A fingerprint keeps the stage it
+A candidate that stops at the proxy is rewarded its proxy score, on the same Adam-normalised
+scale as a suite score (a strategy compares the two directly: the proxy drives most of the
+search, the suite decides what is reported); a degenerate one (pruned, `EvaluatorConfig.prune`)
+gets 0 untrained (stage "pruned"). A fingerprint keeps the stage it
 reached: a candidate sampled again is a cache hit with its first reward. Without a proxy every
 candidate goes to the full stage.
 
@@ -41,6 +46,7 @@ import jax
 import numpy as np
 
 from lopt import rules as rules_lib
+from lopt import user_code
 from lopt.search import tasks as tasks_lib
 from lopt.search.evaluator import EvaluatorConfig, evaluate, failure_reward
 
@@ -67,10 +73,14 @@ class Proxy:
     def __post_init__(self):
         if not isinstance(self.task, str):
             tasks_lib.check_task(self.task)
+        elif self.task not in tasks_lib.TASKS and not user_code.is_spec(self.task):
+            raise ValueError(f"unknown proxy task {self.task!r}; valid: "
+                             f"{', '.join(tasks_lib.TASKS)}, 'module:attribute' or a task object")
         if not isinstance(self.evaluator, EvaluatorConfig):
             raise ValueError(f"Proxy.evaluator must be an EvaluatorConfig, got "
                              f"{self.evaluator!r}")
-        if not 0 < self.promote_fraction <= 1:
+        if (not isinstance(self.promote_fraction, (int, float))
+                or not 0 < self.promote_fraction <= 1):
             raise ValueError(f"Proxy.promote_fraction must be in (0, 1], got "
                              f"{self.promote_fraction!r}")
 
@@ -155,9 +165,11 @@ class Scoring:
 
 
 def prepare(suite, evaluator: EvaluatorConfig, proxy: Proxy | None, key: jax.Array,
-            caches: dict, *, data_dir: str | None = None) -> Scoring:
+            caches: dict, *, depth: int, data_dir: str | None = None) -> Scoring:
     """Resolves the suite's tasks and computes each stage's reference (Adam's reward, added
-    to the caches); ValueError if Adam does not beat the floor on a task (no normalisation)."""
+    to the caches; Adam encoded at `depth`, the search space's, so that it shares the
+    search's compiled programs); ValueError if Adam does not beat the floor on a task (no
+    normalisation)."""
     suite_tasks = tuple(tasks_lib.get(task, data_dir=data_dir) for task in suite)
     proxy_task = tasks_lib.get(proxy.task, data_dir=data_dir) if proxy else None
     names = [task.name for task in suite_tasks]
@@ -169,7 +181,7 @@ def prepare(suite, evaluator: EvaluatorConfig, proxy: Proxy | None, key: jax.Arr
     stages = [("full", task, evaluator, key) for task in suite_tasks]
     if proxy:
         stages.append(("proxy", proxy_task, proxy.evaluator, scoring.proxy_key()))
-    adam = [rules_lib.LIBRARY["adam"]]
+    adam = rules_lib.encode([rules_lib.LIBRARY["adam"]], depth)
     for stage, task, config, stage_key in stages:
         name = cache_name(stage, task.name)
         reward = float(evaluate(adam, task, config, stage_key,
@@ -202,7 +214,7 @@ def score(codes, scoring: Scoring, caches: dict, *, promote_all: bool = False) -
         eligible = np.zeros(num, bool)
         for fingerprint, index in first.items():
             eligible[index] = fingerprint not in known and not proxy.diverged[index]
-        eligible &= ~proxy.pruned
+        eligible &= ~proxy.pruned & (proxy_score > 0)
         chosen = (~proxy.pruned if promote_all
                   else promote(proxy_score, eligible, scoring.proxy.promote_fraction))
         promoted = set(caches.get(cache_name("full", scoring.tasks[0].name), {}))
