@@ -103,6 +103,10 @@ def test_a_funnel_search_is_deterministic_and_resumable(funnel_run, tmp_path):
             os.path.join(reference_out, "results.jsonl")) as reference_file:
         assert file.read() == reference_file.read()
     assert resumed.rows == reference.rows and resumed.baselines == reference.baselines
+    # The run's time spans both calls: more than this call's iterations took.
+    this_call = resumed.iteration_seconds.sum(axis=0)
+    assert resumed.run_seconds > this_call[0] and resumed.run_evaluator_seconds > this_call[1]
+    assert resumed.run_evaluator_seconds <= resumed.run_seconds
     with open(os.path.join(out, "config.json")) as file:
         identity = json.load(file)
     assert identity["proxy.promote_fraction"] == PROXY.promote_fraction

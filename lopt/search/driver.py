@@ -218,7 +218,10 @@ class SearchResult(NamedTuple):
     """top: the best distinct rules (result rows, best first); baselines: {name: row} for
     sgd/momentum/adam/rmsprop; rows: every result row in sampling order; seconds: wall time of
     this call (start-up and compilation included); evaluator_seconds: the part of it spent
-    scoring; iteration_seconds: [num iterations run, 2] wall and evaluator seconds of each
+    scoring; run_seconds, run_evaluator_seconds: the same for the whole run up to its last
+    iteration, over every call that resumed it (a killed call counts up to its last
+    checkpoint; NaN if a checkpoint did not record them); iteration_seconds: [num iterations
+    run, 2] wall and evaluator seconds of each
     iteration of this call."""
 
     top: list[dict]
@@ -226,6 +229,8 @@ class SearchResult(NamedTuple):
     rows: list[dict]
     seconds: float
     evaluator_seconds: float
+    run_seconds: float
+    run_evaluator_seconds: float
     iteration_seconds: np.ndarray
 
 
@@ -354,6 +359,7 @@ def run(config: SearchConfig, key: jax.Array, *, out: str | None = None,
     strategy, space = config.strategy, config.space
     init_key, eval_key, key = jax.random.split(key, 3)
     state, caches, first_iteration = strategy.init(init_key), {}, 0
+    earlier_seconds = [0.0, 0.0]  # [wall, evaluator] of the calls before this one
     results_path = os.path.join(out, RESULTS) if out else None
     checkpoint_path = os.path.join(out, CHECKPOINT) if out else None
     rows = _restore_rows(results_path, config.batch_size) if resume else []
@@ -366,6 +372,7 @@ def run(config: SearchConfig, key: jax.Array, *, out: str | None = None,
                              "score cache, not one per stage and task); start a new run")
         key, caches = saved["key"], metadata["caches"]
         first_iteration = metadata["next_iteration"]
+        earlier_seconds = metadata.get("seconds", [math.nan, math.nan])
         logging.info("Resuming at iteration %d of %d", first_iteration, config.num_iterations)
     written = len(rows) // config.batch_size
     with progress.stage("search: scoring adam on every stage's task (normalisation)"):
@@ -394,10 +401,13 @@ def run(config: SearchConfig, key: jax.Array, *, out: str | None = None,
             if results_path:
                 _append(results_path, new_rows)
         done = iteration + 1
+        timings.append((time.time() - iteration_start, evaluate_seconds))
+        run_seconds = [earlier_seconds[0] + time.time() - start_time,
+                       earlier_seconds[1] + sum(seconds for _, seconds in timings)]
         if out and (done % config.checkpoint_every == 0 or done == config.num_iterations):
             checkpoint.save(checkpoint_path, _checkpoint_tree(state, key), identity=identity,
-                            metadata={"next_iteration": done, "caches": caches})
-        timings.append((time.time() - iteration_start, evaluate_seconds))
+                            metadata={"next_iteration": done, "caches": caches,
+                                      "seconds": run_seconds})
         elapsed = time.time() - start_time
         rate = (done - first_iteration) * config.batch_size / elapsed
         remaining = (config.num_iterations - done) * config.batch_size / max(rate, 1e-9)
@@ -412,13 +422,13 @@ def run(config: SearchConfig, key: jax.Array, *, out: str | None = None,
                      timings[-1][0], 100 * (1 - evaluate_seconds / timings[-1][0]))
 
     top = top_rules(rows, config.top_k)
+    if not timings:
+        run_seconds = earlier_seconds
     timings = np.array(timings).reshape(-1, 2)
-    if last_iteration < config.num_iterations:
-        return SearchResult(top, {}, rows, time.time() - start_time, timings[:, 1].sum(),
-                            timings)
-    baselines = _score_baselines(config, scoring, caches)
+    baselines = ({} if last_iteration < config.num_iterations
+                 else _score_baselines(config, scoring, caches))
     return SearchResult(top, baselines, rows, time.time() - start_time, timings[:, 1].sum(),
-                        timings)
+                        *run_seconds, timings)
 
 
 def _seen(caches: dict, scoring: suite.Scoring) -> set[str]:
