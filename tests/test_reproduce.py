@@ -1,5 +1,5 @@
-"""The reproduce binary at --scale=smoke (every --which), its bad-flag errors, and publishing
-reports into a README."""
+"""The reproduce binary at --scale=smoke (every --which; nos_suite in test_search_suite.py), its
+bad-flag errors, and publishing reports into a README."""
 
 import json
 import re
@@ -13,13 +13,17 @@ from lopt import evaluation, gps, objectives
 
 REPRODUCE = "experiments.reproduce"
 ALL = ("lto_logistic", "lto_robust", "lto_mlp", "lto_transfer", "lto_trajectories",
-       "nos_table", "nos_rosenbrock", "nos_search", "nos_transfer", "nos_suite")
+       "nos_table", "nos_rosenbrock", "nos_search", "nos_transfer")
+# nos_suite runs at smoke scale in tests/test_search_suite.py, sharing that module's
+# compiled programs; lto_nets is in the run below but not checked here.
+WHICH = ",".join(ALL + ("lto_nets",))
 
 
 @pytest.mark.slow
 def test_every_experiment_runs_at_smoke_scale(run_module, tmp_path):
     out = tmp_path / "reproduce"
-    result = run_module(REPRODUCE, "--which=all", "--scale=smoke", f"--out={out}", timeout=1500)
+    result = run_module(REPRODUCE, f"--which={WHICH}", "--scale=smoke", f"--out={out}",
+                        timeout=1500)
     assert result.returncode == 0, result.stderr[-3000:]
     results = (out / "results.md").read_text()
     for name in ALL:

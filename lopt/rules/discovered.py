@@ -1,6 +1,6 @@
 """Rules found by lopt's own searches, best first, with their provenance.
 
-    opt = lopt.rules.to_optax(lopt.rules.DISCOVERED["suite_1"], 1e-3)
+    opt = lopt.rules.to_optax(lopt.rules.DISCOVERED["suite_1"], 1e-3, key=jax.random.key(0))
     lopt.rules.discovered.provenance()["rules"][0]["scores"]
 
 `DISCOVERED` is an ordered mapping name -> Rule, read from `discovered.json` next to this file,
