@@ -238,14 +238,19 @@ def _search_config(settings: Settings) -> driver.SearchConfig:
     return driver.SearchConfig.preset(settings.sizes.search, data_dir=settings.data_dir)
 
 
+def run_or_resume(config: driver.SearchConfig, seed: int, run_dir: str) -> driver.SearchResult:
+    """Runs the search into `run_dir`, or resumes it when a run has started there (a killed
+    reproduction started again continues where it stopped)."""
+    resume = os.path.exists(os.path.join(run_dir, driver.CONFIG))
+    return driver.run(config, jax.random.key(seed), out=run_dir, resume=resume)
+
+
 def search(settings: Settings, which: str, command: str) -> Report:
     """A PPO search (reward curve: paper Figure 4), its best rules re-scored with fresh seeds
     and transferred to digits_convnet and Rosenbrock."""
     directory = os.path.join(settings.out, which)
     config = _search_config(settings)
-    run_dir = os.path.join(directory, "search")
-    resume = os.path.exists(os.path.join(run_dir, driver.CONFIG))
-    result = driver.run(config, jax.random.key(settings.seed), out=run_dir, resume=resume)
+    result = run_or_resume(config, settings.seed, os.path.join(directory, "search"))
     plotting.plot_reward_curve([row["score"] for row in result.rows],
                                os.path.join(directory, "reward_curve.png"),
                                f"{config.strategy.name} on {config.task}")

@@ -85,7 +85,7 @@ def normalised_over_seeds(named: dict[str, rules.Rule], task, config, seeds) -> 
     if np.any(adam <= floors):
         raise ValueError(f"Adam does not beat the failure reward on {task.name} for every seed "
                          f"of {list(seeds)}: no normalisation")
-    return (raw - floors) / (adam - floors)
+    return suite.normalise(raw, suite.Reference(floors, adam))  # per seed: rows broadcast
 
 
 def _difference(scores: np.ndarray) -> tuple[float, float]:
@@ -124,10 +124,8 @@ def compare_strategies(settings: nos.Settings, scale: Scale, directory: str
         config = dataclasses.replace(base, strategy=strategy, budget=scale.compare_budget)
         curves = []
         for offset in range(scale.compare_seeds):
-            out = os.path.join(directory, "compare", f"{name}_seed{offset}")
-            resume = os.path.exists(os.path.join(out, driver.CONFIG))
-            result = driver.run(config, jax.random.key(settings.seed + 100 + offset), out=out,
-                                resume=resume)
+            result = nos.run_or_resume(config, settings.seed + 100 + offset, os.path.join(
+                directory, "compare", f"{name}_seed{offset}"))
             scores = [row["score"] if row["stage"] == "full" else -np.inf
                       for row in result.rows]
             curves.append(np.maximum.accumulate(scores))
@@ -163,9 +161,7 @@ def search(settings: nos.Settings, which: str, command: str) -> Report:
     scale = SCALES[settings.scale]
     config = scale.search
     directory = os.path.join(settings.out, which)
-    run_dir = os.path.join(directory, "search")
-    resume = os.path.exists(os.path.join(run_dir, driver.CONFIG))
-    result = driver.run(config, jax.random.key(settings.seed), out=run_dir, resume=resume)
+    result = nos.run_or_resume(config, settings.seed, os.path.join(directory, "search"))
     plotting.plot_reward_curve([row["score"] for row in result.rows],
                                os.path.join(directory, "reward_curve.png"),
                                f"{config.strategy.name} on {config.task_name} (funnel)")
@@ -173,9 +169,9 @@ def search(settings: nos.Settings, which: str, command: str) -> Report:
     # The search's protocol at its rule depth: the re-scoring reuses its compiled programs.
     protocol = dataclasses.replace(config.evaluator, depth=config.space.depth)
 
-    def suite_scores(named, seeds):
-        """[num_seeds, num_rules, num_suite_tasks] normalised scores."""
-        return np.stack([normalised_over_seeds(named, task, protocol, seeds)
+    def suite_scores(named, seeds, config=protocol):
+        """[num_seeds, num_rules, num_suite_tasks] normalised scores under `config`."""
+        return np.stack([normalised_over_seeds(named, task, config, seeds)
                          for task in suite_tasks.values()], axis=-1)
 
     baselines = {name: rules.LIBRARY[name] for name in nos.BASELINE_RULES}
@@ -248,8 +244,7 @@ def search(settings: nos.Settings, which: str, command: str) -> Report:
     if found is not None:
         fine = dataclasses.replace(protocol, learning_rates=QUARTER_DECADE_LEARNING_RATES)
         pair = {found: named[found], "adam": named["adam"]}
-        fine_scores = np.mean([normalised_over_seeds(pair, task, fine, fresh_seeds)[:, 0]
-                               for task in suite_tasks.values()], axis=0)
+        fine_scores = suite_scores(pair, fresh_seeds, fine)[:, 0].mean(axis=-1)
         verdict += (f" With its and Adam's learning rates tuned on quarter decades "
                     f"({fine.learning_rates[0]:g} … {fine.learning_rates[-1]:g}) instead, "
                     f"`{found}` scores {_cell(fine_scores)} on the suite"

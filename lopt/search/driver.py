@@ -146,13 +146,13 @@ class SearchConfig:
         return dataclasses.replace(PRESETS[name], **overrides)
 
 
+# 1e-4 to 1e-1, half a decade apart (rounded: 3e-4, 3e-3, 3e-2 between the decades).
+HALF_DECADE_LEARNING_RATES = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1)
 # The controller's learning rate: the paper's 1e-5 (with TRPO and ~10^4 samples) barely moves
 # the controller within the few thousand samples of a CPU budget. With normalised advantages,
 # 1e-3 collapses onto adam-like rules within ~500 samples on digits_mlp (fewer than 500 distinct
 # rules in 3000 samples); 2e-4 learns by ~2000 samples and keeps exploring longer
 # (benchmarks/search.py compares PPO with random search at equal budgets).
-# 1e-4 to 1e-1, half a decade apart (rounded: 3e-4, 3e-3, 3e-2 between the decades).
-HALF_DECADE_LEARNING_RATES = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1)
 _CPU_PPO = PPOConfig(learning_rate=2e-4, normalize_advantages=True)
 PRESETS = {
     # Seconds: a quadratic child, 40 rules; for tests and trying the pipeline.

@@ -86,7 +86,8 @@ class Proxy:
 
 
 class Reference(NamedTuple):
-    """A task's normalisation: floor (the failure reward) and adam (Adam's reward)."""
+    """A task's normalisation: floor (the failure reward) and adam (Adam's reward); floats, or
+    arrays that broadcast against the rewards (e.g. one per seed)."""
 
     floor: float
     adam: float
