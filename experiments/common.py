@@ -10,7 +10,7 @@ import jax
 import numpy as np
 from absl import app, flags, logging
 
-from lopt import baselines, evaluation, objectives, plotting, progress, user_code
+from lopt import baselines, distributed, evaluation, objectives, plotting, progress, user_code
 
 LEARNED = "predicted_step_descent"
 REPORTED_ITERATIONS = (1, 5, 10, 50, 100)
@@ -120,6 +120,30 @@ def use_single_threaded_eigen() -> None:
     os.environ["XLA_FLAGS"] = with_single_threaded_eigen(os.environ.get("XLA_FLAGS", ""))
 
 
+def define_distributed_flags() -> None:
+    """Defines --coordinator_address, --num_processes and --process_id
+    (`lopt.distributed.initialize`); `initialize_distributed` reads them."""
+    flags.DEFINE_string("coordinator_address", None, "Several processes: host:port of process "
+                        "0's coordinator, the same on every process (lopt.distributed).")
+    flags.DEFINE_integer("num_processes", None, "Several processes: how many in all.")
+    flags.DEFINE_integer("process_id", None, "Several processes: this one's index, 0 to "
+                         "num_processes - 1; process 0 writes the files.")
+
+
+def initialize_distributed() -> None:
+    """Joins the processes the flags of `define_distributed_flags` name (or a cluster JAX
+    detects), before any JAX computation; app.UsageError for bad values. Processes other
+    than 0 log warnings and errors only, so progress lines appear once."""
+    values = flags.FLAGS
+    try:
+        distributed.initialize(values.coordinator_address, values.num_processes,
+                               values.process_id)
+    except ValueError as error:
+        raise app.UsageError(str(error)) from error
+    if not distributed.is_writer():
+        logging.set_verbosity(logging.WARNING)
+
+
 def run(main) -> None:
     """`absl.app.run(main)`, but a bad flag or an `app.UsageError` raised by `main` prints one
     line (the binary's name and the problem) instead of help text; exit status 1."""
@@ -136,7 +160,8 @@ def run(main) -> None:
 
     def main_with_one_line_errors(argv):
         try:
-            return main(argv)
+            with distributed.exit_on_peer_failure(os.path.basename(sys.argv[0])):
+                return main(argv)
         except app.UsageError as error:
             fail(error)
 

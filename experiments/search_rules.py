@@ -20,6 +20,10 @@ search ends
                     and moving mean (the paper's Figure 4)
 `--resume` continues the run in --out, which must have been started with the same settings
 and seed.
+
+Several processes (hosts) share one search with --coordinator_address, --num_processes and
+--process_id (`lopt.distributed`; README, "Several machines"): each iteration's candidates ×
+learning rates are split over every process's devices, and only process 0 writes --out.
 """
 
 import dataclasses
@@ -29,7 +33,7 @@ import jax
 from absl import app, flags
 
 from experiments import common
-from lopt import plotting, progress
+from lopt import distributed, plotting, progress
 from lopt.search import driver, strategies, tasks
 
 TOP_RULES, REWARD_CURVE = "top_rules.md", "reward_curve.png"
@@ -58,6 +62,7 @@ CLIP_EPSILON = flags.DEFINE_float("clip_epsilon", None, "PPO: clip range.")
 OUT = flags.DEFINE_string("out", None, "Output directory (created if missing).", required=True)
 RESUME = flags.DEFINE_bool("resume", False, "Continue the search in --out.")
 SEED = flags.DEFINE_integer("seed", 0, "Seed of the search.")
+common.define_distributed_flags()
 
 
 def _given(**values):
@@ -139,6 +144,7 @@ def write_top_rules(path: str, config: driver.SearchConfig, result: driver.Searc
 
 def main(argv):
     del argv
+    common.initialize_distributed()
     try:
         config = make_config()
         if config.task in tasks.CIFAR10_TASKS and config.data_dir is None:
@@ -150,6 +156,8 @@ def main(argv):
     with progress.job("search_rules", driver.plan(config)):
         result = driver.run(config, jax.random.key(SEED.value), out=OUT.value,
                             resume=RESUME.value)
+    if not distributed.is_writer():
+        return
     write_top_rules(os.path.join(OUT.value, TOP_RULES), config, result)
     plotting.plot_reward_curve([row["score"] for row in result.rows],
                                os.path.join(OUT.value, REWARD_CURVE),

@@ -124,11 +124,14 @@ def save(path: str, tree: Any, *, identity: dict[str, Any] | None = None,
     write_atomically(path, buffer.getvalue())
 
 
-def _read(path: str, with_leaves: bool = True) -> tuple[dict[str, Any], list[np.ndarray]]:
-    """(header, leaves) of a checkpoint file (no leaves read unless `with_leaves`); ValueError
-    for anything that is not one."""
+def _read(path: str, with_leaves: bool = True, contents: bytes | None = None
+          ) -> tuple[dict[str, Any], list[np.ndarray]]:
+    """(header, leaves) of a checkpoint file, or of `contents` (the bytes of the file `path`)
+    when given (no leaves read unless `with_leaves`); ValueError for anything that is not
+    one."""
     try:
-        with np.load(path, allow_pickle=False) as stored:
+        source = path if contents is None else io.BytesIO(contents)
+        with np.load(source, allow_pickle=False) as stored:
             if HEADER not in stored.files:
                 raise ValueError("it has no lopt header")
             header = json.loads(stored[HEADER].tobytes().decode())
@@ -158,27 +161,29 @@ def metadata(path: str) -> dict[str, Any]:
     return _read(path, with_leaves=False)[0]["metadata"]
 
 
-def check(path: str, identity: dict[str, Any]) -> None:
-    """Raises ValueError naming each differing field if the checkpoint file `path` belongs to
-    another run than `identity` (its arrays are not read): for refusing before any work."""
-    header, _ = _read(path, with_leaves=False)
+def check(path: str, identity: dict[str, Any], contents: bytes | None = None) -> None:
+    """Raises ValueError naming each differing field if the checkpoint file `path` (or its
+    `contents`, when given) belongs to another run than `identity` (its arrays are not read):
+    for refusing before any work."""
+    header, _ = _read(path, with_leaves=False, contents=contents)
     check_identity(header["identity"] or {}, identity, f"the checkpoint {path!r}")
 
 
-def load(path: str, template: Any, *, identity: dict[str, Any] | None = None
-         ) -> tuple[Any, dict[str, Any]]:
-    """(tree, metadata) from the file `path`, shaped like `template`.
+def load(path: str, template: Any, *, identity: dict[str, Any] | None = None,
+         contents: bytes | None = None) -> tuple[Any, dict[str, Any]]:
+    """(tree, metadata) from the file `path`, shaped like `template`; from `contents`, the
+    file's bytes read elsewhere (`lopt.distributed.from_writer`), when given.
 
     Raises:
       ValueError: a missing, truncated or foreign file, another format version, a file of a
         different run than `identity` (each differing field named), or leaves that do not
         match the template's structure and shapes.
     """
-    if not os.path.isfile(path):
+    if contents is None and not os.path.isfile(path):
         raise ValueError(f"no checkpoint at {path!r}")
     if identity is not None:
-        check(path, identity)
-    header, leaves = _read(path)
+        check(path, identity, contents)
+    header, leaves = _read(path, contents=contents)
     expected = jax.tree.leaves(template)
     shape = lambda leaf: tuple(jax.random.key_data(leaf).shape if _is_key(leaf) else leaf.shape)
     if [leaf.shape for leaf in leaves] != [shape(leaf) for leaf in expected]:

@@ -12,6 +12,9 @@ row depends on its input row only, so the result does not depend on the number o
 
 On a CPU a process has one device unless XLA_FLAGS sets
 `--xla_force_host_platform_device_count`; the binaries leave it at one (docs/decisions.md).
+When several processes run (`lopt.distributed`), `jax.devices()` spans all of them and the
+outputs of `over_devices` are gathered onto every process (`lopt.distributed.gather`), so the
+caller holds the whole result as process-local arrays either way.
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh
 from jax.sharding import PartitionSpec as P
+
+from lopt import distributed
 
 AXIS = "items"
 
@@ -44,6 +49,8 @@ def over_devices(batched, *inputs):
     mesh = Mesh(np.array(devices), (AXIS,))
     outputs = jax.shard_map(batched, mesh=mesh, in_specs=P(AXIS), out_specs=P(AXIS),
                             check_vma=False)(*inputs)
+    if jax.process_count() > 1:
+        outputs = jax.tree.map(jnp.asarray, distributed.gather(outputs))
     return jax.tree.map(lambda leaf: leaf[:count], outputs)
 
 
@@ -81,8 +88,9 @@ def map_over_devices(function, *inputs, batch_size: int | None = None):
 
 
 def on_one_device(tree):
-    """`tree` with every array on the first device: for work that is not split over devices
-    (the S-step's minibatches), so it does not read a split array across devices. Hand a
-    result of such work back to split work through the host (`jax.device_get`, for small
-    results): JAX refuses to mix arrays placed on one device with arrays split over all."""
-    return jax.device_put(tree, jax.devices()[0])
+    """`tree` with every array on this process's first device: for work that is not split
+    over devices (the S-step's minibatches), so it does not read a split array across
+    devices; with several processes each runs it on its own copy. Hand a result of such work
+    back to split work through the host (`jax.device_get`, for small results): JAX refuses
+    to mix arrays placed on one device with arrays split over all."""
+    return jax.device_put(tree, jax.local_devices()[0])

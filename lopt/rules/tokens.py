@@ -109,22 +109,25 @@ class Vocabulary:
         """Width of the masks: the largest vocabulary size over all positions."""
         return max(self.sizes(depth))
 
-    def mask(self, tokens: jax.Array, position: jax.Array | int, depth: int) -> jax.Array:
+    def mask(self, tokens: jax.Array, position: jax.Array | int, depth: int, xp=jnp
+             ) -> jax.Array:
         """Allowed token ids at `position` given the tokens before it; jittable.
 
         Args:
           tokens: int [5·depth]; only entries before `position` are read.
           position: index of the token to choose (may be traced).
           depth: number of levels of the rule being sampled.
+          xp: the array module, `jax.numpy` or `numpy` (NumPy inputs and an int position:
+            no JAX computation, e.g. for checks that run before `lopt.distributed` starts).
 
         Returns:
           bool [max_size(depth)], True where the id is allowed.
         """
-        ids = jnp.arange(self.max_size(depth))
+        ids = xp.arange(self.max_size(depth))
         level, slot = position // TOKENS_PER_LEVEL, position % TOKENS_PER_LEVEL
         bank = self.bank_size(level)
         previous = bank - 1
-        first = jnp.asarray(tokens)[position - slot]
+        first = xp.asarray(tokens)[position - slot]
         operand_ok = ids < bank
         second_ok = operand_ok
         if self.distinct_operands:
@@ -139,14 +142,18 @@ class Vocabulary:
         if self.no_final_addition and "+" in self.binaries:
             is_final = level == depth - 1
             binary_ok = binary_ok & ~(is_final & (ids == self.binaries.index("+")))
-        return jnp.stack([operand_ok, second_ok, unary_ok, unary_ok, binary_ok])[slot]
+        return xp.stack([operand_ok, second_ok, unary_ok, unary_ok, binary_ok])[slot]
 
-    def masks(self, tokens: jax.Array, depth: int) -> jax.Array:
-        """Masks of all positions for a full token sequence (for log-probabilities).
+    def masks(self, tokens: jax.Array, depth: int, xp=jnp) -> jax.Array:
+        """Masks of all positions for a full token sequence (for log-probabilities); `xp` as
+        in `mask`.
 
         Returns:
           bool [5·depth, max_size(depth)]; row t is `mask(tokens, t, depth)`.
         """
+        if xp is np:
+            return np.stack([self.mask(tokens, position, depth, np)
+                             for position in range(TOKENS_PER_LEVEL * depth)])
         positions = jnp.arange(TOKENS_PER_LEVEL * depth)
         return jax.vmap(lambda position: self.mask(tokens, position, depth))(positions)
 

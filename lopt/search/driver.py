@@ -33,6 +33,11 @@ Files in `out`:
 (deterministically: same key, same cache) and their rows, already in results.jsonl, are not
 written again, so the file ends exactly as an uninterrupted run's would. An incomplete last
 iteration of rows (a run killed while writing) is cut off and rewritten.
+
+With several processes (`lopt.distributed`) every process runs this loop with the same keys,
+the evaluator splits each chunk of members over all processes' devices and gathers the scores
+onto every process, and only process 0 checks and writes `out`; a resume reads process 0's
+files.
 """
 
 from __future__ import annotations
@@ -49,7 +54,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
-from lopt import checkpoint, progress, user_code
+from lopt import checkpoint, distributed, progress, user_code
 from lopt import rules as rules_lib
 from lopt.search import strategies, suite, tasks
 from lopt.search.evaluator import EvaluatorConfig
@@ -237,7 +242,11 @@ class SearchResult(NamedTuple):
 def check_output(out: str, identity: dict[str, Any], resume: bool) -> None:
     """Raises ValueError for an unwritable directory, an existing run without `resume`, or a
     directory of a different run than `identity` (`run_identity`), naming the differing
-    fields."""
+    fields. With several processes, process 0 checks and every process raises."""
+    distributed.from_writer(lambda: _check_output(out, identity, resume) or b"")
+
+
+def _check_output(out: str, identity: dict[str, Any], resume: bool) -> None:
     try:
         os.makedirs(out, exist_ok=True)
     except OSError as error:
@@ -254,19 +263,27 @@ def check_output(out: str, identity: dict[str, Any], resume: bool) -> None:
         checkpoint.check_identity(saved, identity, f"the search in {out!r}")
 
 
+def _writer_file(path: str) -> bytes:
+    """The bytes of process 0's file `path` (empty if it has none), on every process."""
+    def read() -> bytes:
+        if not os.path.exists(path):
+            return b""
+        with open(path, "rb") as file:
+            return file.read()
+    return distributed.from_writer(read)
+
+
 def _restore_rows(path: str, batch_size: int) -> list[dict]:
-    """Rows of complete iterations in results.jsonl; cuts off anything after them."""
-    if not os.path.exists(path):
-        return []
-    with open(path, "rb") as file:
-        lines = file.read().split(b"\n")
+    """Rows of complete iterations in results.jsonl; process 0 cuts off anything after them."""
+    lines = _writer_file(path).split(b"\n")
     rows = [json.loads(line) for line in lines[:-1]]  # the part after the last newline is partial
     counts: dict[int, int] = {}
     for row in rows:
         counts[row["iteration"]] = counts.get(row["iteration"], 0) + 1
     complete = [row for row in rows if counts[row["iteration"]] == batch_size]
-    with open(path, "w") as file:
-        file.writelines(json.dumps(row) + "\n" for row in complete)
+    if distributed.is_writer() and os.path.exists(path):
+        with open(path, "w") as file:
+            file.writelines(json.dumps(row) + "\n" for row in complete)
     return complete
 
 
@@ -350,9 +367,11 @@ def run(config: SearchConfig, key: jax.Array, *, out: str | None = None,
     if resume and out is None:
         raise ValueError("resume needs an output directory")
     identity = None  # only runs with files have an identity to check and record
+    writes = out is not None and distributed.is_writer()
     if out is not None:
         identity = run_identity(config, key)
         check_output(out, identity, resume)
+    if writes:
         checkpoint.write_atomically(os.path.join(out, CONFIG),
                                     json.dumps(identity, indent=1).encode())
     start_time = time.time()
@@ -363,9 +382,10 @@ def run(config: SearchConfig, key: jax.Array, *, out: str | None = None,
     results_path = os.path.join(out, RESULTS) if out else None
     checkpoint_path = os.path.join(out, CHECKPOINT) if out else None
     rows = _restore_rows(results_path, config.batch_size) if resume else []
-    if resume and os.path.exists(checkpoint_path):
+    saved_checkpoint = _writer_file(checkpoint_path) if resume else b""
+    if saved_checkpoint:
         saved, metadata = checkpoint.load(checkpoint_path, _checkpoint_tree(state, key),
-                                          identity=identity)
+                                          identity=identity, contents=saved_checkpoint)
         state = jax.tree.map(jnp.asarray, saved["strategy_state"])
         if "caches" not in metadata:
             raise ValueError(f"the checkpoint in {out!r} was written by an older lopt (one "
@@ -398,13 +418,13 @@ def run(config: SearchConfig, key: jax.Array, *, out: str | None = None,
             sampled = [space.to_rule(row) for row in np.asarray(tokens)]
             new_rows = _rows(sampled, scores, scoring.task_names, known, iteration)
             rows.extend(new_rows)
-            if results_path:
+            if writes:
                 _append(results_path, new_rows)
         done = iteration + 1
         timings.append((time.time() - iteration_start, evaluate_seconds))
         run_seconds = [earlier_seconds[0] + time.time() - start_time,
                        earlier_seconds[1] + sum(seconds for _, seconds in timings)]
-        if out and (done % config.checkpoint_every == 0 or done == config.num_iterations):
+        if writes and (done % config.checkpoint_every == 0 or done == config.num_iterations):
             checkpoint.save(checkpoint_path, _checkpoint_tree(state, key), identity=identity,
                             metadata={"next_iteration": done, "caches": caches,
                                       "seconds": run_seconds})

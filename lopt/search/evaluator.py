@@ -48,7 +48,7 @@ import numpy as np
 from jax.sharding import Mesh
 from jax.sharding import PartitionSpec as P
 
-from lopt import finite
+from lopt import distributed, finite
 from lopt import rules as rules_lib
 from lopt.search import fingerprint as fingerprint_lib
 
@@ -290,7 +290,7 @@ def _run_stage(task, config, codes, learning_rates, key, init_params, num_epochs
         result = _score_members_sharded(task, config.eval_batch_size, mesh, codes[take],
                                         learning_rates[take], member_keys[take], init_params,
                                         indices, _device_data(task))
-        scores, diverged, losses = map(np.asarray, result)
+        scores, diverged, losses = distributed.gather(result)
         outputs.append((scores[:, : stop - start], diverged[: stop - start],
                         losses[:, : stop - start]))
     scores, diverged, losses = zip(*outputs, strict=True)

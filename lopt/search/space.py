@@ -20,7 +20,6 @@ from __future__ import annotations
 import dataclasses
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from lopt.rules import tokens as tokens_lib
@@ -79,5 +78,5 @@ class SearchSpace:
             tokens = np.array(tokens_lib.to_tokens(rule, self.depth, self.vocabulary), np.int32)
         except ValueError:
             return None
-        masks = self.vocabulary.masks(jnp.asarray(tokens), self.depth)
+        masks = self.vocabulary.masks(tokens, self.depth, np)
         return tokens if bool(masks[np.arange(self.num_positions), tokens].all()) else None

@@ -1,0 +1,126 @@
+"""Several processes (lopt.distributed): two local processes give a single process's results,
+only process 0 writes, a killed process stops the other with one line, and a resume of both
+finishes the run as an uninterrupted single process would."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from lopt import distributed
+from lopt.search import driver, strategies
+from tests.conftest import FAST_COMPILE, REPO_ROOT
+
+SEARCH_BUDGET = 300  # 30 iterations of 10 rules: long enough to kill process 1 in the middle
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("localhost", 0))
+        return probe.getsockname()[1]
+
+
+def _launch(module, args_of_process, port):
+    """Starts one `python -m module` per entry of `args_of_process`, joined as processes of
+    one run on localhost:port; returns the Popen objects."""
+    env = dict(os.environ, PYTHONPATH=REPO_ROOT, JAX_PLATFORMS="cpu", **FAST_COMPILE)
+    count = len(args_of_process)
+    return [subprocess.Popen(
+        [sys.executable, "-m", module, *args, f"--coordinator_address=localhost:{port}",
+         f"--num_processes={count}", f"--process_id={index}"],
+        cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for index, args in enumerate(args_of_process)]
+
+
+def _finish(processes, timeout=600):
+    """(returncode, stdout, stderr) of each process, waiting at most `timeout` s in all."""
+    deadline = time.time() + timeout
+    results = []
+    for process in processes:
+        stdout, stderr = process.communicate(timeout=max(1.0, deadline - time.time()))
+        results.append((process.returncode, stdout, stderr))
+    return results
+
+
+def _rows(path):
+    with open(path) as file:
+        return [json.loads(line) for line in file]
+
+
+@pytest.mark.parametrize(("arguments", "message"), [
+    (("localhost:1234", None, None), "need all of coordinator_address, num_processes"),
+    (("localhost:1234", 2, 2), r"process_id must be in \[0, 2\), got 2"),
+    (("localhost", 2, 0), "coordinator_address must be host:port, got 'localhost'"),
+    (("localhost:1234", 0, 0), "num_processes must be at least 1, got 0"),
+])
+def test_initialize_refuses_bad_arguments_before_connecting(arguments, message):
+    with pytest.raises(ValueError, match=message):
+        distributed.initialize(*arguments)
+
+
+def test_single_process_helpers_are_plain():
+    assert distributed.is_writer()
+    assert distributed.from_writer(lambda: b"abc") == b"abc"
+    gathered = distributed.gather({"x": jax.numpy.arange(3.0)})
+    assert isinstance(gathered["x"], np.ndarray) and gathered["x"].tolist() == [0.0, 1.0, 2.0]
+    assert not distributed.is_peer_failure(RuntimeError("Gloo AllGather failed"))
+
+
+def test_two_process_search_killed_and_resumed_equals_one_process(tmp_path):
+    writer_out, other_out = str(tmp_path / "writer"), str(tmp_path / "other")
+    args = ["--config=smoke", "--strategy=evolution", f"--budget={SEARCH_BUDGET}"]
+    port = _free_port()
+    processes = _launch("experiments.search_rules",
+                        [[*args, f"--out={writer_out}"], [*args, f"--out={other_out}"]], port)
+    results_path = os.path.join(writer_out, "results.jsonl")
+    deadline = time.time() + 300
+    while time.time() < deadline and not (
+            os.path.exists(results_path) and len(_rows(results_path)) >= 20):
+        assert processes[0].poll() is None, processes[0].communicate()[1][-3000:]
+        time.sleep(0.05)
+    processes[1].send_signal(signal.SIGKILL)
+    killed_at = time.time()
+    (code, _, stderr), _ = _finish(processes, timeout=120)
+    assert code == 1, stderr[-3000:]
+    assert time.time() - killed_at < 60
+    assert "process 0 of 2: another process of this run failed" in stderr
+    assert "restart every process with --resume" in stderr
+    assert len(_rows(results_path)) < SEARCH_BUDGET, "process 1 was killed after the end"
+
+    # Resume both; process 1 has no copy of the output directory (it reads process 0's).
+    assert not os.path.exists(other_out)
+    resumed = _finish(_launch("experiments.search_rules",
+                              [[*args, f"--out={writer_out}", "--resume"],
+                               [*args, f"--out={other_out}", "--resume"]], _free_port()))
+    for code, _, stderr in resumed:
+        assert code == 0, stderr[-3000:]
+    assert "Best rule:" in resumed[0][1] and "Best rule:" not in resumed[1][1]
+    assert not os.path.exists(other_out)
+
+    config = driver.SearchConfig.preset(
+        "smoke", budget=SEARCH_BUDGET,
+        strategy=strategies.Evolution(space=driver.SearchConfig.preset("smoke").space,
+                                      batch_size=10))
+    single = driver.run(config, jax.random.key(0))
+    rows = _rows(results_path)
+    assert len(rows) == SEARCH_BUDGET  # every row written once
+    assert [row["rule"] for row in rows] == [row["rule"] for row in single.rows]
+    assert [row["learning_rate"] for row in rows] == [row["learning_rate"] for row in single.rows]
+    # The two processes train half of each chunk each: batches of another size round off
+    # differently (float32 children), so scores agree to round-off, not to the bit. A rule
+    # that fails (at or below the floor, the score of a pruned rule) may blow up chaotically,
+    # where round-off grows without bound: both runs only agree that it failed.
+    floor = next(row["score"] for row in single.rows if row["pruned"])
+    scores, reference = (np.array([row["score"] for row in run_rows])
+                         for run_rows in (rows, single.rows))
+    working = reference > floor
+    assert working.sum() > SEARCH_BUDGET // 4  # the comparison covers many rules
+    np.testing.assert_allclose(scores[working], reference[working], rtol=1e-5, atol=1e-9)
+    assert np.all(scores[~working] <= floor)
