@@ -160,7 +160,7 @@ def run(main) -> None:
 
     def main_with_one_line_errors(argv):
         try:
-            with distributed.exit_on_peer_failure(os.path.basename(sys.argv[0])):
+            with distributed.exit_at_once_on_error(os.path.basename(sys.argv[0])):
                 return main(argv)
         except app.UsageError as error:
             fail(error)

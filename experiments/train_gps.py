@@ -21,6 +21,11 @@ With --resume an interrupted run continues from its checkpoint, and a finished o
 with a larger --num_iterations; a checkpoint of another run (another seed, setting or problem
 count) is refused, naming what differs. Without --resume an existing checkpoint in --out is an
 error (so a finished run is never overwritten by accident).
+
+Several processes (hosts) share one training with --coordinator_address, --num_processes
+and --process_id (`lopt.distributed`; README, "Several machines"): the training objectives
+are split over every process's devices for sampling, fitting and the LQG, and only process 0
+writes --out. The coordinate-wise `--family=neural_nets` runs on one process.
 """
 
 import dataclasses
@@ -39,7 +44,7 @@ from experiments.common import (
     use_single_threaded_eigen,
 )
 from experiments.reproduction import nets
-from lopt import checkpoint, gps, objectives, plotting, progress
+from lopt import checkpoint, distributed, gps, objectives, plotting, progress
 
 NETS = "neural_nets"
 FAMILY = define_family_flag(extra_names=(NETS,))
@@ -61,18 +66,43 @@ DYNAMICS_MODEL = flags.DEFINE_enum("dynamics_model", None, list(gps.config.DYNAM
 SEED = flags.DEFINE_integer("seed", 0, "Seed for the training problems and the training.")
 RESUME = flags.DEFINE_bool("resume", False, "Continue from the checkpoint in --out.")
 OUT = flags.DEFINE_string("out", None, "Output directory (created if missing).", required=True)
+common.define_distributed_flags()
+
+
+def _check_output(out: str, identity_of_run) -> None:
+    """On process 0 (`lopt.distributed.from_writer`): raises ValueError for an unwritable
+    --out, a checkpoint without --resume, or another run's checkpoint (`identity_of_run()`,
+    computed only when a checkpoint exists)."""
+    try:
+        prepare_output_dir(out)
+    except app.UsageError as error:
+        raise ValueError(str(error)) from error
+    path = os.path.join(out, gps.trainer.CHECKPOINT)
+    if not os.path.exists(path):
+        return
+    if not RESUME.value:
+        raise ValueError(f"--out={out} already holds a checkpoint; pass --resume to continue "
+                         "it or choose another directory")
+    checkpoint.check(path, identity_of_run())
+
+
+def _checked_output(identity_of_run) -> str:
+    """--out, checked by process 0 (`_check_output`); app.UsageError on every process."""
+    try:
+        distributed.from_writer(lambda: _check_output(OUT.value, identity_of_run) or b"")
+    except ValueError as error:
+        raise app.UsageError(str(error)) from error
+    return OUT.value
 
 
 def main(argv):
     del argv
     use_single_threaded_eigen()
-    out = prepare_output_dir(OUT.value)
-    has_checkpoint = os.path.exists(os.path.join(out, gps.trainer.CHECKPOINT))
-    if has_checkpoint and not RESUME.value:
-        raise app.UsageError(f"--out={out} already holds a checkpoint; pass --resume to "
-                             "continue it or choose another directory")
+    common.initialize_distributed()
     if FAMILY.value == NETS:
-        return train_coordinatewise(out)
+        if jax.process_count() > 1:
+            raise app.UsageError(f"--family={NETS} trains on one process only")
+        return train_coordinatewise()
     chosen = lambda *pairs: {name: flag.value for name, flag in pairs if flag.value is not None}
     config = gps.Config.preset(
         CONFIG.value,
@@ -84,19 +114,19 @@ def main(argv):
     num_train = NUM_TRAIN.value or objectives.PAPER_NUM_TRAIN.get(FAMILY.value, 90)
     key_train, key_gps = jax.random.split(jax.random.key(SEED.value))
     problems = family.sample(key_train, num_train)
-    if has_checkpoint:  # refuse another run's checkpoint before any training work
-        identity = gps.trainer.run_identity(config, family, problems, key_gps)
-        try:
-            checkpoint.check(os.path.join(out, gps.trainer.CHECKPOINT), identity)
-        except ValueError as error:
-            raise app.UsageError(str(error)) from error
+    # Refuse another run's checkpoint before any training work.
+    out = _checked_output(lambda: gps.trainer.run_identity(config, family, problems, key_gps))
     # After the check: a resumed run differs at most in its iteration count.
-    with open(os.path.join(out, "config.json"), "w") as file:
-        json.dump({"family": FAMILY.value, "preset": CONFIG.value, "num_train": num_train,
-                   "seed": SEED.value, "config": dataclasses.asdict(config)}, file, indent=1)
+    if distributed.is_writer():
+        with open(os.path.join(out, "config.json"), "w") as file:
+            json.dump({"family": FAMILY.value, "preset": CONFIG.value, "num_train": num_train,
+                       "seed": SEED.value, "config": dataclasses.asdict(config)}, file,
+                      indent=1)
     started = time.time()
     with progress.job("train_gps", gps.trainer.plan(config)):
         learned = gps.train(family, problems, config, key_gps, checkpoint_dir=out)
+    if not distributed.is_writer():
+        return
     gps.save(learned, out)
     history = learned.history
     plotting.plot_training_costs(
@@ -107,21 +137,17 @@ def main(argv):
     print(f"Wrote the learned optimizer to {out} ({len(history)} iterations)")
 
 
-def train_coordinatewise(out: str) -> None:
+def train_coordinatewise() -> None:
     """`--family=neural_nets`: coordinate-wise GPS (module docstring)."""
     scale = nets.SCALES[CONFIG.value]
     config = scale.config
     if NUM_ITERATIONS.value is not None:
         config = dataclasses.replace(config, num_iterations=NUM_ITERATIONS.value)
     num_train = NUM_TRAIN.value or scale.num_train
+    # Refuse another run's checkpoint before writing anything.
+    out = _checked_output(lambda: gps.coordinate_trainer.run_identity(
+        config, *nets.training_run(num_train, SEED.value)))
     path = os.path.join(out, gps.trainer.CHECKPOINT)
-    if os.path.exists(path):  # refuse another run's checkpoint before writing anything
-        identity = gps.coordinate_trainer.run_identity(config, *nets.training_run(num_train,
-                                                                                  SEED.value))
-        try:
-            checkpoint.check(path, identity)
-        except ValueError as error:
-            raise app.UsageError(str(error)) from error
     with open(os.path.join(out, "config.json"), "w") as file:
         json.dump({"family": NETS, "preset": CONFIG.value, "num_train": num_train,
                    "seed": SEED.value, "config": dataclasses.asdict(config)}, file, indent=1)

@@ -17,9 +17,10 @@ and otherwise does nothing: one process. On CPUs the collectives run over gloo (
 
 A process that dies ends the run: the collectives of the others fail at once (or their
 coordination service notices the missing heartbeats within `HEARTBEAT_TIMEOUT_S`), and
-`exit_on_peer_failure` turns that into one line on standard error and exit status 1 instead of
-a traceback followed by a hang in JAX's shutdown barrier. Restarting every process with the
-run's resume option continues from process 0's last checkpoint.
+`exit_at_once_on_error` turns that into one line on standard error and exit status 1
+instead of a traceback followed by a hang in JAX's shutdown barrier; a process that fails for
+any other reason exits at once too, so that the others' next collective fails. Restarting
+every process with the run's resume option continues from process 0's last checkpoint.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+import traceback
 from collections.abc import Callable, Iterator
 
 import jax
@@ -82,12 +84,16 @@ def is_writer() -> bool:
 
 def gather(tree):
     """`tree` with every array leaf as a NumPy array of its whole value, on every process
-    (a collective when several processes run: every process must call it)."""
-    if jax.process_count() == 1:
-        return jax.tree.map(np.asarray, tree)
+    (a collective for leaves split over several processes: every process must call it on
+    the same tree)."""
     from jax.experimental import multihost_utils
-    return jax.tree.map(lambda leaf: np.asarray(
-        multihost_utils.process_allgather(leaf, tiled=True)), tree)
+
+    def whole(leaf):
+        if not isinstance(leaf, jax.Array) or leaf.is_fully_addressable:
+            return np.asarray(leaf)  # already whole here (process_allgather would stack it)
+        return np.asarray(multihost_utils.process_allgather(leaf, tiled=True))
+
+    return jax.tree.map(whole, tree)
 
 
 def _broadcast(payload: np.ndarray) -> np.ndarray:
@@ -122,18 +128,26 @@ def is_peer_failure(error: BaseException) -> bool:
 
 
 @contextlib.contextmanager
-def exit_on_peer_failure(program: str) -> Iterator[None]:
-    """Inside: a peer process's death exits this one at once with one line naming it and
-    status 1 (module docstring); other errors pass through."""
+def exit_at_once_on_error(program: str) -> Iterator[None]:
+    """Inside, with several processes: a peer process's death exits this one at once with one
+    line naming it and status 1 (module docstring); any other error prints its traceback and
+    exits at once too, so that the peers' collectives fail instead of waiting for this
+    process in JAX's shutdown barrier. With one process errors pass through unchanged."""
     try:
         yield
     except Exception as error:
-        if not is_peer_failure(error):
+        if jax.process_count() == 1:
             raise
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
-        sys.stderr.write(f"{program}: error: process {jax.process_index()} of "
-                         f"{jax.process_count()}: another process of this run failed "
-                         f"({type(error).__name__}: {first_line[:200]}); restart every "
-                         "process with --resume\n")
+        where = f"process {jax.process_index()} of {jax.process_count()}"
+        if is_peer_failure(error):
+            first_line = (str(error).strip().splitlines() or [""])[0]
+            sys.stderr.write(f"{program}: error: {where}: another process of this run failed "
+                             f"({type(error).__name__}: {first_line[:200]}); restart every "
+                             "process with --resume\n")
+        else:
+            traceback.print_exc()
+            sys.stderr.write(f"{program}: error: {where} failed (above); the others stop "
+                             "when they next wait for it\n")
         sys.stderr.flush()
-        os._exit(1)  # not sys.exit: JAX's shutdown barrier would wait for the dead process
+        os._exit(1)  # not sys.exit: JAX's shutdown barrier would wait for the other processes
+

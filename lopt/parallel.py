@@ -13,8 +13,10 @@ row depends on its input row only, so the result does not depend on the number o
 On a CPU a process has one device unless XLA_FLAGS sets
 `--xla_force_host_platform_device_count`; the binaries leave it at one (docs/decisions.md).
 When several processes run (`lopt.distributed`), `jax.devices()` spans all of them and the
-outputs of `over_devices` are gathered onto every process (`lopt.distributed.gather`), so the
-caller holds the whole result as process-local arrays either way.
+outputs of `over_devices` are gathered onto every process inside the computation (an
+all-gather), so every process holds the whole result (arrays replicated over all devices:
+NumPy conversion and further JAX work see the whole value; `on_one_device` copies them
+through the host).
 """
 
 from __future__ import annotations
@@ -24,8 +26,6 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh
 from jax.sharding import PartitionSpec as P
-
-from lopt import distributed
 
 AXIS = "items"
 
@@ -47,10 +47,18 @@ def over_devices(batched, *inputs):
     padded = -(-count // len(devices)) * len(devices)
     inputs = jax.tree.map(lambda leaf: _padded(leaf, padded), inputs)
     mesh = Mesh(np.array(devices), (AXIS,))
-    outputs = jax.shard_map(batched, mesh=mesh, in_specs=P(AXIS), out_specs=P(AXIS),
+    several_processes = jax.process_count() > 1
+
+    def run_share(*share):
+        outputs = batched(*share)
+        if several_processes:  # every process gets the whole result (module docstring)
+            outputs = jax.tree.map(lambda leaf: jax.lax.all_gather(leaf, AXIS, tiled=True),
+                                   outputs)
+        return outputs
+
+    outputs = jax.shard_map(run_share, mesh=mesh, in_specs=P(AXIS),
+                            out_specs=P() if several_processes else P(AXIS),
                             check_vma=False)(*inputs)
-    if jax.process_count() > 1:
-        outputs = jax.tree.map(jnp.asarray, distributed.gather(outputs))
     return jax.tree.map(lambda leaf: leaf[:count], outputs)
 
 
@@ -93,4 +101,6 @@ def on_one_device(tree):
     devices; with several processes each runs it on its own copy. Hand a result of such work
     back to split work through the host (`jax.device_get`, for small results): JAX refuses
     to mix arrays placed on one device with arrays split over all."""
+    spans_processes = lambda leaf: isinstance(leaf, jax.Array) and not leaf.is_fully_addressable
+    tree = jax.tree.map(lambda leaf: np.asarray(leaf) if spans_processes(leaf) else leaf, tree)
     return jax.device_put(tree, jax.local_devices()[0])

@@ -8,13 +8,14 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 
 import jax
 import numpy as np
 import pytest
 
-from lopt import distributed
+from lopt import distributed, gps
 from lopt.search import driver, strategies
 from tests.conftest import FAST_COMPILE, REPO_ROOT
 
@@ -29,24 +30,35 @@ def _free_port() -> int:
 
 def _launch(module, args_of_process, port):
     """Starts one `python -m module` per entry of `args_of_process`, joined as processes of
-    one run on localhost:port; returns the Popen objects."""
+    one run on localhost:port; returns (Popen, stdout file, stderr file) per process (files,
+    not pipes: a pipe nobody reads fills up and stalls its process)."""
     env = dict(os.environ, PYTHONPATH=REPO_ROOT, JAX_PLATFORMS="cpu", **FAST_COMPILE)
     count = len(args_of_process)
-    return [subprocess.Popen(
-        [sys.executable, "-m", module, *args, f"--coordinator_address=localhost:{port}",
-         f"--num_processes={count}", f"--process_id={index}"],
-        cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        for index, args in enumerate(args_of_process)]
+    launched = []
+    for index, args in enumerate(args_of_process):
+        stdout, stderr = tempfile.TemporaryFile("w+"), tempfile.TemporaryFile("w+")
+        launched.append((subprocess.Popen(
+            [sys.executable, "-m", module, *args, f"--coordinator_address=localhost:{port}",
+             f"--num_processes={count}", f"--process_id={index}"],
+            cwd=REPO_ROOT, env=env, stdout=stdout, stderr=stderr, text=True), stdout, stderr))
+    return launched
 
 
-def _finish(processes, timeout=600):
-    """(returncode, stdout, stderr) of each process, waiting at most `timeout` s in all."""
+def _read_back(file) -> str:
+    file.seek(0)
+    text = file.read()
+    file.close()
+    return text
+
+
+def _finish(launched, timeout=600):
+    """(returncode, stdout, stderr) of each launched process, waiting at most `timeout` s in
+    all."""
     deadline = time.time() + timeout
-    results = []
-    for process in processes:
-        stdout, stderr = process.communicate(timeout=max(1.0, deadline - time.time()))
-        results.append((process.returncode, stdout, stderr))
-    return results
+    codes = [process.wait(timeout=max(1.0, deadline - time.time()))
+             for process, _, _ in launched]
+    return [(code, _read_back(stdout), _read_back(stderr))
+            for code, (_, stdout, stderr) in zip(codes, launched, strict=True)]
 
 
 def _rows(path):
@@ -83,9 +95,9 @@ def test_two_process_search_killed_and_resumed_equals_one_process(tmp_path):
     deadline = time.time() + 300
     while time.time() < deadline and not (
             os.path.exists(results_path) and len(_rows(results_path)) >= 20):
-        assert processes[0].poll() is None, processes[0].communicate()[1][-3000:]
+        assert processes[0][0].poll() is None, _read_back(processes[0][2])[-3000:]
         time.sleep(0.05)
-    processes[1].send_signal(signal.SIGKILL)
+    processes[1][0].send_signal(signal.SIGKILL)
     killed_at = time.time()
     (code, _, stderr), _ = _finish(processes, timeout=120)
     assert code == 1, stderr[-3000:]
@@ -124,3 +136,28 @@ def test_two_process_search_killed_and_resumed_equals_one_process(tmp_path):
     assert working.sum() > SEARCH_BUDGET // 4  # the comparison covers many rules
     np.testing.assert_allclose(scores[working], reference[working], rtol=1e-5, atol=1e-9)
     assert np.all(scores[~working] <= floor)
+
+
+def test_two_process_gps_resumed_equals_one_process(run_module, tmp_path):
+    # The README's own-family example, 3 objectives over 2 processes (one padded).
+    args = ["--family=examples.custom_family:Ridge", "--config=smoke", "--num_train=3"]
+    single_out, writer_out, other_out = (str(tmp_path / name)
+                                         for name in ("single", "writer", "other"))
+    single = run_module("experiments.train_gps", *args, "--num_iterations=2",
+                        f"--out={single_out}")
+    assert single.returncode == 0, single.stderr[-3000:]
+    for iterations, extra in ((1, []), (2, ["--resume"])):  # one iteration, then resume
+        finished = _finish(_launch("experiments.train_gps", [
+            [*args, f"--num_iterations={iterations}", f"--out={out}", *extra]
+            for out in (writer_out, other_out)], _free_port()))
+        for code, _, stderr in finished:
+            assert code == 0, stderr[-3000:]
+    assert "resumed from" in finished[0][2] and "at iteration 1" in finished[0][2]
+    assert not os.path.exists(other_out)  # only process 0 writes
+    expected, learned = gps.load(single_out), gps.load(writer_out)
+    for name in ("controller_cost", "policy_cost", "sample_cost", "kl"):
+        np.testing.assert_allclose([record[name] for record in learned.history],
+                                   [record[name] for record in expected.history], rtol=1e-9)
+    for leaf, reference in zip(jax.tree.leaves(learned.policy),
+                               jax.tree.leaves(expected.policy), strict=True):
+        np.testing.assert_allclose(leaf, reference, rtol=1e-9, atol=1e-12)

@@ -48,7 +48,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
-from lopt import checkpoint, evaluation, objectives, parallel, progress
+from lopt import checkpoint, distributed, evaluation, objectives, parallel, progress
 from lopt.gps import controllers as ctrl
 from lopt.gps import features as feats
 from lopt.gps import learned as learned_lib
@@ -216,6 +216,11 @@ def _timed(label: str, total: int | None, unit: str, function, *args):
     return result, time.perf_counter() - started
 
 
+def _read_bytes(path: str) -> bytes:
+    with open(path, "rb") as file:
+        return file.read()
+
+
 def _on_one_device(function, *args):
     """`function(*args)` with the array arguments on one device (`lopt.parallel.on_one_device`);
     the result comes back through the host, so stages split over devices can take it."""
@@ -378,7 +383,10 @@ def run(family, train_problems, config: Config, key: jax.Array, *, callback=None
       from fresh starts (one per objective), or with `validation_steps=0` over the horizon
       from the training starts. Runs in float64 inside `jax.enable_x64()` (the global
       setting is left alone). The per-objective stages are split over all devices
-      (`lopt.parallel`); the S-step runs on the first device.
+      (`lopt.parallel`); the S-step runs on the first device. With several processes
+      (`lopt.distributed`) the split stages span every process's devices, each process
+      runs the S-step on its own copy of the samples (the same steps everywhere), and only
+      process 0 writes the checkpoint (a resume reads process 0's).
     """
     objectives.check_family(family)
     loop_config, features = config.loop, config.features
@@ -396,9 +404,14 @@ def run(family, train_problems, config: Config, key: jax.Array, *, callback=None
         if loop_config.train_policy and loop_config.validation_steps:  # fresh starts
             validation = (jax.tree.map(trajectory_opt.to_float64, train_problems),
                           family.init(jax.random.fold_in(key_x0, 1), num).astype(jnp.float64))
-        if checkpoint_path is not None and os.path.exists(checkpoint_path):
+        saved_checkpoint = b""
+        if checkpoint_path is not None:  # process 0's file, on every process
+            saved_checkpoint = distributed.from_writer(
+                lambda: _read_bytes(checkpoint_path) if os.path.exists(checkpoint_path) else b"")
+        if saved_checkpoint:
             template = _state_shapes(config, family, problems, x0, key_state)
-            state, saved = checkpoint.load(checkpoint_path, template, identity=identity)
+            state, saved = checkpoint.load(checkpoint_path, template, identity=identity,
+                                           contents=saved_checkpoint)
             state = jax.tree.map(jnp.asarray, state)
             first, history = saved["next_iteration"], saved["history"]
             initial_cost = saved["initial_cost"]
@@ -439,7 +452,9 @@ def run(family, train_problems, config: Config, key: jax.Array, *, callback=None
                     state = state._replace(best_policy=state.policy,
                                            best_cost=jnp.asarray(selection_cost))
             history.append(record)
-            if checkpoint_path is not None:
+            if jax.process_count() > 1:  # every leaf whole and process-local, for the file
+                state = jax.tree.map(jnp.asarray, distributed.gather(state))
+            if checkpoint_path is not None and distributed.is_writer():
                 checkpoint.save(checkpoint_path, state, identity=identity,
                                 metadata={"next_iteration": index + 1, "history": history,
                                           "initial_cost": initial_cost})

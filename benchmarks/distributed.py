@@ -1,0 +1,163 @@
+"""Two local processes against one, side by side on the same machine (issue 21).
+
+    python benchmarks/distributed.py               # GPS at the main job's size, and a search
+    python benchmarks/distributed.py --smoke       # seconds: the pipeline only
+    python benchmarks/distributed.py --parts=gps --processes=2,4
+
+GPS: `experiments.train_gps` on the README main job's logistic-regression training (1800
+objectives, the cpu preset, 2 iterations), once as one process and once as N processes on
+localhost (`lopt.distributed`, one CPU device each). Per iteration: wall seconds and the
+stages' seconds (sample, fit, LQG, S-step) from the run's history, their ratio to one
+process, and the largest relative difference of the costs (the same numbers up to round-off).
+
+Search: `experiments.search_rules --config=cpu --strategy=random` (digits MLP, 7 learning
+rates) for `--search_budget` rules; the median seconds of the iterations after the first
+(compilation) and the rules each run sampled, which must be the same.
+
+Each run is a fresh set of processes (its own compilations), run one after the other, so both
+see the same machine. The table states the machine's core count. One process uses every core
+where XLA parallelises an operation (large products); several processes on one machine each
+start a thread pool of that size, so `--pin` gives process i core i alone.
+"""
+
+import argparse
+import json
+import os
+import re
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+STAGES = ("sample_seconds", "fit_seconds", "optimise_seconds", "policy_seconds")
+COSTS = ("controller_cost", "policy_cost", "sample_cost", "kl")
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("localhost", 0))
+        return probe.getsockname()[1]
+
+
+def launch(module: str, args: list[str], num_processes: int, out: str, pin: bool = False
+           ) -> tuple[float, str]:
+    """Runs `python -m module args --out=out` as `num_processes` processes of one run (with
+    `pin` and several processes, process i on core i mod the core count: `taskset`, so its
+    XLA thread pool has one thread); returns (wall seconds, process 0's standard error).
+    Raises if any process fails."""
+    env = dict(os.environ, PYTHONPATH=str(REPO), JAX_PLATFORMS="cpu", OPENBLAS_NUM_THREADS="1")
+    port = _free_port()
+    commands = []
+    for index in range(num_processes):
+        joined = ([] if num_processes == 1 else [
+            f"--coordinator_address=localhost:{port}", f"--num_processes={num_processes}",
+            f"--process_id={index}"])
+        pinned = (["taskset", "-c", str(index % os.cpu_count())]
+                  if pin and num_processes > 1 else [])
+        commands.append([*pinned, sys.executable, "-m", module, *args, f"--out={out}", *joined])
+    # Each process logs to its own file: a pipe left unread would fill and stall it.
+    logs = [tempfile.TemporaryFile("w+") for _ in commands]
+    started = time.perf_counter()
+    processes = [subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL,
+                                  stderr=log, text=True)
+                 for command, log in zip(commands, logs, strict=True)]
+    codes = [process.wait() for process in processes]
+    seconds = time.perf_counter() - started
+    errors = []
+    for log in logs:
+        log.seek(0)
+        errors.append(log.read())
+        log.close()
+    for code, error in zip(codes, errors, strict=True):
+        if code:
+            raise RuntimeError(f"{module} failed:\n{error[-3000:]}")
+    return seconds, errors[0]
+
+
+def gps_part(counts: list[int], smoke: bool, pin: bool, scratch: str) -> list[str]:
+    from lopt import gps
+    args = (["--family=logistic_regression", "--config=smoke", "--num_train=6",
+             "--num_iterations=2"] if smoke else
+            ["--family=logistic_regression", "--config=cpu", "--num_train=1800",
+             "--num_iterations=2"])
+    histories, walls = {}, {}
+    for count in counts:
+        out = os.path.join(scratch, f"gps_{count}")
+        walls[count], _ = launch("experiments.train_gps", args, count, out, pin)
+        histories[count] = gps.load(out).history
+    one = histories[1]
+    lines = [f"GPS, `train_gps {' '.join(args)}`:", "",
+             "| processes | iteration | wall s | sample s | fit s | LQG s | S-step s | "
+             "wall vs 1 | largest relative cost difference vs 1 |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for count in counts:
+        for index, record in enumerate(histories[count]):
+            difference = max(abs(record[name] - one[index][name]) / max(abs(one[index][name]),
+                                                                         1e-300)
+                             for name in COSTS)
+            lines.append(
+                f"| {count} | {index + 1} | {record['seconds']:.1f} | "
+                + " | ".join(f"{record[name]:.1f}" for name in STAGES)
+                + f" | {record['seconds'] / one[index]['seconds']:.2f} | {difference:.1e} |")
+    lines.append("")
+    lines.append("Whole runs (start-up, compilation, initialisation included): "
+                 + ", ".join(f"{count} process(es) {walls[count]:.0f} s" for count in counts))
+    return lines
+
+
+def search_part(counts: list[int], smoke: bool, budget: int, pin: bool, scratch: str
+                ) -> list[str]:
+    args = (["--config=smoke", "--strategy=random", "--budget=40"] if smoke else
+            ["--config=cpu", "--strategy=random", f"--budget={budget}"])
+    iteration_seconds, rules = {}, {}
+    for count in counts:
+        out = os.path.join(scratch, f"search_{count}")
+        _, log = launch("experiments.search_rules", args, count, out, pin)
+        seconds = [float(value) for value in re.findall(r"this iteration ([0-9.]+)s", log)]
+        iteration_seconds[count] = statistics.median(seconds[1:] or seconds)
+        with open(os.path.join(out, "results.jsonl")) as file:
+            rules[count] = [json.loads(line)["rule"] for line in file]
+    one = iteration_seconds[1]
+    lines = [f"Search, `search_rules {' '.join(args)}` (median of the iterations after the "
+             "first):", "", "| processes | s per iteration | throughput vs 1 | same rules as 1 |",
+             "|---|---|---|---|"]
+    ratio = lambda seconds: one / seconds if seconds > 0 else float("nan")  # smoke: ~0 s
+    lines += [f"| {count} | {iteration_seconds[count]:.2f} | {ratio(iteration_seconds[count]):.2f}"
+              f" | {rules[count] == rules[1]} |" for count in counts]
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--smoke", action="store_true")
+    parser.add_argument("--parts", default="gps,search")
+    parser.add_argument("--processes", default="2", help="process counts besides 1")
+    parser.add_argument("--search_budget", type=int, default=150)
+    parser.add_argument("--pin", action="store_true",
+                        help="pin process i of several to core i (one XLA thread each)")
+    options = parser.parse_args()
+    counts = [1, *map(int, options.processes.split(","))]
+    scratch = tempfile.mkdtemp(prefix="lopt_distributed_")
+    try:
+        pinning = "; several processes pinned one per core" if options.pin else ""
+        lines = [f"Machine: {os.cpu_count()} cores; every run is N processes on localhost"
+                 f"{pinning}.", ""]
+        if "gps" in options.parts:
+            lines += gps_part(counts, options.smoke, options.pin, scratch) + [""]
+        if "search" in options.parts:
+            lines += search_part(counts, options.smoke, options.search_budget, options.pin,
+                                 scratch)
+        print("\n".join(lines))
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
