@@ -136,7 +136,7 @@ def exit_at_once_on_error(program: str) -> Iterator[None]:
     try:
         yield
     except Exception as error:
-        if jax.process_count() == 1:
+        if not jax.distributed.is_initialized() or jax.process_count() == 1:
             raise
         where = f"process {jax.process_index()} of {jax.process_count()}"
         if is_peer_failure(error):

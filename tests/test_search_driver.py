@@ -135,6 +135,7 @@ def test_binary_smoke_end_to_end(run_module, tmp_path):
     (["--out=/proc/lopt_search"], "cannot create output directory"),
     (["--operands=g,q"], "operands must be distinct items of"),
     (["--unaries=neg,exp"], "needs the identity unary"),
+    (["--coordinator_address=localhost:1"], "need all of coordinator_address, num_processes"),
 ])
 def test_binary_bad_input(run_module, flags, message):
     completed = run_module("experiments.search_rules", "--config=smoke", "--out=/tmp/unused",
