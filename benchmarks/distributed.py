@@ -17,7 +17,8 @@ rates) for `--search_budget` rules; the median seconds of the iterations after t
 Each run is a fresh set of processes (its own compilations), run one after the other, so both
 see the same machine. The table states the machine's core count. One process uses every core
 where XLA parallelises an operation (large products); several processes on one machine each
-start a thread pool of that size, so `--pin` gives process i core i alone.
+start a thread pool of that size, so `--pin` gives process i core i alone, and adds a first
+GPS run of one process pinned to one core: the "one core" the ratios are then taken against.
 """
 
 import argparse
@@ -49,9 +50,9 @@ def _free_port() -> int:
 def launch(module: str, args: list[str], num_processes: int, out: str, pin: bool = False
            ) -> tuple[float, str]:
     """Runs `python -m module args --out=out` as `num_processes` processes of one run (with
-    `pin` and several processes, process i on core i mod the core count: `taskset`, so its
-    XLA thread pool has one thread); returns (wall seconds, process 0's standard error).
-    Raises if any process fails."""
+    `pin`, process i on core i mod the core count: `taskset`, so its XLA thread pool has one
+    thread); returns (wall seconds, process 0's standard error). Raises if any process
+    fails."""
     env = dict(os.environ, PYTHONPATH=str(REPO), JAX_PLATFORMS="cpu", OPENBLAS_NUM_THREADS="1")
     port = _free_port()
     commands = []
@@ -59,8 +60,7 @@ def launch(module: str, args: list[str], num_processes: int, out: str, pin: bool
         joined = ([] if num_processes == 1 else [
             f"--coordinator_address=localhost:{port}", f"--num_processes={num_processes}",
             f"--process_id={index}"])
-        pinned = (["taskset", "-c", str(index % os.cpu_count())]
-                  if pin and num_processes > 1 else [])
+        pinned = ["taskset", "-c", str(index % os.cpu_count())] if pin else []
         commands.append([*pinned, sys.executable, "-m", module, *args, f"--out={out}", *joined])
     # Each process logs to its own file: a pipe left unread would fill and stall it.
     logs = [tempfile.TemporaryFile("w+") for _ in commands]
@@ -82,33 +82,40 @@ def launch(module: str, args: list[str], num_processes: int, out: str, pin: bool
 
 
 def gps_part(counts: list[int], smoke: bool, pin: bool, scratch: str) -> list[str]:
+    """The GPS table (module docstring); with `pin`, a first run of one process on one core
+    is the reference of the ratios, and the several-process runs are pinned."""
     from lopt import gps
     args = (["--family=logistic_regression", "--config=smoke", "--num_train=6",
              "--num_iterations=2"] if smoke else
             ["--family=logistic_regression", "--config=cpu", "--num_train=1800",
              "--num_iterations=2"])
+    runs = [(f"{count}, one core each" if pin and count > 1 else str(count), count,
+             pin and count > 1) for count in counts]
+    if pin:
+        runs.insert(0, ("1, on one core", 1, True))
     histories, walls = {}, {}
-    for count in counts:
-        out = os.path.join(scratch, f"gps_{count}")
-        walls[count], _ = launch("experiments.train_gps", args, count, out, pin)
-        histories[count] = gps.load(out).history
-    one = histories[1]
+    for label, count, pinned in runs:
+        out = os.path.join(scratch, f"gps_{len(histories)}")
+        walls[label], _ = launch("experiments.train_gps", args, count, out, pinned)
+        histories[label] = gps.load(out).history
+    reference = runs[0][0]
+    one = histories[reference]
     lines = [f"GPS, `train_gps {' '.join(args)}`:", "",
              "| processes | iteration | wall s | sample s | fit s | LQG s | S-step s | "
-             "wall vs 1 | largest relative cost difference vs 1 |",
+             f"wall vs {reference} | largest relative cost difference |",
              "|---|---|---|---|---|---|---|---|---|"]
-    for count in counts:
-        for index, record in enumerate(histories[count]):
+    for label, _, _ in runs:
+        for index, record in enumerate(histories[label]):
             difference = max(abs(record[name] - one[index][name]) / max(abs(one[index][name]),
                                                                          1e-300)
                              for name in COSTS)
             lines.append(
-                f"| {count} | {index + 1} | {record['seconds']:.1f} | "
+                f"| {label} | {index + 1} | {record['seconds']:.1f} | "
                 + " | ".join(f"{record[name]:.1f}" for name in STAGES)
                 + f" | {record['seconds'] / one[index]['seconds']:.2f} | {difference:.1e} |")
     lines.append("")
     lines.append("Whole runs (start-up, compilation, initialisation included): "
-                 + ", ".join(f"{count} process(es) {walls[count]:.0f} s" for count in counts))
+                 + ", ".join(f"{label}: {walls[label]:.0f} s" for label, _, _ in runs))
     return lines
 
 
@@ -119,7 +126,7 @@ def search_part(counts: list[int], smoke: bool, budget: int, pin: bool, scratch:
     iteration_seconds, rules = {}, {}
     for count in counts:
         out = os.path.join(scratch, f"search_{count}")
-        _, log = launch("experiments.search_rules", args, count, out, pin)
+        _, log = launch("experiments.search_rules", args, count, out, pin and count > 1)
         seconds = [float(value) for value in re.findall(r"this iteration ([0-9.]+)s", log)]
         iteration_seconds[count] = statistics.median(seconds[1:] or seconds)
         with open(os.path.join(out, "results.jsonl")) as file:
@@ -141,7 +148,8 @@ def main() -> None:
     parser.add_argument("--processes", default="2", help="process counts besides 1")
     parser.add_argument("--search_budget", type=int, default=150)
     parser.add_argument("--pin", action="store_true",
-                        help="pin process i of several to core i (one XLA thread each)")
+                        help="pin process i of several to core i (one XLA thread each), and "
+                        "add a GPS run of one process on one core as the reference")
     options = parser.parse_args()
     counts = [1, *map(int, options.processes.split(","))]
     scratch = tempfile.mkdtemp(prefix="lopt_distributed_")

@@ -45,7 +45,6 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from absl import logging
 
 from lopt import checkpoint, distributed, evaluation, objectives, parallel, progress
@@ -452,10 +451,12 @@ def run(family, train_problems, config: Config, key: jax.Array, *, callback=None
                     state = state._replace(best_policy=state.policy,
                                            best_cost=jnp.asarray(selection_cost))
             history.append(record)
-            if jax.process_count() > 1:  # every leaf whole and process-local, for the file
-                state = jax.tree.map(jnp.asarray, distributed.gather(state))
+            if checkpoint_path is not None:
+                # Every leaf whole for the file: a collective with several processes. The loop
+                # keeps `state` as it is (a process-local copy would recompile iteration 2).
+                saved_state = distributed.gather(state) if jax.process_count() > 1 else state
             if checkpoint_path is not None and distributed.is_writer():
-                checkpoint.save(checkpoint_path, state, identity=identity,
+                checkpoint.save(checkpoint_path, saved_state, identity=identity,
                                 metadata={"next_iteration": index + 1, "history": history,
                                           "initial_cost": initial_cost})
             if callback is not None:
@@ -473,7 +474,7 @@ def train(family, train_problems, config: Config, key: jax.Array, *, callback=No
                          "controllers alone is lopt.gps.train_trajectories")
     result = run(family, train_problems, config, key, callback=callback,
                  checkpoint_dir=checkpoint_dir)
-    policy = jax.tree.map(np.asarray, result.state.best_policy)
+    policy = distributed.gather(result.state.best_policy)  # NumPy, whole on every process
     return learned_lib.Learned(policy, config.features, family.dim, family.name, result.history)
 
 
