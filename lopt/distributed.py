@@ -122,6 +122,17 @@ def from_writer(read: Callable[[], bytes]) -> bytes:
     return payload
 
 
+def writer_file(path: str) -> bytes:
+    """The bytes of process 0's file `path` (empty if it has none), on every process: what a
+    resume reads, so other hosts need no copy of the output directory."""
+    def read() -> bytes:
+        if not os.path.exists(path):
+            return b""
+        with open(path, "rb") as file:
+            return file.read()
+    return from_writer(read)
+
+
 def is_peer_failure(error: BaseException) -> bool:
     """Whether `error` says another process of the run has gone (only with several)."""
     return jax.process_count() > 1 and any(word in str(error) for word in _PEER_FAILURE_WORDS)

@@ -215,11 +215,6 @@ def _timed(label: str, total: int | None, unit: str, function, *args):
     return result, time.perf_counter() - started
 
 
-def _read_bytes(path: str) -> bytes:
-    with open(path, "rb") as file:
-        return file.read()
-
-
 def _on_one_device(function, *args):
     """`function(*args)` with the array arguments on one device (`lopt.parallel.on_one_device`);
     the result comes back through the host, so stages split over devices can take it."""
@@ -405,8 +400,7 @@ def run(family, train_problems, config: Config, key: jax.Array, *, callback=None
                           family.init(jax.random.fold_in(key_x0, 1), num).astype(jnp.float64))
         saved_checkpoint = b""
         if checkpoint_path is not None:  # process 0's file, on every process
-            saved_checkpoint = distributed.from_writer(
-                lambda: _read_bytes(checkpoint_path) if os.path.exists(checkpoint_path) else b"")
+            saved_checkpoint = distributed.writer_file(checkpoint_path)
         if saved_checkpoint:
             template = _state_shapes(config, family, problems, x0, key_state)
             state, saved = checkpoint.load(checkpoint_path, template, identity=identity,
@@ -454,11 +448,11 @@ def run(family, train_problems, config: Config, key: jax.Array, *, callback=None
             if checkpoint_path is not None:
                 # Every leaf whole for the file: a collective with several processes. The loop
                 # keeps `state` as it is (a process-local copy would recompile iteration 2).
-                saved_state = distributed.gather(state) if jax.process_count() > 1 else state
-            if checkpoint_path is not None and distributed.is_writer():
-                checkpoint.save(checkpoint_path, saved_state, identity=identity,
-                                metadata={"next_iteration": index + 1, "history": history,
-                                          "initial_cost": initial_cost})
+                saved_state = distributed.gather(state)
+                if distributed.is_writer():
+                    checkpoint.save(checkpoint_path, saved_state, identity=identity,
+                                    metadata={"next_iteration": index + 1, "history": history,
+                                              "initial_cost": initial_cost})
             if callback is not None:
                 callback(index, record)
         return Run(state, x0, initial_cost, tuple(history))

@@ -263,19 +263,9 @@ def _check_output(out: str, identity: dict[str, Any], resume: bool) -> None:
         checkpoint.check_identity(saved, identity, f"the search in {out!r}")
 
 
-def _writer_file(path: str) -> bytes:
-    """The bytes of process 0's file `path` (empty if it has none), on every process."""
-    def read() -> bytes:
-        if not os.path.exists(path):
-            return b""
-        with open(path, "rb") as file:
-            return file.read()
-    return distributed.from_writer(read)
-
-
 def _restore_rows(path: str, batch_size: int) -> list[dict]:
     """Rows of complete iterations in results.jsonl; process 0 cuts off anything after them."""
-    lines = _writer_file(path).split(b"\n")
+    lines = distributed.writer_file(path).split(b"\n")
     rows = [json.loads(line) for line in lines[:-1]]  # the part after the last newline is partial
     counts: dict[int, int] = {}
     for row in rows:
@@ -382,7 +372,7 @@ def run(config: SearchConfig, key: jax.Array, *, out: str | None = None,
     results_path = os.path.join(out, RESULTS) if out else None
     checkpoint_path = os.path.join(out, CHECKPOINT) if out else None
     rows = _restore_rows(results_path, config.batch_size) if resume else []
-    saved_checkpoint = _writer_file(checkpoint_path) if resume else b""
+    saved_checkpoint = distributed.writer_file(checkpoint_path) if resume else b""
     if saved_checkpoint:
         saved, metadata = checkpoint.load(checkpoint_path, _checkpoint_tree(state, key),
                                           identity=identity, contents=saved_checkpoint)
