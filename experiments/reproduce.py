@@ -11,6 +11,9 @@ r"""Reproduces the papers' results on this code: one figure and one markdown tab
   lto_nets                           Learning to Optimize Neural Nets: the coordinate-wise
                                      learned optimizer against tuned SGD, momentum, Adam,
                                      AdaGrad and RMSprop on held-out tasks
+  lto_vs_rules                       the two halves on the same problems: rules searched on
+                                     each family against its learned optimizer (margin of
+                                     victory, mean objectives, seconds to obtain each)
   nos_table                          Neural Optimizer Search Table 1 analogue (digits ConvNet;
                                      CIFAR-10 ConvNet too with --data_dir)
   nos_rosenbrock                     Figure 6: PowerSign against Adam, RMSProp, SGD, momentum

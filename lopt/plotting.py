@@ -23,6 +23,8 @@ DISPLAY_NAMES = {
     "fixed_step_conjugate_gradient": "Conjugate Gradient (fixed step)",
     "fixed_step_lbfgs": "L-BFGS (fixed step)",
     "predicted_step_descent": "Predicted Step Descent",
+    "adam": "Adam",
+    "searched_rule": "Searched rule",
 }
 _COLOURS = {
     "gradient_descent": "tab:blue",

@@ -13,7 +13,7 @@ from lopt import evaluation, gps, objectives
 
 REPRODUCE = "experiments.reproduce"
 ALL = ("lto_logistic", "lto_robust", "lto_mlp", "lto_transfer", "lto_trajectories",
-       "nos_table", "nos_rosenbrock", "nos_search", "nos_transfer")
+       "lto_vs_rules", "nos_table", "nos_rosenbrock", "nos_search", "nos_transfer")
 # nos_suite runs at smoke scale in tests/test_search_suite.py, sharing that module's
 # compiled programs; lto_nets is in the run below but not checked here.
 WHICH = ",".join(ALL + ("lto_nets",))
@@ -42,6 +42,11 @@ def test_every_experiment_runs_at_smoke_scale(run_module, tmp_path):
         assert "fresh draw 1, final objective" in text, name
         assert text.count("**spread; verdict on the worst**") == 2, name
     assert (out / "lto_mlp" / "learned" / "learned.npz").exists()
+    both = (out / "lto_vs_rules" / "report.md").read_text()
+    for family in lto.FAMILIES.values():  # reuses the lto_FAMILY policies trained above
+        assert f"| {family} | searched_rule | rule=`" in both and f"On {family}, " in both
+        assert (out / "lto_vs_rules" / family / "search" / "results.jsonl").exists()
+    assert "lto_vs_rules / GPS" not in result.stderr
     search = (out / "nos_search" / "report.md").read_text()
     assert "on selection seeds" in search and "| selection (1 seeds) |" in search
     # Progress: each GPS stage, the job's ETA after it, and the time per stage at the end.
@@ -141,13 +146,13 @@ def test_cpu_scale_trains_the_4_dimensional_families_on_more_than_the_papers_pro
     for name in ("logistic_regression", "robust_linear_regression", "mlp_classifier"):
         # Shapes only (`jax.eval_shape`): drawing 1800 problems op by op takes seconds.
         train, test, x0, _, _ = jax.eval_shape(
-            lambda name=name: lto._problems(settings, objectives.get(name), name))
+            lambda name=name: lto.draw_problems(settings, objectives.get(name), name))
         sizes[name] = (evaluation.num_problems(train), evaluation.num_problems(test), x0.shape[0])
     assert sizes == {"logistic_regression": (1800, 100, 100),
                      "robust_linear_regression": (600, 100, 100),
                      "mlp_classifier": (80, 100, 100)}
     paper = lto.Settings("paper", "unused")
-    train = jax.eval_shape(lambda: lto._problems(paper, objectives.get("logistic_regression"),
+    train = jax.eval_shape(lambda: lto.draw_problems(paper, objectives.get("logistic_regression"),
                                                  "logistic_regression"))[0]
     assert evaluation.num_problems(train) == objectives.PAPER_NUM_TRAIN["logistic_regression"]
     # Logistic regression runs 2 GPS iterations at the cpu scale, everything else the preset's.

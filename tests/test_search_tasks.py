@@ -235,3 +235,29 @@ def test_a_task_object_is_a_search_config_task_and_identified_by_its_data():
     other = driver.run_identity(driver.SearchConfig.preset("smoke", task=tasks.quadratic(seed=1)),
                                 jax.random.key(0))
     assert {name for name in same if same[name] != other[name]} == {"data"}
+
+
+def test_family_child_scores_gradient_descent_as_evaluation_run_and_tune_do():
+    """The family child's sweep picks the learning rate `lopt.baselines.tune` picks for
+    gradient descent by the mean objective, and rewards it minus `lopt.evaluation.run`'s mean
+    curve (the evaluator and evaluation.run are independent loops over the same problems)."""
+    from lopt import baselines, evaluation
+    from lopt import rules as rules_lib
+    from lopt.search import evaluator
+
+    num_problems, num_steps, rates = 8, 30, (0.03, 0.3, 3.0)
+    task = tasks.objective_family("logistic_regression", num_problems, seed=5)
+    config = evaluator.EvaluatorConfig(learning_rates=rates, steps_per_epoch=num_steps,
+                                       final_epochs=1, chunk_size=2)
+    scores = evaluator.evaluate([rules_lib.parse("g")], task, config, jax.random.key(0))
+    tuned = baselines.tune(baselines.gradient_descent, {"learning_rate": rates}, task.family,
+                           task.problems, num_steps,
+                           key=jax.random.split(jax.random.key(5))[1])
+    assert scores.learning_rate[0] == tuned.best["learning_rate"]
+    curves = evaluation.run(baselines.gradient_descent(tuned.best["learning_rate"]),
+                            task.family, task.problems, num_steps, x0=task.start)
+    np.testing.assert_allclose(scores.reward[0], -np.mean(curves), rtol=1e-5)
+    np.testing.assert_allclose(scores.reward[0], -np.min(tuned.scores), rtol=1e-5)
+    # A rule that never moves scores the failure reward: minus the initial mean objective.
+    np.testing.assert_allclose(evaluator.failure_reward(task, config, jax.random.key(0)),
+                               -np.mean(curves[:, 0]), rtol=1e-6)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from experiments.common import LEARNED, learned_wins
-from experiments.reproduction import lto
+from experiments.reproduction import lto, lto_vs_rules
 from experiments.reproduction.verdict import Cell, share_range, status, worst_case
 from lopt import evaluation, gps, objectives
 
@@ -77,7 +77,7 @@ def test_smoke_check_on_fresh_draws_writes_the_spread_table(tmp_path):
         f"fresh draw {draw}, {description}" for draw in range(1, draws + 1)
         for description in lto.CRITERIA.values()]
     # The draws are new problems: neither each other's nor the published draw's.
-    published = lto._problems(settings, family, family_name)[1]
+    published = lto.draw_problems(settings, family, family_name)[1]
     tests = [lto._fresh_draw(settings, family, family_name, draw)[1] for draw in (1, 2)]
     for index, test in enumerate(tests):
         for other in [published, *tests[index + 1:]]:
@@ -92,3 +92,18 @@ def test_smoke_check_on_fresh_draws_writes_the_spread_table(tmp_path):
     assert rows[-1].endswith(f"| {share_range(*spread.highest)} | **{spread.verdict}** |")
     verdict = lto._verdicts(cells, settings, lto.SUBJECT)
     assert verdict.count("**") == 4 and f"**{spread.verdict}**" in verdict
+
+
+@pytest.mark.parametrize("differences, verdict", [
+    ([0.1, 0.2, 0.3], "the GPS policy is better"),       # mean 0.2 > 2 x 0.058
+    ([-0.1, -0.2, -0.3], "the searched rule is better"),
+    ([0.1, -0.1, 0.05], "a tie within two standard errors"),  # mean 0.017 < 2 x 0.062
+])
+def test_policy_against_rule_compares_per_problem_mean_objectives(differences, verdict):
+    policy = np.arange(12.0).reshape(3, 4)
+    rule = policy + np.asarray(differences)[:, None]  # every iteration shifted per problem
+    mean, error, said = lto_vs_rules.policy_against_rule({LEARNED: policy,
+                                                          lto_vs_rules.FOUND: rule})
+    assert said == verdict
+    np.testing.assert_allclose(mean, np.mean(differences))
+    np.testing.assert_allclose(error, np.std(differences, ddof=1) / np.sqrt(3))

@@ -131,7 +131,7 @@ def _keys(seed: int, family_name: str):
     return jax.random.split(key, 5)
 
 
-def _problems(settings: Settings, family, family_name: str):
+def draw_problems(settings: Settings, family, family_name: str):
     key_train, key_test, key_tune, key_init, key_gps = _keys(settings.seed, family_name)
     num_train = settings.sizes.num_train or (
         objectives.PAPER_NUM_TRAIN.get(family_name, 90)
@@ -344,7 +344,7 @@ def family_figure(settings: Settings, which: str, command: str) -> Report:
     family = objectives.get(family_name)
     directory = os.path.join(settings.out, which)
     os.makedirs(directory, exist_ok=True)
-    train, test, x0, key_tune, key_gps = _problems(settings, family, family_name)
+    train, test, x0, key_tune, key_gps = draw_problems(settings, family, family_name)
     learned, origin = learned_optimizer(settings, directory, family, family_name, train,
                                         key_gps, command)
     num_steps = settings.sizes.num_steps
@@ -393,7 +393,7 @@ def transfer(settings: Settings, which: str, command: str) -> Report:
     os.makedirs(directory, exist_ok=True)
     family_name = FAMILIES["lto_mlp"]
     train_family = objectives.get(family_name)
-    train, _, _, _, key_gps = _problems(settings, train_family, family_name)
+    train, _, _, _, key_gps = draw_problems(settings, train_family, family_name)
     learned, origin = learned_optimizer(settings, os.path.join(settings.out, "lto_mlp"),
                                         train_family, family_name, train, key_gps,
                                         command.replace(which, "lto_mlp"))
@@ -402,7 +402,7 @@ def transfer(settings: Settings, which: str, command: str) -> Report:
     for clusters in settings.sizes.transfer_clusters:
         family = objectives.mlp_classifier(num_clusters=clusters)
         mixture_name = f"{family_name}_{clusters}"
-        tune_problems, test, x0, key_tune, _ = _problems(settings, family, mixture_name)
+        tune_problems, test, x0, key_tune, _ = draw_problems(settings, family, mixture_name)
         curves, _ = tuned_baseline_curves(list(baselines.BASELINES), family, tune_problems,
                                           test, x0, num_steps, key_tune)
         curves[LEARNED] = np.asarray(evaluation.run(gps.as_optax(learned), family, test,
@@ -460,7 +460,7 @@ def trajectories(settings: Settings, which: str, command: str) -> Report:
     family = objectives.logistic_regression(num_features=1)  # iterate (w, b)
     directory = os.path.join(settings.out, which)
     os.makedirs(directory, exist_ok=True)
-    train, test, x0, key_tune, key_gps = _problems(settings, family, family_name)
+    train, test, x0, key_tune, key_gps = draw_problems(settings, family, family_name)
     # Nothing is shipped for (or exported from) the 2-D family: it is always trained here.
     own = dataclasses.replace(settings, use_pretrained=False, export_dir=None)
     learned, origin = learned_optimizer(own, directory, family, family_name, train, key_gps,

@@ -7,6 +7,10 @@ The protocol of Bello et al. (2017, section 4.3), per candidate:
      accuracy; lowest loss for data-free tasks) for `final_epochs` epochs;
   3. reward = validation accuracy of the final child (negated final objective for data-free
      tasks).
+For a task with `reward_over_run` (`lopt.search.tasks.FamilyTask`) a run's score, in the sweep
+and the final run alike, is instead the mean of `task.accuracy` over every iterate the run
+visited (iterates 0..T of T steps; with `validate_every_epoch`, each epoch's own iterates and
+its last).
 
 All candidates x learning rates of a chunk train together: `jax.vmap` over members, a
 `jax.lax.scan` over steps, minibatches taken by index from device-resident arrays, the rules
@@ -160,7 +164,8 @@ def _train_members(task, codes, learning_rates, member_keys, init_params, batch_
       validate: params with leading axis M -> validation scores [M].
 
     Returns:
-      (validation scores after each segment [V, M], diverged [M] bool, losses
+      (validation scores after each segment [V, M] (with `task.reward_over_run`, the mean of
+       `task.accuracy` over the segment's iterates and its last), diverged [M] bool, losses
        [V * steps_per_segment, M]).
     """
     num_members = codes.shape[0]
@@ -174,10 +179,12 @@ def _train_members(task, codes, learning_rates, member_keys, init_params, batch_
         def member_loss(p, indices):
             return task.loss(p)
     loss_and_grad = jax.vmap(jax.value_and_grad(member_loss), in_axes=(0, None))
+    over_run = getattr(task, "reward_over_run", False)
 
     def step(carry, indices):
         params, state, diverged = carry
         loss, grads = loss_and_grad(params, indices)
+        visited = jax.vmap(task.accuracy)(params) if over_run else loss
         new_state, moments, step_keys = jax.vmap(rules_lib.advance)(state, grads)
         directions = rules_lib.interpret(codes, moments, params, step_keys)
         new_params = jax.tree.map(
@@ -189,11 +196,14 @@ def _train_members(task, codes, learning_rates, member_keys, init_params, batch_
         # Only the parameters are frozen: a diverged member's optimizer state may go
         # non-finite, but its parameters (all that is scored) stay at their last finite value.
         params = jax.tree.map(keep, new_params, params)
-        return (params, new_state, diverged), loss
+        return (params, new_state, diverged), (loss, visited)
 
     def segment(carry, indices):
-        carry, losses = jax.lax.scan(step, carry, indices)
-        return carry, (validate(carry[0]), losses)
+        carry, (losses, visited) = jax.lax.scan(step, carry, indices)
+        last = validate(carry[0])
+        if over_run:
+            last = (visited.sum(axis=0) + last) / (visited.shape[0] + 1)
+        return carry, (last, losses)
 
     carry = (params, state, jnp.zeros(num_members, bool))
     (_, _, diverged), (scores, losses) = jax.lax.scan(segment, carry, batch_indices)

@@ -9,10 +9,13 @@ argument) with
   accuracy(params, inputs, labels) -> scalar, higher is better: the search's reward;
 and, when `has_data`, `dataset` (a `lopt.data.Dataset`: train and validation splits of NumPy
 inputs and integer labels) and `num_classes` (chance accuracy 1/num_classes is a diverged
-candidate's reward). `check_task` refuses anything else before work starts, naming what is
+candidate's reward). Optionally `reward_over_run: bool` (default False): the evaluator then
+scores a run by the mean of `accuracy` over every iterate it visited (iterates 0..T of a run
+of T steps, the negated area under the curve) instead of at its last iterate, in the sweep
+and in the final run alike. `check_task` refuses anything else before work starts, naming what is
 missing; `SearchConfig(task=...)` takes a task object, a name below, or "module:attribute"
 (`lopt.user_code`: a function or class returning the task; the form binaries' `--task` and a
-resumed run's config.json can name). The two kinds here:
+resumed run's config.json can name). The three kinds here:
 
 * `SupervisedTask`: a flax classifier and a `lopt.data.Dataset` held as NumPy arrays (the
   evaluator moves them to the device once and takes minibatches by index).
@@ -26,6 +29,10 @@ resumed run's config.json can name). The two kinds here:
 * `FunctionTask`: one objective of a `lopt.objectives` family from a fixed start, no data
   (the paper's Rosenbrock transfer test). `loss(params)` is the objective; its "accuracy"
   is the negated objective, so higher is better for both kinds.
+* `FamilyTask`: a batch of P objectives of a `lopt.objectives` family minimised side by side
+  (Li & Malik's families as a search child), rewarded over the whole run: its reward is
+  minus the mean objective over problems and iterations 0..T, the criterion
+  `lopt.baselines.tune` tunes the hand-designed baselines by ("auc").
 
 The task constructors are memoised: the same arguments give the same task object, so jitted
 functions that take a task as a static argument compile once per task, not once per call.
@@ -35,7 +42,9 @@ cifar10_convnet (the paper's child: two 3x3 conv layers of 32 filters, ReLU, bat
 needs a local CIFAR-10 directory), cifar10_wrn (a Wide ResNet for the paper's transfer test,
 section 5.2; needs a local CIFAR-10 directory; meant for a GPU), stdlib_lstm_lm (a character
 LSTM language model on the Python standard library's source, a CPU-sized stand-in for the
-paper's translation transfer test, section 5.3), rosenbrock, quadratic.
+paper's translation transfer test, section 5.3), rosenbrock, quadratic, and
+logistic_regression_family, robust_linear_regression_family, mlp_classifier_family (32 problems
+of each `lopt.objectives` family, 100 steps per run: `objective_family`).
 """
 
 from __future__ import annotations
@@ -238,6 +247,53 @@ class FunctionTask:
         return -self.loss(params)
 
 
+@dataclasses.dataclass(frozen=True, eq=False)
+class FamilyTask:
+    """P objectives of one family minimised at once from fixed starts, scored over the run.
+
+    The child's parameters are the P iterates, one leaf `start` of shape [P, dim]. `loss` is
+    the *sum* of the P objectives, so each problem's iterate gets exactly its own objective's
+    gradient and an elementwise rule acts on each problem as it would on that problem alone;
+    `accuracy` is minus their *mean*. With `reward_over_run` the search's reward is the mean
+    of `accuracy` over iterates 0..T: minus the mean objective over problems and iterations,
+    which is `lopt.evaluation.run`'s curves [P, T + 1] averaged.
+    """
+
+    name: str
+    family: objectives.Family
+    problems: dict
+    start: jax.Array
+    has_data = False
+    num_classes = None
+    reward_over_run = True
+
+    def init(self, key: jax.Array):
+        del key
+        return self.start
+
+    def loss(self, params, inputs=None, labels=None):
+        """Sum over problems of the objective at each problem's iterate (params [P, dim])."""
+        del inputs, labels
+        return jnp.sum(jax.vmap(self.family.loss)(self.problems, params))
+
+    def accuracy(self, params, inputs=None, labels=None):
+        """Minus the mean objective over problems."""
+        return -self.loss(params) / self.start.shape[0]
+
+
+@functools.cache
+def objective_family(name: str = "logistic_regression", num_problems: int = 32,
+                     seed: int = 0) -> FamilyTask:
+    """`num_problems` objectives of the `lopt.objectives` family `name` (its default settings),
+    drawn with `seed`, each from an initial iterate `family.init` draws with the same seed
+    (keys: split(key(seed)) into problems, starts). Pair it with `steps_per_epoch` set to the
+    horizon (default 100 for data-free tasks) and one epoch per run."""
+    family = objectives.get(name)
+    key_problems, key_starts = jax.random.split(jax.random.key(seed))
+    return FamilyTask(f"{name}_family", family, family.sample(key_problems, num_problems),
+                      family.init(key_starts, num_problems))
+
+
 @functools.cache
 def digits_mlp(hidden_sizes: tuple[int, ...] = (64,)) -> SupervisedTask:
     """An MLP on scikit-learn's 8x8 digits (1,437 train / 360 validation images)."""
@@ -320,6 +376,8 @@ TASKS = {
     "stdlib_lstm_lm": stdlib_lstm_lm,
     "rosenbrock": rosenbrock,
     "quadratic": quadratic,
+    **{f"{family}_family": functools.partial(objective_family, family)
+       for family in ("logistic_regression", "robust_linear_regression", "mlp_classifier")},
 }
 # The tasks whose constructor takes a local CIFAR-10 directory as its first argument.
 CIFAR10_TASKS = ("cifar10_convnet", "cifar10_wrn")
@@ -377,11 +435,12 @@ def check_task(task):
 def identity(task) -> tuple[dict, object]:
     """What identifies `task` in a search's run identity, stable across processes: (fields:
     name, class, the model's description and the parameters' shapes; data: the dataset, or
-    for a data-free task its starting point and problem)."""
+    for a data-free task its starting point and problem, or problems)."""
     params = jax.eval_shape(task.init, jax.random.key(0))
     fields = {"name": task.name, "class": f"{type(task).__module__}.{type(task).__qualname__}",
               "model": repr(getattr(task, "model", None)),
               "params": str(jax.tree.map(lambda leaf: (leaf.shape, str(leaf.dtype)), params))}
     if task.has_data:
         return fields, task.dataset
-    return fields, (task.init(jax.random.key(0)), getattr(task, "problem", None))
+    problems = getattr(task, "problem", getattr(task, "problems", None))
+    return fields, (task.init(jax.random.key(0)), problems)
