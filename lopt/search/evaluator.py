@@ -7,6 +7,8 @@ The protocol of Bello et al. (2017, section 4.3), per candidate:
      accuracy; lowest loss for data-free tasks) for `final_epochs` epochs;
   3. reward = validation accuracy of the final child (negated final objective for data-free
      tasks).
+A task with a `score_rules(codes, config, key)` method (`lopt.search.imitation.ImitationTask`)
+replaces this protocol: it returns the rows itself (fingerprints, cache and pruning as below).
 For a task with `reward_over_run` (`lopt.search.tasks.FamilyTask`) a run's score, in the sweep
 and the final run alike, is instead the mean of `task.accuracy` over every iterate the run
 visited (iterates 0..T of T steps; with `validate_every_epoch`, each epoch's own iterates and
@@ -310,10 +312,13 @@ def _run_stage(task, config, codes, learning_rates, key, init_params, num_epochs
 
 def failure_reward(task, config: EvaluatorConfig, key: jax.Array) -> float:
     """The reward of a failed (diverged or pruned) candidate under `config` and the evaluation
-    key `key`: `config.failure_reward` if set, else chance accuracy 1/num_classes (data tasks)
-    or the negated objective at the child's initial parameters (data-free tasks)."""
+    key `key`: `config.failure_reward` if set, else the task's own `failure_reward` if it has
+    one, else chance accuracy 1/num_classes (data tasks) or the negated objective at the
+    child's initial parameters (data-free tasks)."""
     if config.failure_reward is not None:
         return float(config.failure_reward)
+    if getattr(task, "failure_reward", None) is not None:
+        return float(task.failure_reward)
     if task.has_data:
         return 1.0 / task.num_classes
     return float(task.accuracy(task.init(jax.random.fold_in(key, 0))))
@@ -400,8 +405,9 @@ def evaluate(rules, task, config: EvaluatorConfig = EvaluatorConfig(), key=None,
         cache.update({fingerprint: dict(row) for fingerprint in pruned})
     pending = [p for p in first_index if p not in cache]
     if pending:
-        fresh = _score_unique(codes[np.array([first_index[p] for p in pending])], task, config,
-                              key)
+        unique = codes[np.array([first_index[p] for p in pending])]
+        fresh = (task.score_rules(unique, config, key) if hasattr(task, "score_rules")
+                 else _score_unique(unique, task, config, key))
         for row, fingerprint in enumerate(pending):
             cache[fingerprint] = {field: fresh[field][row].item() for field in _CACHED}
     return Scores(*(np.array([cache[p][field] for p in prints]) for field in _CACHED),
