@@ -14,6 +14,8 @@ r"""Reproduces the papers' results on this code: one figure and one markdown tab
   lto_vs_rules                       the two halves on the same problems: rules searched on
                                      each family against its learned optimizer (margin of
                                      victory, mean objectives, seconds to obtain each)
+  distill                            the logistic-regression policy distilled into a rule by a
+                                     search that rewards imitating its steps
   nos_table                          Neural Optimizer Search Table 1 analogue (digits ConvNet;
                                      CIFAR-10 ConvNet too with --data_dir)
   nos_rosenbrock                     Figure 6: PowerSign against Adam, RMSProp, SGD, momentum
@@ -96,7 +98,7 @@ def command(which: str) -> str:
 def main(argv):
     del argv
     names = selected(WHICH.value)
-    if any(name.startswith("lto_") for name in names):  # GPS trains in them
+    if any(name.startswith("lto_") or name == "distill" for name in names):  # GPS trains
         use_single_threaded_eigen()
     if USE_PRETRAINED.value and EXPORT_PRETRAINED.value:
         raise app.UsageError("--use_pretrained and --export_pretrained exclude each other")
@@ -140,7 +142,8 @@ def _run(index, name, names, out, lto_settings, nos_settings):
             except ValueError as error:
                 raise app.UsageError(f"--republish: {error}") from error
         else:
-            settings = lto_settings if name.startswith("lto_") else nos_settings
+            settings = (lto_settings if name.startswith("lto_") or name == "distill"
+                        else nos_settings)
             with progress.stage(RUN):
                 result = EXPERIMENTS[name](settings, name, command(name))
     path = report.write(result, os.path.join(out, name))

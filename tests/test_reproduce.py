@@ -13,7 +13,7 @@ from lopt import evaluation, gps, objectives
 
 REPRODUCE = "experiments.reproduce"
 ALL = ("lto_logistic", "lto_robust", "lto_mlp", "lto_transfer", "lto_trajectories",
-       "lto_vs_rules", "nos_table", "nos_rosenbrock", "nos_search", "nos_transfer")
+       "lto_vs_rules", "distill", "nos_table", "nos_rosenbrock", "nos_search", "nos_transfer")
 # nos_suite runs at smoke scale in tests/test_search_suite.py, sharing that module's
 # compiled programs; lto_nets is in the run below but not checked here.
 WHICH = ",".join(ALL + ("lto_nets",))
@@ -46,7 +46,9 @@ def test_every_experiment_runs_at_smoke_scale(run_module, tmp_path):
     for family in lto.FAMILIES.values():  # reuses the lto_FAMILY policies trained above
         assert f"| {family} | searched_rule | rule=`" in both and f"On {family}, " in both
         assert (out / "lto_vs_rules" / family / "search" / "results.jsonl").exists()
-    assert "lto_vs_rules / GPS" not in result.stderr
+    assert "lto_vs_rules / GPS" not in result.stderr and "distill / GPS" not in result.stderr
+    distilled = (out / "distill" / "report.md").read_text()
+    assert "(best single operand) |" in distilled and "| distilled_rule_tuned |" in distilled
     search = (out / "nos_search" / "report.md").read_text()
     assert "on selection seeds" in search and "| selection (1 seeds) |" in search
     # Progress: each GPS stage, the job's ETA after it, and the time per stage at the end.

@@ -5,7 +5,7 @@ to Optimize experiments, `nos` the Neural Optimizer Search ones. This package de
 flags, so tests and notebooks can import it.
 """
 
-from experiments.reproduction import lto, lto_vs_rules, nets, nos, nos_suite
+from experiments.reproduction import distill, lto, lto_vs_rules, nets, nos, nos_suite
 
 EXPERIMENTS = {
     "lto_logistic": lto.family_figure,
@@ -15,6 +15,7 @@ EXPERIMENTS = {
     "lto_trajectories": lto.trajectories,
     "lto_nets": nets.figure,
     "lto_vs_rules": lto_vs_rules.figure,
+    "distill": distill.figure,
     "nos_table": nos.table,
     "nos_rosenbrock": nos.rosenbrock,
     "nos_search": nos.search,
