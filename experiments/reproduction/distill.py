@@ -3,9 +3,9 @@
 The teacher is the logistic-regression GPS policy (`lto`'s: trained in OUT/lto_logistic, or
 the shipped one with `use_pretrained`). It runs on the first `demo_problems` training problems
 for `lto`'s number of steps; a search (regularized evolution over the paper's language at
-depth 2, warm-started from adam, powersign, addsign and every single operand but noise, in
-OUT/distill/search, resumable) then rewards each rule by minus its imitation error
-on that demonstration (`lopt.search.imitation`: the rule replayed on the policy's own
+depth 2, warm-started from adam, powersign (addsign needs depth 3) and every single operand
+but noise, in OUT/distill/search, resumable) then rewards each rule by minus its imitation
+error on that demonstration (`lopt.search.imitation`: the rule replayed on the policy's own
 trajectory, one scale per rule fitted in closed form). Reported:
   imitation errors of the distilled rule (the search's best) and of the trivial baseline, the
     best single operand of the language with its own fitted scale, on the demonstration and
@@ -82,7 +82,7 @@ def figure(settings: lto.Settings, which: str, command: str) -> Report:
         strategy=strategies.Evolution(
             space=SearchSpace(depth=2), batch_size=scale.batch_size,
             population_size=scale.population_size,
-            warm_start=(*strategies.DEFAULT_WARM_START, *operands)),
+            warm_start=("adam", "powersign", *operands)),
         task=task, budget=scale.budget, checkpoint_every=5, top_k=5,
         evaluator=evaluator.EvaluatorConfig(chunk_size=scale.batch_size, prune=True))
     result = run_or_resume(config, settings.seed, os.path.join(directory, "search"))
