@@ -25,6 +25,8 @@ DISPLAY_NAMES = {
     "predicted_step_descent": "Predicted Step Descent",
     "adam": "Adam",
     "searched_rule": "Searched rule",
+    "distilled_rule": "Distilled rule (fitted scale)",
+    "distilled_rule_tuned": "Distilled rule (tuned rate)",
 }
 _COLOURS = {
     "gradient_descent": "tab:blue",
@@ -34,6 +36,9 @@ _COLOURS = {
     "fixed_step_conjugate_gradient": "tab:red",
     "fixed_step_lbfgs": "tab:cyan",
     "predicted_step_descent": "tab:purple",
+    "searched_rule": "tab:olive",
+    "distilled_rule": "tab:olive",
+    "distilled_rule_tuned": "tab:gray",
     # Neural Optimizer Search's Figure 6 (optax names).
     "sgd": "tab:blue",
     "adam": "tab:orange",
