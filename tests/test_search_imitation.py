@@ -8,7 +8,7 @@ import pytest
 
 from lopt import objectives
 from lopt import rules as rules_lib
-from lopt.search import evaluator, imitation
+from lopt.search import driver, evaluator, imitation
 
 NUM_PROBLEMS, NUM_STEPS = 6, 20
 RULES = ("g", "m", "adam", "sign(g)", "-g", "g * m")
@@ -75,3 +75,14 @@ def test_a_pruned_rule_gets_the_tasks_failure_reward(family_and_problems):
     config = evaluator.EvaluatorConfig(chunk_size=4, prune=True)
     scores = evaluator.evaluate([rules_lib.parse("g - g")], task, config, jax.random.key(0))
     assert scores.pruned[0] and scores.reward[0] == imitation.FAILURE_REWARD
+
+
+def test_a_search_on_another_teacher_is_another_run(family_and_problems):
+    """Same problems and starts, another teacher: the run identity differs, so a resume of
+    one into the other's directory is refused."""
+    family, problems, x0 = family_and_problems
+    tasks = [imitation.imitation_task("teacher", teacher, family, problems, NUM_STEPS, x0)
+             for teacher in (optax.sgd(0.3), optax.sgd(0.2))]
+    identities = [driver.run_identity(driver.SearchConfig.preset("smoke", task=task),
+                                      jax.random.key(0)) for task in tasks]
+    assert identities[0] != identities[1]

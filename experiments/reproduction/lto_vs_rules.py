@@ -18,7 +18,8 @@ For each family (logistic regression, robust linear regression, the MLP classifi
     found rule by the per-problem difference of mean objectives (a tie unless it exceeds two
     standard errors);
   the cost: seconds to obtain each learned optimizer on this machine (GPS training as
-    recorded when it was trained; the search's wall time, summed over resumed runs).
+    recorded when it was trained; the search's wall time up to its last iteration, summed over
+    the runs that resumed it, `SearchResult.run_seconds`).
 """
 
 from __future__ import annotations
@@ -26,7 +27,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import time
 
 import jax
 import numpy as np
@@ -48,7 +48,6 @@ SEARCH_LEARNING_RATES = tuple(float(10 ** (k / 2)) for k in range(-6, 3))
 # The found rule's and Adam's tuning grid: quarter decades from 1e-4 to 10, finer than the
 # search's sweep so that the chosen rule is not favoured by where the sweep's points fall.
 RULE_LEARNING_RATES = tuple(float(10 ** (k / 4)) for k in range(-16, 5))
-TIME_FILE = "search_seconds.json"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -109,19 +108,6 @@ def tune_rules(texts: list[str], family, problems, num_steps: int, key: jax.Arra
                               jax.random.key(0))
 
 
-def _search_seconds(directory: str, started: float) -> float:
-    """Adds this call's seconds since `started` to the search's recorded total; returns it."""
-    path = os.path.join(directory, TIME_FILE)
-    total = 0.0
-    if os.path.exists(path):
-        with open(path) as file:
-            total = json.load(file)["seconds"]
-    total += time.time() - started
-    with open(path, "w") as file:
-        json.dump({"seconds": total}, file)
-    return total
-
-
 def _gps_seconds(settings: lto.Settings, family_name: str) -> float | None:
     """GPS's recorded training time for the policy `lto.learned_optimizer` returns."""
     if settings.use_pretrained:
@@ -176,11 +162,10 @@ def compare_family(settings: lto.Settings, family_name: str, command: str, direc
     family_dir = os.path.join(directory, family_name)
     os.makedirs(family_dir, exist_ok=True)
     num_steps = sizes.num_steps
-    started = time.time()
     config = search_config(family_name, train, num_steps, scale,
                            jax.random.fold_in(key_tune, 1))
     result = run_or_resume(config, settings.seed, os.path.join(family_dir, "search"))
-    search_seconds = _search_seconds(family_dir, started)
+    search_seconds = result.run_seconds
     tune_problems = jax.tree.map(lambda leaf: leaf[:sizes.max_tune], train)
     texts = list(dict.fromkeys([ADAM] + [row["simplified"] for row in result.top]))
     scores = tune_rules(texts, family, tune_problems, num_steps, key_tune)

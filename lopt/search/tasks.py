@@ -435,7 +435,8 @@ def check_task(task):
 def identity(task) -> tuple[dict, object]:
     """What identifies `task` in a search's run identity, stable across processes: (fields:
     name, class, the model's description and the parameters' shapes; data: the dataset, or
-    for a data-free task its starting point and problem, or problems)."""
+    for a data-free task its starting point and problem, or problems, and a demonstration
+    where the task imitates one, `lopt.search.imitation.ImitationTask`)."""
     params = jax.eval_shape(task.init, jax.random.key(0))
     fields = {"name": task.name, "class": f"{type(task).__module__}.{type(task).__qualname__}",
               "model": repr(getattr(task, "model", None)),
@@ -443,4 +444,7 @@ def identity(task) -> tuple[dict, object]:
     if task.has_data:
         return fields, task.dataset
     problems = getattr(task, "problem", getattr(task, "problems", None))
-    return fields, (task.init(jax.random.key(0)), problems)
+    data = (task.init(jax.random.key(0)), problems)
+    if hasattr(task, "demonstration"):  # what the rules imitate is part of the run
+        data += (task.demonstration,)
+    return fields, data
