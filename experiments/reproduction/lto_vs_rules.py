@@ -108,6 +108,9 @@ def tune_rules(texts: list[str], family, problems, num_steps: int, key: jax.Arra
                               jax.random.key(0))
 
 
+EXPERIMENT_OF_FAMILY = {family: which for which, family in lto.FAMILIES.items()}
+
+
 def _gps_seconds(settings: lto.Settings, family_name: str) -> float | None:
     """GPS's recorded training time for the policy `lto.learned_optimizer` returns."""
     if settings.use_pretrained:
@@ -115,8 +118,8 @@ def _gps_seconds(settings: lto.Settings, family_name: str) -> float | None:
                             gps.learned.PROVENANCE_FILE)
         key = "training_seconds"
     else:
-        which = next(name for name, family in lto.FAMILIES.items() if family == family_name)
-        path, key = os.path.join(settings.out, which, lto.TRAINING_FILE), "seconds"
+        path = os.path.join(settings.out, EXPERIMENT_OF_FAMILY[family_name], lto.TRAINING_FILE)
+        key = "seconds"
     if not os.path.exists(path):
         return None
     with open(path) as file:
@@ -154,7 +157,7 @@ def compare_family(settings: lto.Settings, family_name: str, command: str, direc
     sentence, figure name)."""
     family = objectives.get(family_name)
     sizes, scale = settings.sizes, SCALES[settings.scale]
-    which = next(name for name, family in lto.FAMILIES.items() if family == family_name)
+    which = EXPERIMENT_OF_FAMILY[family_name]
     train, test, x0, key_tune, key_gps = lto.draw_problems(settings, family, family_name)
     learned, _ = lto.learned_optimizer(settings, os.path.join(settings.out, which), family,
                                        family_name, train, key_gps,

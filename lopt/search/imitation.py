@@ -34,6 +34,7 @@ import numpy as np
 
 from lopt import evaluation, objectives
 from lopt import rules as rules_lib
+from lopt.search import tasks
 
 FAILURE_REWARD = -1.0
 
@@ -98,33 +99,18 @@ def imitation(codes: jax.Array, demonstration: Demonstration, member_keys: jax.A
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
-class ImitationTask:
+class ImitationTask(tasks.FamilyTask):
     """A search child whose reward is -imitation error of a teacher's demonstration.
 
-    `init`, `loss` and `accuracy` are those of the demonstration's problems (the child's
-    parameters: the teacher's starting iterates [N, dim]), for the task protocol; the search
-    scores rules with `score_rules`, not by training. `failure_reward` (-1) is what a pruned
-    or non-finite rule gets: no better than standing still.
+    As a `lopt.search.tasks.FamilyTask` it is the demonstration's problems from the teacher's
+    starting iterates `start` [N, dim] (its `init`, `loss` and `accuracy`, for the task
+    protocol); the search scores rules with `score_rules`, not by training, so the training
+    protocol's settings do not apply. `failure_reward` (-1) is what a pruned or non-finite
+    rule gets: no better than standing still.
     """
 
-    name: str
-    family: objectives.Family
-    problems: dict
     demonstration: Demonstration
-    has_data = False
-    num_classes = None
     failure_reward = FAILURE_REWARD
-
-    def init(self, key: jax.Array):
-        del key
-        return self.demonstration.iterates[0]
-
-    def loss(self, params, inputs=None, labels=None):
-        del inputs, labels
-        return jnp.sum(jax.vmap(self.family.loss)(self.problems, params))
-
-    def accuracy(self, params, inputs=None, labels=None):
-        return -self.loss(params) / params.shape[0]
 
     def score_rules(self, codes: jax.Array, config, key: jax.Array) -> dict[str, np.ndarray]:
         """Rows of `lopt.search.evaluator.Scores` fields for codes [R, 5·D]: reward = -error,
@@ -151,5 +137,5 @@ class ImitationTask:
 def imitation_task(name: str, teacher, family: objectives.Family, problems, num_steps: int,
                    x0: jax.Array) -> ImitationTask:
     """The child that distils `teacher` (an optax optimizer) from its run on `problems`."""
-    return ImitationTask(name, family, problems,
+    return ImitationTask(name, family, problems, x0,
                          demonstrate(teacher, family, problems, num_steps, x0))
