@@ -403,17 +403,20 @@ def get(task, *, data_dir: str | None = None):
 
 
 REQUIRED = ("name", "has_data", "init", "loss", "accuracy")
+SCORED_REQUIRED = ("name", "has_data", "init", "score_rules")  # scores rules without training
 
 
 def check_task(task):
-    """Returns `task` if it implements the protocol (module docstring), else raises a one-line
-    ValueError naming what is missing or wrong."""
+    """Returns `task` if it implements the protocol (module docstring; a task that scores
+    rules itself, `lopt.search.imitation.ImitationTask`, needs no loss or accuracy), else
+    raises a one-line ValueError naming what is missing or wrong."""
     kind = type(task).__name__
-    missing = [part for part in REQUIRED if not hasattr(task, part)]
+    required = SCORED_REQUIRED if hasattr(task, "score_rules") else REQUIRED
+    missing = [part for part in required if not hasattr(task, part)]
     if missing:
         raise ValueError(f"{kind} is not a search task: it lacks {', '.join(missing)} (see "
-                         "lopt.search.tasks: name, has_data, init, loss, accuracy)")
-    for part in ("init", "loss", "accuracy"):
+                         f"lopt.search.tasks: {', '.join(required)})")
+    for part in required[2:]:
         if not callable(getattr(task, part)):
             raise ValueError(f"{kind}.{part} must be callable")
     if task.has_data:
@@ -445,6 +448,7 @@ def identity(task) -> tuple[dict, object]:
         return fields, task.dataset
     problems = getattr(task, "problem", getattr(task, "problems", None))
     data = (task.init(jax.random.key(0)), problems)
-    if hasattr(task, "demonstration"):  # what the rules imitate is part of the run
+    if hasattr(task, "demonstration"):  # what the rules imitate, and how, is part of the run
         data += (task.demonstration,)
+        fields["past_step"] = task.past_step
     return fields, data
