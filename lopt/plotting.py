@@ -27,6 +27,7 @@ DISPLAY_NAMES = {
     "searched_rule": "Searched rule",
     "distilled_rule": "Distilled rule (fitted scale)",
     "distilled_rule_tuned": "Distilled rule (tuned rate)",
+    "distilled_rule_past_step": "Distilled rule + past step (fitted)",
 }
 _COLOURS = {
     "gradient_descent": "tab:blue",
@@ -39,6 +40,7 @@ _COLOURS = {
     "searched_rule": "tab:olive",
     "distilled_rule": "tab:olive",
     "distilled_rule_tuned": "tab:gray",
+    "distilled_rule_past_step": "tab:pink",
     # Neural Optimizer Search's Figure 6 (optax names).
     "sgd": "tab:blue",
     "adam": "tab:orange",

@@ -48,7 +48,11 @@ def test_every_experiment_runs_at_smoke_scale(run_module, tmp_path):
         assert (out / "lto_vs_rules" / family / "search" / "results.jsonl").exists()
     assert "lto_vs_rules / GPS" not in result.stderr and "distill / GPS" not in result.stderr
     distilled = (out / "distill" / "report.md").read_text()
-    assert "(best single operand) |" in distilled and "| distilled_rule_tuned |" in distilled
+    assert "| best single operand |" in distilled and "| distilled_rule_tuned |" in distilled
+    assert "| distilled, with the past step |" in distilled
+    assert "| distilled_rule_past_step | learning_rate=" in distilled
+    assert "#### The neural-net optimizer" in distilled and "| steps_800 | " in distilled
+    assert "distill / coordinate GPS" not in result.stderr  # reuses lto_nets' optimizer
     search = (out / "nos_search" / "report.md").read_text()
     assert "on selection seeds" in search and "| selection (1 seeds) |" in search
     # Progress: each GPS stage, the job's ETA after it, and the time per stage at the end.

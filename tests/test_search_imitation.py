@@ -154,6 +154,9 @@ def test_a_minibatch_demonstration_is_the_teachers_run_replayed_step_by_step():
                                                params, NUM_STEPS, key_run, columns)
     jax.tree.map(lambda part, whole: np.testing.assert_allclose(part, whole[..., columns]),
                  subset, demo)
+    with pytest.raises(ValueError, match="indices into the 43 flattened parameters"):
+        imitation.demonstrate_minibatches(optax.sgd(0.5), family.minibatch_loss, data, params,
+                                          NUM_STEPS, key_run, np.array([0, 43]))
     scores = evaluator.evaluate([rules_lib.parse("g"), rules_lib.parse("m")],
                                 imitation.ImitationTask("sgd", demo), CONFIG, jax.random.key(0))
     np.testing.assert_allclose(scores.reward, [0.0, scores.reward[1]], atol=1e-5)

@@ -162,6 +162,16 @@ def held_out_tasks(scale: NetsScale, key: jax.Array) -> list[Task]:
     ]
 
 
+def held_out_run(scale: NetsScale, seed: int):
+    """(the held-out tasks `scale` runs, tuning seed keys, evaluation seed keys) for `seed`."""
+    key = jax.random.fold_in(jax.random.key(seed), 29)
+    key_tasks, key_tune, key_eval = jax.random.split(key, 3)
+    tasks = [task for task in held_out_tasks(scale, key_tasks)
+             if scale.tasks is None or task.name in scale.tasks]
+    return (tasks, jax.random.split(key_tune, scale.tune_seeds),
+            jax.random.split(key_eval, scale.eval_seeds))
+
+
 def curves(task: Task, opt: optax.GradientTransformationExtraArgs, seeds: jax.Array,
            eval_every: int) -> jax.Array:
     """Full-batch loss every `eval_every` steps, from step 0, for each seed key `[R]`:
@@ -190,11 +200,12 @@ def curves(task: Task, opt: optax.GradientTransformationExtraArgs, seeds: jax.Ar
     return jax.lax.map(one_seed, seeds)
 
 
-def tuned_baseline(task: Task, name: str, scale: NetsScale, tune_keys, eval_keys):
-    """(the rate of least mean area on `tune_keys`, curves `[R, ...]` at it on `eval_keys`);
-    one compilation per task and baseline."""
+def tuned(task: Task, optimizer, scale: NetsScale, tune_keys, eval_keys):
+    """`optimizer(learning_rate)` (an optax factory, e.g. `BASELINES[name]`) with the rate of
+    `scale.rates` of least mean area on `tune_keys`: (that rate, curves `[R, ...]` at it on
+    `eval_keys`); one compilation per task and optimizer."""
     rates = jnp.asarray(scale.rates)
-    make = optax.inject_hyperparams(BASELINES[name])
+    make = optax.inject_hyperparams(optimizer)
 
     def with_rate(rate, keys):
         opt = optax.with_extra_args_support(make(learning_rate=rate))
@@ -288,12 +299,7 @@ def figure(settings, which: str, command: str) -> Report:
     directory = os.path.join(settings.out, which)
     os.makedirs(directory, exist_ok=True)
     learned, provenance = learned_optimizer(settings, directory, scale, command)
-    key = jax.random.fold_in(jax.random.key(settings.seed), 29)
-    key_tasks, key_tune, key_eval = jax.random.split(key, 3)
-    tune_keys = jax.random.split(key_tune, scale.tune_seeds)
-    eval_keys = jax.random.split(key_eval, scale.eval_seeds)
-    tasks = [task for task in held_out_tasks(scale, key_tasks)
-             if scale.tasks is None or task.name in scale.tasks]
+    tasks, tune_keys, eval_keys = held_out_run(scale, settings.seed)
     results, rates = {}, {}
     with progress.stage("held-out tasks", len(tasks), "tasks") as stage:
         for number, task in enumerate(tasks):
@@ -301,8 +307,8 @@ def figure(settings, which: str, command: str) -> Report:
             runs = {LEARNED: jax.jit(lambda t=task: curves(t, gps.as_optax(learned), eval_keys,
                                                            scale.eval_every))()}
             for name in BASELINES:
-                rates[(task.name, name)], runs[name] = tuned_baseline(task, name, scale,
-                                                                      tune_keys, eval_keys)
+                rates[(task.name, name)], runs[name] = tuned(task, BASELINES[name], scale,
+                                                             tune_keys, eval_keys)
             results[task.name] = {name: np.asarray(values) for name, values in runs.items()}
             logging.info("lto_nets: %s done in %.0f s", task.name, time.time() - started)
             stage.update(number + 1)

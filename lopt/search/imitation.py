@@ -84,6 +84,15 @@ def demonstrate_minibatches(opt, minibatch_loss, problems, params, num_steps: in
     [K] (rules act elementwise, so a subset of coordinates is replayed exactly as in the
     whole). A non-finite step is recorded, and applied, as a zero step. Shapes [T, N, K].
     """
+    num_params = ravel_pytree(jax.tree.map(lambda leaf: leaf[0], params))[0].shape[0]
+    if coordinates is not None:
+        coordinates = np.asarray(coordinates)
+        if coordinates.ndim != 1 or not np.issubdtype(coordinates.dtype, np.integer) or (
+                coordinates.size and not 0 <= coordinates.min() <= coordinates.max()
+                < num_params):
+            raise ValueError(f"coordinates must be a 1-D array of indices into the "
+                             f"{num_params} flattened parameters of a model, got "
+                             f"{coordinates!r}")
     opt = optax.with_extra_args_support(opt)
 
     def one_model(problem, initial, model_key):
