@@ -114,16 +114,17 @@ def test_a_pruned_rule_gets_the_tasks_failure_reward(family_and_problems):
     assert scores.pruned[0] and scores.reward[0] == imitation.FAILURE_REWARD
 
 
-def test_a_search_on_another_teacher_is_another_run(family_and_problems):
-    """Same problems and starts, another teacher: the run identity differs, so a resume of
-    one into the other's directory is refused."""
+def test_a_search_on_another_teacher_or_fit_is_another_run(family_and_problems):
+    """Same problems and starts, another teacher, or the same one fitted with the past step:
+    the run identity differs, so a resume of one into another's directory is refused."""
     family, problems, x0 = family_and_problems
     tasks = [imitation.ImitationTask(
         "teacher", imitation.demonstrate(teacher, family, problems, NUM_STEPS, x0))
         for teacher in (optax.sgd(0.3), optax.sgd(0.2))]
+    tasks.append(imitation.ImitationTask("teacher", tasks[0].demonstration, past_step=True))
     identities = [driver.run_identity(driver.SearchConfig.preset("smoke", task=task),
                                       jax.random.key(0)) for task in tasks]
-    assert identities[0] != identities[1]
+    assert len(set(map(str, identities))) == 3
 
 
 def test_a_minibatch_demonstration_is_the_teachers_run_replayed_step_by_step():

@@ -114,7 +114,7 @@ def _distill(name: str, demonstration, held_out, scale: Scale, seed: int, direct
     """Both searches on `demonstration` (in `directory`/search and `directory`/search_past_step)
     and the errors of their best rules and of every single operand on `demonstration` and on
     `held_out` (a demonstration on unseen problems)."""
-    rows, found = [], {}
+    rows, found, sampled = [], {}, {}
     for past_step, suffix, label in ((False, "", "paper's language"),
                                      (True, "_past_step", "with the past step")):
         task = imitation.ImitationTask(name, demonstration, past_step)
@@ -129,16 +129,16 @@ def _distill(name: str, demonstration, held_out, scale: Scale, seed: int, direct
             rows.append(f"| `{texts[index]}` | {kind} | {on_demo.error[index]:.4f} | "
                         f"{on_test.error[index]:.4f} | {on_demo.scale[index]:.4g} | "
                         + (f"{on_demo.momentum[index]:.3f} |" if past_step else "- |"))
-        found[past_step] = (distilled, on_demo, on_test, texts[trivial], trivial,
-                            len(result.rows))
+        found[past_step] = (distilled, on_demo, on_test, trivial)
+        sampled[past_step] = len(result.rows)
     table = (f"Imitation error (the teacher's squared step length the rule leaves unexplained, "
              f"relative; 0 = exact, 1 = no better than standing still) at the scale, and the "
              f"momentum on the teacher's previous step where the language has it, fitted on "
-             f"the demonstration; on {what}; each search sampled {found[False][5]} rules.\n\n"
+             f"the demonstration; on {what}; each search sampled {sampled[False]} rules.\n\n"
              "| rule | language | error (demonstration) | error (unseen problems) | fitted "
              "scale | fitted momentum |\n|---|---|---|---|---|---|\n" + "\n".join(rows) + "\n")
-    (rule, demo, test, operand, trivial, _), (rule_past, demo_past, test_past, *_) = (
-        found[False], found[True])
+    (rule, demo, test, trivial), (rule_past, demo_past, test_past, _) = found[False], found[True]
+    operand = SEARCH_OPERANDS[trivial - 1]
     clause = (f"`{rule}`, with imitation error {demo.error[0]:.3f} on its demonstration and "
               f"{test.error[0]:.3f} on unseen problems, against {demo.error[trivial]:.3f} and "
               f"{test.error[trivial]:.3f} for the best single operand `{operand}`; with the "

@@ -218,7 +218,7 @@ class ImitationTask:
     With `past_step` each rule is fitted with the teacher's previous step as well (`imitation`).
     The search scores rules with `score_rules`, not by training, so the training protocol's
     settings do not apply; `init` gives the demonstration's first iterates [N, dim] (what
-    `lopt.search.tasks.identity` reads, with the demonstration). `failure_reward` (-1) is
+    `lopt.search.tasks.identity` reads, with `identity_extra`). `failure_reward` (-1) is
     what a pruned or non-finite rule gets: no better than standing still.
     """
 
@@ -231,6 +231,11 @@ class ImitationTask:
     def init(self, key: jax.Array) -> jax.Array:
         del key
         return self.demonstration.iterates[0]
+
+    def identity_extra(self) -> tuple[dict, tuple]:
+        """What `lopt.search.tasks.identity` adds: how rules are fitted and what they imitate,
+        so a resume on another teacher or fit is refused."""
+        return {"past_step": self.past_step}, (self.demonstration,)
 
     def fit(self, codes: jax.Array, chunk: int, key: jax.Array, constants=None) -> Fit:
         """`imitation` of codes [R, 5·D] (at `constants`, NumPy (scales [R], momenta [R]),

@@ -12,7 +12,10 @@ inputs and integer labels) and `num_classes` (chance accuracy 1/num_classes is a
 candidate's reward). Optionally `reward_over_run: bool` (default False): the evaluator then
 scores a run by the mean of `accuracy` over every iterate it visited (iterates 0..T of a run
 of T steps, the negated area under the curve) instead of at its last iterate, in the sweep
-and in the final run alike. `check_task` refuses anything else before work starts, naming what is
+and in the final run alike. A task that scores rules itself instead of being trained
+(`lopt.search.imitation.ImitationTask`) has `score_rules(codes, config, key)` in place of
+`loss` and `accuracy`, and may add to its run identity with `identity_extra() -> (fields,
+data)`. `check_task` refuses anything else before work starts, naming what is
 missing; `SearchConfig(task=...)` takes a task object, a name below, or "module:attribute"
 (`lopt.user_code`: a function or class returning the task; the form binaries' `--task` and a
 resumed run's config.json can name). The three kinds here:
@@ -438,8 +441,8 @@ def check_task(task):
 def identity(task) -> tuple[dict, object]:
     """What identifies `task` in a search's run identity, stable across processes: (fields:
     name, class, the model's description and the parameters' shapes; data: the dataset, or
-    for a data-free task its starting point and problem, or problems, and a demonstration
-    where the task imitates one, `lopt.search.imitation.ImitationTask`)."""
+    for a data-free task its starting point and problem, or problems; then what the task's
+    own `identity_extra()` adds, if it has one)."""
     params = jax.eval_shape(task.init, jax.random.key(0))
     fields = {"name": task.name, "class": f"{type(task).__module__}.{type(task).__qualname__}",
               "model": repr(getattr(task, "model", None)),
@@ -448,7 +451,8 @@ def identity(task) -> tuple[dict, object]:
         return fields, task.dataset
     problems = getattr(task, "problem", getattr(task, "problems", None))
     data = (task.init(jax.random.key(0)), problems)
-    if hasattr(task, "demonstration"):  # what the rules imitate, and how, is part of the run
-        data += (task.demonstration,)
-        fields["past_step"] = task.past_step
+    if hasattr(task, "identity_extra"):
+        extra_fields, extra_data = task.identity_extra()
+        fields.update(extra_fields)
+        data += extra_data
     return fields, data
