@@ -3,6 +3,7 @@
     python benchmarks/distributed.py               # GPS at the main job's size, and a search
     python benchmarks/distributed.py --smoke       # seconds: the pipeline only
     python benchmarks/distributed.py --parts=gps --processes=2,4
+    python benchmarks/distributed.py --parts=evaluator --devices=1,2,4
 
 GPS: `experiments.train_gps` on the README main job's logistic-regression training (1800
 objectives, the cpu preset, 2 iterations), once as one process and once as N processes on
@@ -13,6 +14,15 @@ process, and the largest relative difference of the costs (the same numbers up t
 Search: `experiments.search_rules --config=cpu --strategy=random` (digits MLP, 7 learning
 rates) for `--search_budget` rules; the median seconds of the iterations after the first
 (compilation) and the rules each run sampled, which must be the same.
+
+Evaluator: the search's sharded step alone, in one process with 1, 2, 4 host CPU devices
+(`--xla_force_host_platform_device_count`): the median seconds to score one population of
+random rules (`--population`, after compilation; the same rules at every device count), the
+speed-up over one device, and the collective a run of several processes adds: the median
+seconds of an all-gather, over the same devices, of one population's outputs (scores, the
+divergence flags, the loss curves), and its share of the step. Where one machine has fewer
+cores than devices, the devices share them: the table is what sharding costs and gains here,
+not what separate hosts would.
 
 Each run is a fresh set of processes (its own compilations), run one after the other, so both
 see the same machine. The table states the machine's core count. One process uses every core
@@ -141,16 +151,91 @@ def search_part(counts: list[int], smoke: bool, budget: int, pin: bool, scratch:
     return lines
 
 
+def evaluator_worker(population: int, repeats: int) -> None:
+    """Prints one JSON line for this process's devices: the median seconds of scoring
+    `population` random rules and of all-gathering their outputs (module docstring)."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+    from jax.sharding import Mesh
+    from jax.sharding import PartitionSpec as P
+
+    from benchmarks.evaluator import random_population
+    from benchmarks.timing import median_seconds
+    from lopt.search import evaluator, tasks
+
+    task = tasks.digits_mlp()
+    config = evaluator.EvaluatorConfig()
+    rules = random_population(jax.random.key(1), population)
+    key = jax.random.key(0)
+    scored = evaluator.evaluate(rules, task, config, key)  # compiles
+    # The outputs each stage gathers: scores [segments, M], diverged [M], losses [steps, M].
+    steps = config.epoch_steps(task)
+    members = [(population * len(config.learning_rates), config.sweep_epochs * steps),
+               (population, config.final_epochs * steps)]
+    outputs = [(jnp.zeros((1, m)), jnp.zeros((m,), bool), jnp.zeros((n, m)))
+               for m, n in members]
+    mesh = Mesh(np.array(jax.devices()), ("members",))
+    split = lambda leaf: P(*([None] * (leaf.ndim - 1)), "members")  # noqa: E731
+    gather = jax.jit(jax.shard_map(
+        lambda tree: jax.tree.map(
+            lambda leaf: jax.lax.all_gather(leaf, "members", axis=leaf.ndim - 1, tiled=True),
+            tree),
+        mesh=mesh, in_specs=(jax.tree.map(split, outputs),), out_specs=P(), check_vma=False))
+    seconds = median_seconds(
+        {"gather": lambda: gather(outputs)}, repeats=15, calls=10)["gather"]
+    step = median_seconds({"evaluate": lambda: jnp.asarray(
+        evaluator.evaluate(rules, task, config, key).reward)}, repeats=repeats, calls=1)
+    trained = len(set(scored.fingerprint[~scored.pruned].tolist()))
+    print(json.dumps({"devices": jax.device_count(), "evaluate": step["evaluate"],
+                      "gather": seconds, "trained": trained, "rewards": scored.reward.tolist()}))
+
+
+def evaluator_part(device_counts: list[int], population: int, repeats: int) -> list[str]:
+    """The evaluator table (module docstring), one fresh process per device count."""
+    runs = {}
+    for count in device_counts:
+        env = dict(os.environ, PYTHONPATH=str(REPO), JAX_PLATFORMS="cpu",
+                   OPENBLAS_NUM_THREADS="1",
+                   XLA_FLAGS=f"--xla_force_host_platform_device_count={count}")
+        printed = subprocess.run(
+            [sys.executable, "-m", "benchmarks.distributed", "--evaluator_worker",
+             f"--population={population}", f"--repeats={repeats}"],
+            cwd=REPO, env=env, check=True, capture_output=True, text=True).stdout
+        runs[count] = json.loads(printed.strip().splitlines()[-1])
+    one = runs[device_counts[0]]
+    lines = [f"Evaluator, {population} random depth-2 rules on digits_mlp "
+             f"({one['trained']} trained, the paper's protocol), one process:", "",
+             f"| host devices | s per population | speed-up vs {device_counts[0]} | all-gather s | "
+             f"all-gather share | rewards equal to {device_counts[0]}'s (largest difference) |",
+             "|---|---|---|---|---|---|"]
+    for count, run in runs.items():
+        differences = [abs(a - b) for a, b in zip(run["rewards"], one["rewards"], strict=True)]
+        equal = sum(difference <= 1e-6 for difference in differences)
+        lines.append(f"| {count} | {run['evaluate']:.2f} | "
+                     f"{one['evaluate'] / run['evaluate']:.2f} | {run['gather']:.1e} | "
+                     f"{run['gather'] / run['evaluate']:.1%} | {equal}/{len(differences)} "
+                     f"({max(differences):.1e}) |")
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--smoke", action="store_true")
     parser.add_argument("--parts", default="gps,search")
     parser.add_argument("--processes", default="2", help="process counts besides 1")
     parser.add_argument("--search_budget", type=int, default=150)
+    parser.add_argument("--devices", default="1,2,4", help="host device counts (evaluator)")
+    parser.add_argument("--population", type=int, default=64, help="rules (evaluator)")
+    parser.add_argument("--repeats", type=int, default=3, help="timed populations (evaluator)")
+    parser.add_argument("--evaluator_worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--pin", action="store_true",
                         help="pin process i of several to core i (one XLA thread each), and "
                         "add a GPS run of one process on one core as the reference")
     options = parser.parse_args()
+    if options.evaluator_worker:
+        evaluator_worker(options.population, options.repeats)
+        return
     counts = [1, *map(int, options.processes.split(","))]
     scratch = tempfile.mkdtemp(prefix="lopt_distributed_")
     try:
@@ -161,7 +246,10 @@ def main() -> None:
             lines += gps_part(counts, options.smoke, options.pin, scratch) + [""]
         if "search" in options.parts:
             lines += search_part(counts, options.smoke, options.search_budget, options.pin,
-                                 scratch)
+                                 scratch) + [""]
+        if "evaluator" in options.parts:
+            lines += evaluator_part(list(map(int, options.devices.split(","))),
+                                    options.population, options.repeats)
         print("\n".join(lines))
     finally:
         shutil.rmtree(scratch, ignore_errors=True)

@@ -24,7 +24,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import Mesh
+from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 AXIS = "items"
@@ -93,6 +93,19 @@ def map_over_devices(function, *inputs, batch_size: int | None = None):
     on each device's share (`over_devices`)."""
     return over_devices(
         lambda *share: map_in_batches(function, *share, batch_size=batch_size), *inputs)
+
+
+def replicated(tree):
+    """`tree` with every leaf replicated over all devices (inside `jit`, a sharding
+    constraint; with one device, `tree` itself). For the outputs of a jitted loop body that
+    come back as its inputs: XLA's sharding propagation may otherwise split some of them over
+    the devices, and an input whose sharding differs from the first call's compiles the
+    body again."""
+    devices = jax.devices()
+    if len(devices) == 1:
+        return tree
+    sharding = NamedSharding(Mesh(np.array(devices), (AXIS,)), P())
+    return jax.lax.with_sharding_constraint(tree, sharding)
 
 
 def on_one_device(tree):

@@ -28,11 +28,13 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
-def _launch(module, args_of_process, port):
+def _launch(module, args_of_process, port, **environment):
     """Starts one `python -m module` per entry of `args_of_process`, joined as processes of
-    one run on localhost:port; returns (Popen, stdout file, stderr file) per process (files,
-    not pipes: a pipe nobody reads fills up and stalls its process)."""
-    env = dict(os.environ, PYTHONPATH=REPO_ROOT, JAX_PLATFORMS="cpu", **FAST_COMPILE)
+    one run on localhost:port, with `environment` added to this one's; returns (Popen, stdout
+    file, stderr file) per process (files, not pipes: a pipe nobody reads fills up and stalls
+    its process)."""
+    env = dict(os.environ, PYTHONPATH=REPO_ROOT, JAX_PLATFORMS="cpu", **FAST_COMPILE,
+               **environment)
     count = len(args_of_process)
     launched = []
     for index, args in enumerate(args_of_process):
@@ -139,22 +141,25 @@ def test_two_process_search_killed_and_resumed_equals_one_process(tmp_path):
 
 
 def test_two_process_gps_resumed_equals_one_process(run_module, tmp_path):
-    # The README's own-family example, 3 objectives over 2 processes (one padded).
-    args = ["--family=examples.custom_family:Ridge", "--config=smoke", "--num_train=3"]
+    # 4 logistic-regression objectives over 2 processes: two iterations, checking
+    # that the second compiles no LQG stage again, then a resume to a third.
+    args = ["--family=logistic_regression", "--config=smoke", "--num_train=4"]
     single_out, writer_out, other_out = (str(tmp_path / name)
                                          for name in ("single", "writer", "other"))
-    single = run_module("experiments.train_gps", *args, "--num_iterations=2",
+    single = run_module("experiments.train_gps", *args, "--num_iterations=3",
                         f"--out={single_out}")
     assert single.returncode == 0, single.stderr[-3000:]
-    for iterations, extra in ((1, []), (2, ["--resume"])):  # one iteration, then resume
+    for iterations, extra in ((2, []), (3, ["--resume"])):
         finished = _finish(_launch("experiments.train_gps", [
             [*args, f"--num_iterations={iterations}", f"--out={out}", *extra]
-            for out in (writer_out, other_out)], _free_port()))
+            for out in (writer_out, other_out)], _free_port(), JAX_LOG_COMPILES="1"))
         for code, _, stderr in finished:
             assert code == 0, stderr[-3000:]
-    assert "resumed from" in finished[0][2] and "at iteration 1" in finished[0][2]
+        assert finished[0][2].count("Compiling jit(optimise_stage)") == 1
+    assert "resumed from" in finished[0][2] and "at iteration 2" in finished[0][2]
     assert not os.path.exists(other_out)  # only process 0 writes
     expected, learned = gps.load(single_out), gps.load(writer_out)
+    assert len(learned.history) == len(expected.history) == 3
     for name in ("controller_cost", "policy_cost", "sample_cost", "kl"):
         np.testing.assert_allclose([record[name] for record in learned.history],
                                    [record[name] for record in expected.history], rtol=1e-9)

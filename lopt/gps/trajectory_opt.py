@@ -157,8 +157,8 @@ def optimise_stage(lqg_config: LQGConfig, features: feats.FeatureConfig, family,
         eta=kept(jnp.full_like(solution.eta, jnp.nan), solution.eta),
         kl=kept(jnp.zeros_like(solution.kl), solution.kl),
         expected_cost=kept(actual, solution.expected_cost))
-    new_state = LoopState(solution.controller, step_mult, actual, solution.expected_cost,
-                          solution.eta)
+    new_state = parallel.replicated(LoopState(solution.controller, step_mult, actual,
+                                              solution.expected_cost, solution.eta))
     return new_state, solution._replace(controller=None), kl_bound, failed
 
 
