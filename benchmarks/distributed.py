@@ -36,7 +36,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -47,14 +46,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from experiments import launch as launch_lib  # noqa: E402 (after the path is set)
+
 STAGES = ("sample_seconds", "fit_seconds", "optimise_seconds", "policy_seconds")
 COSTS = ("controller_cost", "policy_cost", "sample_cost", "kl")
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("localhost", 0))
-        return probe.getsockname()[1]
 
 
 def launch(module: str, args: list[str], num_processes: int, out: str, pin: bool = False
@@ -64,14 +59,12 @@ def launch(module: str, args: list[str], num_processes: int, out: str, pin: bool
     thread); returns (wall seconds, process 0's standard error). Raises if any process
     fails."""
     env = dict(os.environ, PYTHONPATH=str(REPO), JAX_PLATFORMS="cpu", OPENBLAS_NUM_THREADS="1")
-    port = _free_port()
-    commands = []
-    for index in range(num_processes):
-        joined = ([] if num_processes == 1 else [
-            f"--coordinator_address=localhost:{port}", f"--num_processes={num_processes}",
-            f"--process_id={index}"])
-        pinned = ["taskset", "-c", str(index % os.cpu_count())] if pin else []
-        commands.append([*pinned, sys.executable, "-m", module, *args, f"--out={out}", *joined])
+    args = [*args, f"--out={out}"]
+    commands = ([[sys.executable, "-m", module, *args]] if num_processes == 1 else
+                launch_lib.commands(module, args, num_processes, launch_lib.free_port()))
+    if pin:
+        commands = [["taskset", "-c", str(index % os.cpu_count()), *command]
+                    for index, command in enumerate(commands)]
     # Each process logs to its own file: a pipe left unread would fill and stall it.
     logs = [tempfile.TemporaryFile("w+") for _ in commands]
     started = time.perf_counter()

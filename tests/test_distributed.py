@@ -5,9 +5,7 @@ finishes the run as an uninterrupted single process would."""
 import json
 import os
 import signal
-import socket
 import subprocess
-import sys
 import tempfile
 import time
 
@@ -15,17 +13,13 @@ import jax
 import numpy as np
 import pytest
 
+from experiments import launch
 from lopt import distributed, gps
 from lopt.search import driver, strategies
 from tests.conftest import FAST_COMPILE, REPO_ROOT
 
 SEARCH_BUDGET = 300  # 30 iterations of 10 rules: long enough to kill process 1 in the middle
 
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("localhost", 0))
-        return probe.getsockname()[1]
 
 
 def _launch(module, args_of_process, port, **environment):
@@ -39,10 +33,9 @@ def _launch(module, args_of_process, port, **environment):
     launched = []
     for index, args in enumerate(args_of_process):
         stdout, stderr = tempfile.TemporaryFile("w+"), tempfile.TemporaryFile("w+")
-        launched.append((subprocess.Popen(
-            [sys.executable, "-m", module, *args, f"--coordinator_address=localhost:{port}",
-             f"--num_processes={count}", f"--process_id={index}"],
-            cwd=REPO_ROOT, env=env, stdout=stdout, stderr=stderr, text=True), stdout, stderr))
+        command = launch.commands(module, args, count, port)[index]
+        launched.append((subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=stdout,
+                                          stderr=stderr, text=True), stdout, stderr))
     return launched
 
 
@@ -90,7 +83,7 @@ def test_single_process_helpers_are_plain():
 def test_two_process_search_killed_and_resumed_equals_one_process(tmp_path):
     writer_out, other_out = str(tmp_path / "writer"), str(tmp_path / "other")
     args = ["--config=smoke", "--strategy=evolution", f"--budget={SEARCH_BUDGET}"]
-    port = _free_port()
+    port = launch.free_port()
     processes = _launch("experiments.search_rules",
                         [[*args, f"--out={writer_out}"], [*args, f"--out={other_out}"]], port)
     results_path = os.path.join(writer_out, "results.jsonl")
@@ -112,7 +105,7 @@ def test_two_process_search_killed_and_resumed_equals_one_process(tmp_path):
     assert not os.path.exists(other_out)
     resumed = _finish(_launch("experiments.search_rules",
                               [[*args, f"--out={writer_out}", "--resume"],
-                               [*args, f"--out={other_out}", "--resume"]], _free_port()))
+                               [*args, f"--out={other_out}", "--resume"]], launch.free_port()))
     for code, _, stderr in resumed:
         assert code == 0, stderr[-3000:]
     assert "Best rule:" in resumed[0][1] and "Best rule:" not in resumed[1][1]
@@ -141,23 +134,28 @@ def test_two_process_search_killed_and_resumed_equals_one_process(tmp_path):
 
 
 def test_two_process_gps_resumed_equals_one_process(run_module, tmp_path):
-    # 4 logistic-regression objectives over 2 processes: two iterations, checking
-    # that the second compiles no LQG stage again, then a resume to a third.
+    # 4 logistic-regression objectives over 2 processes: two iterations (each process with
+    # its own --out, to see that only process 0 writes), checking that the second compiles
+    # no LQG stage again; then a resume to a third through experiments.launch.
     args = ["--family=logistic_regression", "--config=smoke", "--num_train=4"]
     single_out, writer_out, other_out = (str(tmp_path / name)
                                          for name in ("single", "writer", "other"))
     single = run_module("experiments.train_gps", *args, "--num_iterations=3",
                         f"--out={single_out}")
     assert single.returncode == 0, single.stderr[-3000:]
-    for iterations, extra in ((2, []), (3, ["--resume"])):
-        finished = _finish(_launch("experiments.train_gps", [
-            [*args, f"--num_iterations={iterations}", f"--out={out}", *extra]
-            for out in (writer_out, other_out)], _free_port(), JAX_LOG_COMPILES="1"))
-        for code, _, stderr in finished:
-            assert code == 0, stderr[-3000:]
-        assert finished[0][2].count("Compiling jit(optimise_stage)") == 1
-    assert "resumed from" in finished[0][2] and "at iteration 2" in finished[0][2]
+    finished = _finish(_launch("experiments.train_gps", [
+        [*args, "--num_iterations=2", f"--out={out}"] for out in (writer_out, other_out)],
+        launch.free_port(), JAX_LOG_COMPILES="1"))
+    for code, _, stderr in finished:
+        assert code == 0, stderr[-3000:]
+    assert finished[0][2].count("Compiling jit(optimise_stage)") == 1
     assert not os.path.exists(other_out)  # only process 0 writes
+    resumed = run_module("experiments.launch", f"--logs={tmp_path / 'logs'}", "--",
+                         "experiments.train_gps", *args, "--num_iterations=3",
+                         f"--out={writer_out}", "--resume")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resumed from" in resumed.stderr and "at iteration 2" in resumed.stderr
+    assert "Connecting to JAX distributed" in (tmp_path / "logs" / "process_1.log").read_text()
     expected, learned = gps.load(single_out), gps.load(writer_out)
     assert len(learned.history) == len(expected.history) == 3
     for name in ("controller_cost", "policy_cost", "sample_cost", "kl"):
@@ -166,3 +164,21 @@ def test_two_process_gps_resumed_equals_one_process(run_module, tmp_path):
     for leaf, reference in zip(jax.tree.leaves(learned.policy),
                                jax.tree.leaves(expected.policy), strict=True):
         np.testing.assert_allclose(leaf, reference, rtol=1e-9, atol=1e-12)
+
+
+def test_launcher_gives_each_process_its_own_cores(monkeypatch):
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {4, 5, 6, 7, 8, 9})
+    assert [launch.cores(index, 2) for index in range(2)] == [[4, 5, 6], [7, 8, 9]]
+    assert [launch.cores(index, 4) for index in range(4)] == [[4], [5], [6], [7]]
+    assert launch.cores(0, 1) == [4, 5, 6, 7, 8, 9]
+    assert [launch.cores(index, 8)[0] for index in range(8)] == [4, 5, 6, 7, 8, 9, 4, 5]
+
+
+def test_launcher_refuses_bad_arguments_in_one_line(run_module):
+    for arguments, message in (
+            ((), "name the binary to run after --"),
+            (("--processes=0", "--", "experiments.train_gps"), "--processes must be at least 1"),
+            (("--", "experiments.train_gps", "--process_id=1"), "the launcher sets")):
+        result = run_module("experiments.launch", *arguments)
+        assert result.returncode == 1
+        assert result.stderr.count("\n") == 1 and message in result.stderr, result.stderr
