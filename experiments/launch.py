@@ -7,7 +7,7 @@ r"""Runs a binary that takes `lopt.distributed`'s flags (`experiments.search_rul
 starts `python -m MODULE ARGS --coordinator_address=localhost:PORT --num_processes=N
 --process_id=K` for K = 0..N-1 on a free port, each pinned to its own share of the cores
 (`--pin`, the default: unpinned, every process starts a thread pool as large as the machine
-and they contend; README, "Several machines", has the measurements). Process 0
+and they contend; measured in docs/decisions.md, "Several processes"). Process 0
 writes to this terminal; the others write to `process_K.log` in `--logs` (a fresh temporary
 directory by default). The launcher waits for all of them and exits with the first non-zero
 exit status, naming each process that failed and its log. Interrupting it (Ctrl-C) stops

@@ -21,7 +21,6 @@ from tests.conftest import FAST_COMPILE, REPO_ROOT
 SEARCH_BUDGET = 300  # 30 iterations of 10 rules: long enough to kill process 1 in the middle
 
 
-
 def _launch(module, args_of_process, port, **environment):
     """Starts one `python -m module` per entry of `args_of_process`, joined as processes of
     one run on localhost:port, with `environment` added to this one's; returns (Popen, stdout
