@@ -53,8 +53,10 @@ class Stage:
         self.started = clock()
 
     def update(self, done) -> None:
-        """Records that `done` units are finished (the largest value reported counts)."""
-        self.done = max(self.done, float(np.max(done)))
+        """Records that `done` units are finished (the largest value reported counts). A
+        callback's `done` is a jax.Array: read on the host, since `np.max` of it would
+        dispatch a JAX reduction from the callback's thread."""
+        self.done = max(self.done, float(np.max(np.asarray(done))))
 
     def elapsed(self) -> float:
         return self._clock() - self.started

@@ -43,17 +43,20 @@ def test_ticks_from_a_jitted_scan_and_scoped_labels_reach_the_open_stage():
     @jax.jit
     def count(steps):
         def body(total, number):
-            progress.tick(number + 1)
+            progress.tick((number + 1).astype(jnp.uint16))  # a dtype no other test reduces
             return total + number, None
         return jax.lax.scan(body, 0, steps)[0]
 
+    steps = jnp.arange(7)
     with progress.job("demo", interval=1e6, log=lines.append):
         with progress.scope("lto_logistic"), progress.stage("scan", total=7) as stage:
-            jax.block_until_ready(count(jnp.arange(7)))
+            jax.block_until_ready(count(steps))
             jax.effects_barrier()
     assert stage.done == 7
+    # `count` alone: the callback reads its argument on the host and dispatches no JAX work
+    # (which, from a callback thread, raced the main thread's work with several processes).
     compiled = re.search(r"XLA compiled (\d+) programs", lines[-1])
-    assert compiled and int(compiled.group(1)) >= 1  # at least `count`, compiled in the job
+    assert compiled and int(compiled.group(1)) == 1
     assert "lto_logistic / scan: " in lines[-1].splitlines()[1]
 
 
