@@ -25,27 +25,20 @@ part of the dynamics, applied as slices) count zero, and so do elementwise addit
 counts are lower bounds on the work done, not inflated ones. Symmetric updates X + X^T count
 the product X once.
 
-LAPACK (Cholesky, triangular solves) runs inside XLA's own threads; OpenBLAS's extra threads
-only oversubscribe the cores, so this script sets OPENBLAS_NUM_THREADS=1 unless it is set.
-
 The stages run on one CPU device unless XLA_FLAGS=--xla_force_host_platform_device_count=N
-splits the per-objective work over N devices (`lopt.parallel`). With N equal to the number of
-cores the fit stage hangs: a batched Cholesky in the mixture's EM loop (jaxlib's LAPACK
-kernel) waits for tasks on XLA's thread pool, whose threads are all running the devices'
-programs (docs/decisions.md, "Two CPU devices").
+splits the per-objective work over N devices (`lopt.parallel`). GPS makes no LAPACK call
+(`lopt.gps.small_linalg`): with jaxlib's batched Cholesky, N equal to the number of cores
+hung the mixture's EM loop (docs/decisions.md, "Two CPU devices").
 """
 
 import argparse
-import os
 import statistics
 import sys
 import time
 from pathlib import Path
 
-os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # before jax loads LAPACK (module doc)
-
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
+import jax
+import jax.numpy as jnp
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 

@@ -1,4 +1,4 @@
-"""Small-matrix Cholesky and triangular solves against NumPy."""
+"""Cholesky and triangular solves without LAPACK (unrolled and looped forms) against NumPy."""
 
 import jax
 import jax.numpy as jnp
@@ -13,7 +13,7 @@ def _positive_definite(rng, batch, size):
     return factors @ np.swapaxes(factors, -1, -2) + 0.1 * np.eye(size)
 
 
-@pytest.mark.parametrize("size", [1, 4, 7])
+@pytest.mark.parametrize("size", [1, 4, 7, small_linalg.UNROLL_LIMIT + 1, 40])
 def test_factor_and_solves_match_numpy(size):
     rng = np.random.default_rng(size)
     matrices = _positive_definite(rng, (3, 2), size)
@@ -30,7 +30,8 @@ def test_factor_and_solves_match_numpy(size):
     np.testing.assert_allclose(both, np.linalg.solve(matrices, rhs), rtol=1e-8, atol=1e-10)
 
 
-def test_a_matrix_that_is_not_positive_definite_gives_nan_as_jnp_does():
-    indefinite = jnp.array([[1.0, 2.0], [2.0, 1.0]])
+@pytest.mark.parametrize("size", [2, small_linalg.UNROLL_LIMIT + 1])
+def test_a_matrix_that_is_not_positive_definite_gives_nan_as_jnp_does(size):
+    indefinite = jnp.eye(size).at[0, 1].set(2.0).at[1, 0].set(2.0)  # eigenvalue -1
     assert np.isnan(small_linalg.cholesky(indefinite)).any()
     assert np.isnan(jnp.linalg.cholesky(indefinite)).any()

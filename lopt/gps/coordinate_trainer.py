@@ -198,8 +198,7 @@ class Models(NamedTuple):
 def _conditionals(points: jax.Array, policy_points: jax.Array, num_inputs: int, ridge: float):
     """`dynamics.conditional_gaussian` without a prior for every group and time step (leading
     axes `[G, T]`): of the dynamics' points (the last axis [s; u; s']) and of the policy's
-    ([s; mu]). One (G, t) at a time (`lax.map`): batched LAPACK factorisations side by side
-    can wedge XLA's CPU thread pool (`lopt.gps.small_linalg`)."""
+    ([s; mu]). One (G, t) at a time (`lax.map`)."""
     def fit(pair):
         dynamics_points, action_points = pair
         zeros = lambda size: (jnp.zeros(size, points.dtype),  # noqa: E731

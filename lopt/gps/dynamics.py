@@ -39,6 +39,7 @@ import numpy as np
 
 from lopt.gps import features as feats
 from lopt.gps import gmm as gmm_lib
+from lopt.gps import small_linalg
 from lopt.gps.config import DynamicsConfig
 from lopt.gps.controllers import Samples
 
@@ -214,8 +215,7 @@ def conditional_gaussian(points: jax.Array, num_inputs: int, prior_mean: jax.Arr
     outputs = slice(num_inputs, points.shape[1])
     input_cov = covariance[inputs, inputs] + ridge * jnp.eye(num_inputs, dtype=points.dtype)
     cross = covariance[inputs, outputs]
-    factor = jax.scipy.linalg.cho_factor(input_cov, lower=True)
-    matrix = jax.scipy.linalg.cho_solve(factor, cross).T
+    matrix = small_linalg.cho_solve(small_linalg.cholesky(input_cov), cross).T
     offset = mean[outputs] - matrix @ mean[inputs]
     noise = covariance[outputs, outputs] - matrix @ cross
     noise = 0.5 * (noise + noise.T) + ridge * jnp.eye(noise.shape[0], dtype=points.dtype)

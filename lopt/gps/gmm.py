@@ -20,6 +20,8 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from lopt.gps import small_linalg
+
 
 class GMM(NamedTuple):
     """log_weights `[K]`, means `[K, D]`, covariances `[K, D, D]`."""
@@ -50,10 +52,10 @@ class Whitened(NamedTuple):
 def whiten(gmm: GMM) -> Whitened:
     """Factorises every component covariance of `gmm`."""
     covariances = gmm.covariances
-    cholesky = jnp.linalg.cholesky(covariances)
+    cholesky = small_linalg.cholesky(covariances)
     eye = jnp.broadcast_to(jnp.eye(covariances.shape[-1], dtype=covariances.dtype),
                            covariances.shape)
-    inverse = jax.scipy.linalg.solve_triangular(cholesky, eye, lower=True)
+    inverse = small_linalg.solve_lower(cholesky, eye)
     log_det = 2.0 * jnp.sum(jnp.log(jnp.diagonal(cholesky, axis1=-2, axis2=-1)), axis=-1)
     return Whitened(gmm, inverse, log_det)
 
