@@ -3,6 +3,7 @@
     python benchmarks/distributed.py               # GPS at the main job's size, and a search
     python benchmarks/distributed.py --smoke       # seconds: the pipeline only
     python benchmarks/distributed.py --parts=gps --processes=2,4
+    python benchmarks/distributed.py --pin --parts=gps --gps_host_devices=2
     python benchmarks/distributed.py --parts=evaluator --devices=1,2,4
 
 GPS: `experiments.train_gps` on the README main job's logistic-regression training (1800
@@ -52,13 +53,15 @@ STAGES = ("sample_seconds", "fit_seconds", "optimise_seconds", "policy_seconds")
 COSTS = ("controller_cost", "policy_cost", "sample_cost", "kl")
 
 
-def launch(module: str, args: list[str], num_processes: int, out: str, pin: bool = False
-           ) -> tuple[float, str]:
+def launch(module: str, args: list[str], num_processes: int, out: str, pin: bool = False,
+           host_devices: int = 1) -> tuple[float, str]:
     """Runs `python -m module args --out=out` as `num_processes` processes of one run (with
     `pin`, process i on core i mod the core count: `taskset`, so its XLA thread pool has one
-    thread); returns (wall seconds, process 0's standard error). Raises if any process
-    fails."""
+    thread; each process with `host_devices` CPU devices); returns (wall seconds, process 0's
+    standard error). Raises if any process fails."""
     env = dict(os.environ, PYTHONPATH=str(REPO), JAX_PLATFORMS="cpu", OPENBLAS_NUM_THREADS="1")
+    if host_devices > 1:
+        env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={host_devices}"
     args = [*args, f"--out={out}"]
     commands = ([[sys.executable, "-m", module, *args]] if num_processes == 1 else
                 launch_lib.commands(module, args, num_processes, launch_lib.free_port()))
@@ -84,22 +87,26 @@ def launch(module: str, args: list[str], num_processes: int, out: str, pin: bool
     return seconds, errors[0]
 
 
-def gps_part(counts: list[int], smoke: bool, pin: bool, scratch: str) -> list[str]:
+def gps_part(counts: list[int], smoke: bool, pin: bool, host_devices: int, scratch: str
+             ) -> list[str]:
     """The GPS table (module docstring); with `pin`, a first run of one process on one core
-    is the reference of the ratios, and the several-process runs are pinned."""
+    is the reference of the ratios, and the several-process runs are pinned; with
+    `host_devices` > 1, a last run of one process with that many CPU devices."""
     from lopt import gps
     args = (["--family=logistic_regression", "--config=smoke", "--num_train=6",
              "--num_iterations=2"] if smoke else
             ["--family=logistic_regression", "--config=cpu", "--num_train=1800",
              "--num_iterations=2"])
     runs = [(f"{count}, one core each" if pin and count > 1 else str(count), count,
-             pin and count > 1) for count in counts]
+             pin and count > 1, 1) for count in counts]
     if pin:
-        runs.insert(0, ("1, on one core", 1, True))
+        runs.insert(0, ("1, on one core", 1, True, 1))
+    if host_devices > 1:
+        runs.append((f"1, {host_devices} host devices", 1, False, host_devices))
     histories, walls = {}, {}
-    for label, count, pinned in runs:
+    for label, count, pinned, devices in runs:
         out = os.path.join(scratch, f"gps_{len(histories)}")
-        walls[label], _ = launch("experiments.train_gps", args, count, out, pinned)
+        walls[label], _ = launch("experiments.train_gps", args, count, out, pinned, devices)
         histories[label] = gps.load(out).history
     reference = runs[0][0]
     one = histories[reference]
@@ -107,7 +114,7 @@ def gps_part(counts: list[int], smoke: bool, pin: bool, scratch: str) -> list[st
              "| processes | iteration | wall s | sample s | fit s | LQG s | S-step s | "
              f"wall vs {reference} | largest relative cost difference |",
              "|---|---|---|---|---|---|---|---|---|"]
-    for label, _, _ in runs:
+    for label, *_ in runs:
         for index, record in enumerate(histories[label]):
             difference = max(abs(record[name] - one[index][name]) / max(abs(one[index][name]),
                                                                          1e-300)
@@ -118,7 +125,7 @@ def gps_part(counts: list[int], smoke: bool, pin: bool, scratch: str) -> list[st
                 + f" | {record['seconds'] / one[index]['seconds']:.2f} | {difference:.1e} |")
     lines.append("")
     lines.append("Whole runs (start-up, compilation, initialisation included): "
-                 + ", ".join(f"{label}: {walls[label]:.0f} s" for label, _, _ in runs))
+                 + ", ".join(f"{label}: {walls[label]:.0f} s" for label, *_ in runs))
     return lines
 
 
@@ -222,6 +229,8 @@ def main() -> None:
     parser.add_argument("--population", type=int, default=64, help="rules (evaluator)")
     parser.add_argument("--repeats", type=int, default=3, help="timed populations (evaluator)")
     parser.add_argument("--evaluator_worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--gps_host_devices", type=int, default=0,
+                        help="add a GPS run of one process with this many CPU devices")
     parser.add_argument("--pin", action="store_true",
                         help="pin process i of several to core i (one XLA thread each), and "
                         "add a GPS run of one process on one core as the reference")
@@ -236,7 +245,8 @@ def main() -> None:
         lines = [f"Machine: {os.cpu_count()} cores; every run is N processes on localhost"
                  f"{pinning}.", ""]
         if "gps" in options.parts:
-            lines += gps_part(counts, options.smoke, options.pin, scratch) + [""]
+            lines += gps_part(counts, options.smoke, options.pin, options.gps_host_devices,
+                              scratch) + [""]
         if "search" in options.parts:
             lines += search_part(counts, options.smoke, options.search_budget, options.pin,
                                  scratch) + [""]

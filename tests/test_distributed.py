@@ -156,7 +156,8 @@ def test_two_process_search_killed_and_resumed_equals_one_process(tmp_path):
 def test_two_process_gps_resumed_equals_one_process(run_module, tmp_path):
     # 4 logistic-regression objectives over 2 processes: two iterations (each process with
     # its own --out, to see that only process 0 writes), checking that the second compiles
-    # no LQG stage again; then a resume to a third through experiments.launch.
+    # neither the LQG stage nor the S-step again; then a resume to a third through
+    # experiments.launch.
     args = ["--family=logistic_regression", "--config=smoke", "--num_train=4"]
     single_out, writer_out, other_out = (str(tmp_path / name)
                                          for name in ("single", "writer", "other"))
@@ -167,7 +168,8 @@ def test_two_process_gps_resumed_equals_one_process(run_module, tmp_path):
         [*args, "--num_iterations=2", f"--out={out}"] for out in (writer_out, other_out)],
         launch.free_port(), JAX_LOG_COMPILES="1"))
     assert _all_succeeded(finished), _failures(finished)
-    assert finished[0][2].count("Compiling jit(optimise_stage)") == 1
+    for stage in ("optimise_stage", "policy_stage"):  # the LQG; the S-step
+        assert finished[0][2].count(f"Compiling jit({stage})") == 1, stage
     assert not os.path.exists(other_out)  # only process 0 writes
     resumed = run_module("experiments.launch", f"--logs={tmp_path / 'logs'}", "--",
                          "experiments.train_gps", *args, "--num_iterations=3",
