@@ -54,7 +54,7 @@ def test_ticks_from_a_jitted_scan_and_scoped_labels_reach_the_open_stage():
             jax.effects_barrier()
     assert stage.done == 7
     # `count` alone: the callback reads its argument on the host and dispatches no JAX work
-    # (which, from a callback thread, raced the main thread's work with several processes).
+    # of its own from the callback's thread.
     compiled = re.search(r"XLA compiled (\d+) programs", lines[-1])
     assert compiled and int(compiled.group(1)) == 1
     assert "lto_logistic / scan: " in lines[-1].splitlines()[1]

@@ -2,7 +2,7 @@
 
 GPS factorises action-sized matrices (dU x dU, dU = the family's dimension, 2-12) for every
 objective and time step, and, when it fits the dynamics, the covariances of a Gaussian
-mixture over transitions and of each time step's inputs (30-70 wide). Why (our choice):
+mixture over transitions and of each time step's inputs (tens to hundreds wide). Why (our choice):
 jaxlib's CPU LAPACK kernels split a batch of matrices over XLA's intra-op thread pool and
 wait for the pieces on a thread of that same pool, so two batched factorisations that XLA
 runs side by side (two host devices of one process, or two independent operations of one
@@ -68,12 +68,11 @@ def cholesky(matrix: jax.Array) -> jax.Array:
 def _substitute(factor: jax.Array, rhs: jax.Array, transposed: bool) -> jax.Array:
     """X with L X = rhs (L^T X = rhs if `transposed`): forward (backward) substitution."""
     size = factor.shape[-1]
-    # Coefficients of row i of the system: row i of L, or column i of L for L^T.
-    coefficients_axis = -1 if transposed else -2
+    # The coefficients of row i of the system: row i of L, or column i of L for L^T.
     if size > UNROLL_LIMIT:
         def row(step, solution):  # rows not solved yet are zero, so they drop out
             i = size - 1 - step if transposed else step
-            coefficients = _at(factor, i, coefficients_axis)
+            coefficients = _at(factor, i, -1 if transposed else -2)
             total = _at(rhs, i, -2) - jnp.einsum("...k,...km->...m", coefficients, solution)
             return _put(solution, total / _at(coefficients, i, -1)[..., None], i, -2)
 
