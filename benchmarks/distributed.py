@@ -3,14 +3,15 @@
     python benchmarks/distributed.py               # GPS at the main job's size, and a search
     python benchmarks/distributed.py --smoke       # seconds: the pipeline only
     python benchmarks/distributed.py --parts=gps --processes=2,4
-    python benchmarks/distributed.py --pin --parts=gps --gps_host_devices=2
+    python benchmarks/distributed.py --pin --parts=gps
     python benchmarks/distributed.py --parts=evaluator --devices=1,2,4
 
 GPS: `experiments.train_gps` on the README main job's logistic-regression training (1800
-objectives, the cpu preset, 2 iterations), once as one process and once as N processes on
-localhost (`lopt.distributed`, one CPU device each). Per iteration: wall seconds and the
-stages' seconds (sample, fit, LQG, S-step) from the run's history, their ratio to one
-process, and the largest relative difference of the costs (the same numbers up to round-off).
+objectives, the cpu preset, 2 iterations): as one process with one CPU device, as N
+processes on localhost (`lopt.distributed`), and as one process started as the binary starts
+it (one CPU device per core). Per iteration: wall seconds and the stages' seconds (sample,
+fit, LQG, S-step) from the run's history, their ratio to the first run, and the largest
+relative difference of the costs (the same numbers up to round-off).
 
 Search: `experiments.search_rules --config=cpu --strategy=random` (digits MLP, 7 learning
 rates) for `--search_budget` rules; the median seconds of the iterations after the first
@@ -54,13 +55,14 @@ COSTS = ("controller_cost", "policy_cost", "sample_cost", "kl")
 
 
 def launch(module: str, args: list[str], num_processes: int, out: str, pin: bool = False,
-           host_devices: int = 1) -> tuple[float, str]:
+           host_devices: int | None = None) -> tuple[float, str]:
     """Runs `python -m module args --out=out` as `num_processes` processes of one run (with
     `pin`, process i on core i mod the core count: `taskset`, so its XLA thread pool has one
-    thread; each process with `host_devices` CPU devices); returns (wall seconds, process 0's
-    standard error). Raises if any process fails."""
+    thread; each process with `host_devices` CPU devices, None: the binary's default);
+    returns (wall seconds, process 0's standard error). Raises if any process fails."""
     env = dict(os.environ, PYTHONPATH=str(REPO), JAX_PLATFORMS="cpu", OPENBLAS_NUM_THREADS="1")
-    if host_devices > 1:
+    env.pop("XLA_FLAGS", None)
+    if host_devices is not None:
         env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={host_devices}"
     args = [*args, f"--out={out}"]
     commands = ([[sys.executable, "-m", module, *args]] if num_processes == 1 else
@@ -89,18 +91,22 @@ def launch(module: str, args: list[str], num_processes: int, out: str, pin: bool
 
 def gps_part(counts: list[int], smoke: bool, pin: bool, host_devices: int, scratch: str
              ) -> list[str]:
-    """The GPS table (module docstring); with `pin`, a first run of one process on one core
-    is the reference of the ratios, and the several-process runs are pinned; with
-    `host_devices` > 1, a last run of one process with that many CPU devices."""
+    """The GPS table (module docstring): one process with one CPU device, several processes,
+    and one process as the binary starts it (one CPU device per core); with `pin`, a first
+    run of one process on one core is the reference of the ratios, and the several-process
+    runs are pinned; with `host_devices` > 1, a last run of one process with that many CPU
+    devices."""
     from lopt import gps
     args = (["--family=logistic_regression", "--config=smoke", "--num_train=6",
              "--num_iterations=2"] if smoke else
             ["--family=logistic_regression", "--config=cpu", "--num_train=1800",
              "--num_iterations=2"])
-    runs = [(f"{count}, one core each" if pin and count > 1 else str(count), count,
-             pin and count > 1, 1) for count in counts]
+    runs = [("1, one device", 1, False, 1)]
+    runs += [(f"{count}, one core each" if pin else str(count), count, pin, None)
+             for count in counts if count > 1]
+    runs.append((f"1, default ({os.cpu_count()} host devices)", 1, False, None))
     if pin:
-        runs.insert(0, ("1, on one core", 1, True, 1))
+        runs.insert(0, ("1, on one core", 1, True, None))
     if host_devices > 1:
         runs.append((f"1, {host_devices} host devices", 1, False, host_devices))
     histories, walls = {}, {}

@@ -120,6 +120,30 @@ def use_single_threaded_eigen() -> None:
     os.environ["XLA_FLAGS"] = with_single_threaded_eigen(os.environ.get("XLA_FLAGS", ""))
 
 
+HOST_DEVICE_COUNT = "--xla_force_host_platform_device_count"
+
+
+def with_host_devices(xla_flags: str, count: int) -> str:
+    """`xla_flags` (the value of XLA_FLAGS) with `count` CPU devices, unless it already sets
+    `--xla_force_host_platform_device_count`."""
+    if HOST_DEVICE_COUNT in xla_flags:
+        return xla_flags
+    return f"{xla_flags} {HOST_DEVICE_COUNT}={count}".strip()
+
+
+def use_a_host_device_per_core() -> None:
+    """Gives XLA's CPU backend one device per core this process may run on
+    (`os.sched_getaffinity`), so GPS's per-objective stages (`lopt.parallel`) run on every core:
+    one CPU device runs its LQG loop on one core. Measured fastest on 2 cores
+    (docs/decisions.md, benchmarks/distributed.py); results equal one device's to float
+    round-off. Call it first thing in `main`, like `use_single_threaded_eigen`; a count already
+    in XLA_FLAGS is kept. The rule-search binaries stay at one device, so that a search's
+    scores do not depend on the machine."""
+    cores = (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+             else os.cpu_count() or 1)
+    os.environ["XLA_FLAGS"] = with_host_devices(os.environ.get("XLA_FLAGS", ""), cores)
+
+
 def define_distributed_flags() -> None:
     """Defines --coordinator_address, --num_processes and --process_id
     (`lopt.distributed.initialize`); `initialize_distributed` reads them."""

@@ -49,7 +49,11 @@ import time
 from absl import app, flags, logging
 
 from experiments import common
-from experiments.common import prepare_output_dir, use_single_threaded_eigen
+from experiments.common import (
+    prepare_output_dir,
+    use_a_host_device_per_core,
+    use_single_threaded_eigen,
+)
 from experiments.reproduction import EXPERIMENTS, lto, nos, report
 from lopt import progress
 
@@ -95,11 +99,20 @@ def command(which: str) -> str:
     return " ".join(parts)
 
 
+# The experiments that score rules with `lopt.search.evaluator`: they run on one device, so
+# that their scores do not depend on the machine (the per-core devices GPS gets otherwise
+# change a float32 child's training beyond round-off where a rule blows up).
+RULE_SCORING = frozenset({"distill", "lto_vs_rules", "nos_table", "nos_search", "nos_transfer",
+                          "nos_suite"})
+
+
 def main(argv):
     del argv
     names = selected(WHICH.value)
     if any(name.startswith("lto_") or name == "distill" for name in names):  # GPS trains
         use_single_threaded_eigen()
+        if not RULE_SCORING.intersection(names):
+            use_a_host_device_per_core()
     if USE_PRETRAINED.value and EXPORT_PRETRAINED.value:
         raise app.UsageError("--use_pretrained and --export_pretrained exclude each other")
     out = prepare_output_dir(OUT.value)

@@ -41,6 +41,7 @@ from experiments.common import (
     define_family_flag,
     family_from_flag,
     prepare_output_dir,
+    use_a_host_device_per_core,
     use_single_threaded_eigen,
 )
 from experiments.reproduction import nets
@@ -98,6 +99,7 @@ def _checked_output(identity_of_run) -> str:
 def main(argv):
     del argv
     use_single_threaded_eigen()
+    use_a_host_device_per_core()
     common.initialize_distributed()
     if FAMILY.value == NETS:
         if jax.process_count() > 1:
@@ -122,6 +124,8 @@ def main(argv):
             json.dump({"family": FAMILY.value, "preset": CONFIG.value, "num_train": num_train,
                        "seed": SEED.value, "config": dataclasses.asdict(config)}, file,
                       indent=1)
+    logging.info("GPS over %d %s devices in %d process(es)", jax.device_count(),
+                 jax.default_backend().upper(), jax.process_count())
     started = time.time()
     with progress.job("train_gps", gps.trainer.plan(config)):
         learned = gps.train(family, problems, config, key_gps, checkpoint_dir=out)

@@ -1,6 +1,7 @@
 """The train_gps and evaluate_learned binaries end to end, and their bad-flag errors."""
 
 import json
+import os
 
 import jax
 import numpy as np
@@ -22,6 +23,8 @@ def test_train_a_users_family_continue_it_in_a_new_process_then_evaluate(run_mod
     result = run_module(TRAIN, RIDGE, "--config=smoke", "--num_train=3", "--num_iterations=1",
                         f"--out={trained}")
     assert result.returncode == 0, result.stderr[-3000:]
+    if common.HOST_DEVICE_COUNT not in os.environ.get("XLA_FLAGS", ""):  # one per core
+        assert f"GPS over {len(os.sched_getaffinity(0))} CPU devices" in result.stderr
     longer = run_module(TRAIN, RIDGE, "--config=smoke", "--num_train=3", "--num_iterations=2",
                         "--resume", f"--out={trained}")
     assert longer.returncode == 0, longer.stderr[-3000:]
@@ -97,3 +100,12 @@ def test_evaluating_on_a_family_of_another_dimension_is_refused(run_module, tmp_
 def test_gps_binaries_make_eigen_single_threaded_unless_xla_flags_say_otherwise(given,
                                                                                 expected):
     assert common.with_single_threaded_eigen(given) == expected
+
+
+@pytest.mark.parametrize("given, expected", [
+    ("", "--xla_force_host_platform_device_count=3"),
+    ("--xla_dump_to=/tmp/dump", "--xla_dump_to=/tmp/dump --xla_force_host_platform_device_count=3"),
+    ("--xla_force_host_platform_device_count=1", "--xla_force_host_platform_device_count=1"),
+])
+def test_gps_binaries_add_host_devices_unless_xla_flags_set_a_count(given, expected):
+    assert common.with_host_devices(given, 3) == expected
