@@ -11,12 +11,12 @@ row depends on its input row only, so the result does not depend on the number o
 `map_over_devices(function, *inputs)` is the common case: `map_in_batches` over the items.
 
 On a CPU a process has one device unless XLA_FLAGS sets
-`--xla_force_host_platform_device_count`; the binaries leave it at one (docs/decisions.md).
-When several processes run (`lopt.distributed`), `jax.devices()` spans all of them and the
-outputs of `over_devices` are gathered onto every process inside the computation (an
-all-gather), so every process holds the whole result (arrays replicated over all devices:
-NumPy conversion and further JAX work see the whole value; `on_one_device` copies them
-through the host).
+`--xla_force_host_platform_device_count`; the GPS binaries set one per core, the search
+binaries leave it at one (docs/decisions.md). When several processes run
+(`lopt.distributed`), `jax.devices()` spans all of them and the outputs of `over_devices` are
+gathered onto every process inside the computation (an all-gather), so every process holds
+the whole result (arrays replicated over all devices: NumPy conversion and further JAX work
+see the whole value; `on_one_device` takes the copy on this process's first device).
 """
 
 from __future__ import annotations
