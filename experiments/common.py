@@ -97,15 +97,12 @@ def define_comparison_flags() -> types.SimpleNamespace:
     )
 
 
-SINGLE_THREADED_EIGEN = "--xla_cpu_multi_thread_eigen=false"
-
-
-def with_single_threaded_eigen(xla_flags: str) -> str:
-    """`xla_flags` (the value of XLA_FLAGS) with XLA's CPU matrix kernels single-threaded,
-    unless it already sets `--xla_cpu_multi_thread_eigen` either way."""
-    if "--xla_cpu_multi_thread_eigen" in xla_flags:
+def with_xla_flag(xla_flags: str, flag: str, value) -> str:
+    """`xla_flags` (the value of XLA_FLAGS) with `flag=value` added, unless it already sets
+    `flag` either way."""
+    if flag in xla_flags:
         return xla_flags
-    return f"{xla_flags} {SINGLE_THREADED_EIGEN}".strip()
+    return f"{xla_flags} {flag}={value}".strip()
 
 
 def use_single_threaded_eigen() -> None:
@@ -117,18 +114,11 @@ def use_single_threaded_eigen() -> None:
     reads XLA_FLAGS once, when its CPU backend starts (at the first computation), and a
     setting of the flag already in XLA_FLAGS is kept.
     """
-    os.environ["XLA_FLAGS"] = with_single_threaded_eigen(os.environ.get("XLA_FLAGS", ""))
+    os.environ["XLA_FLAGS"] = with_xla_flag(os.environ.get("XLA_FLAGS", ""),
+                                            "--xla_cpu_multi_thread_eigen", "false")
 
 
 HOST_DEVICE_COUNT = "--xla_force_host_platform_device_count"
-
-
-def with_host_devices(xla_flags: str, count: int) -> str:
-    """`xla_flags` (the value of XLA_FLAGS) with `count` CPU devices, unless it already sets
-    `--xla_force_host_platform_device_count`."""
-    if HOST_DEVICE_COUNT in xla_flags:
-        return xla_flags
-    return f"{xla_flags} {HOST_DEVICE_COUNT}={count}".strip()
 
 
 def use_a_host_device_per_core() -> None:
@@ -141,7 +131,8 @@ def use_a_host_device_per_core() -> None:
     scores do not depend on the machine."""
     cores = (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
              else os.cpu_count() or 1)
-    os.environ["XLA_FLAGS"] = with_host_devices(os.environ.get("XLA_FLAGS", ""), cores)
+    os.environ["XLA_FLAGS"] = with_xla_flag(os.environ.get("XLA_FLAGS", ""), HOST_DEVICE_COUNT,
+                                            cores)
 
 
 def define_distributed_flags() -> None:

@@ -99,7 +99,7 @@ def test_evaluating_on_a_family_of_another_dimension_is_refused(run_module, tmp_
 ])
 def test_gps_binaries_make_eigen_single_threaded_unless_xla_flags_say_otherwise(given,
                                                                                 expected):
-    assert common.with_single_threaded_eigen(given) == expected
+    assert common.with_xla_flag(given, "--xla_cpu_multi_thread_eigen", "false") == expected
 
 
 @pytest.mark.parametrize("given, expected", [
@@ -108,4 +108,4 @@ def test_gps_binaries_make_eigen_single_threaded_unless_xla_flags_say_otherwise(
     ("--xla_force_host_platform_device_count=1", "--xla_force_host_platform_device_count=1"),
 ])
 def test_gps_binaries_add_host_devices_unless_xla_flags_set_a_count(given, expected):
-    assert common.with_host_devices(given, 3) == expected
+    assert common.with_xla_flag(given, common.HOST_DEVICE_COUNT, 3) == expected
