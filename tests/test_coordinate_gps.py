@@ -120,11 +120,18 @@ def test_optax_export_equals_policy_on_numpy_features():
 
 @pytest.mark.parametrize("activation", ["relu", "softplus"])
 def test_elementwise_policy_equals_the_specification(activation):
+    """Per-coordinate inputs, and inputs shared by every coordinate passed as scalars (folded
+    into the hidden biases), against the policy on the stacked inputs; values reach past the
+    whitening's clip."""
     policy = small_policy()._replace(input_mean=jnp.linspace(-1.0, 1.0, SMALL.observation_size))
-    inputs = jax.random.normal(jax.random.key(3), (50, SMALL.observation_size)) * 3.0
-    expected = policy_lib.mean(policy, inputs, activation)[:, 0]
-    got = coordinate_learned.elementwise_mean(policy, list(inputs.T), activation)
-    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-7)
+    inputs = jax.random.normal(jax.random.key(3), (50, SMALL.observation_size)) * 15.0
+    shared = inputs.at[:, ::3].set(inputs[:1, ::3])
+    for stacked, columns in ((inputs, list(inputs.T)),
+                             (shared, [column[0] if i % 3 == 0 else column
+                                       for i, column in enumerate(shared.T)])):
+        expected = policy_lib.mean(policy, stacked, activation)[:, 0]
+        got = coordinate_learned.elementwise_mean(policy, columns, activation)
+        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])

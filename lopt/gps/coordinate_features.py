@@ -75,17 +75,32 @@ class CoordinateFeatureConfig:
         return 3 * self.observation_history
 
 
+def relative_change(value, previous_value, count) -> jax.Array:
+    """psi_1 `[]` at step `count` (= t, int `[]`) from the values f_t, f_{t-1} `[]`."""
+    return jnp.where(count >= 1, (value - previous_value) / (jnp.abs(previous_value) + TINY),
+                     0.0).astype(jnp.result_type(value))
+
+
+def normalised_gradient(gradient, previous_gradient) -> jax.Array:
+    """psi_2 `[..., K]` from g_t and g_{t-1} (pass g_0 at t = 0)."""
+    return gradient / (jnp.abs(previous_gradient) + 1.0)
+
+
+def step_ratio(step, previous_step, count) -> jax.Array:
+    """psi_3 `[..., K]` at step `count` (= t, int `[]`) from u_{t-1} and u_{t-2}."""
+    return jnp.where(count >= 2, jnp.abs(previous_step) / (jnp.abs(step) + 0.1),
+                     0.0).astype(step.dtype)
+
+
 def observation_parts(value, previous_value, gradient, previous_gradient, step, previous_step,
                       count) -> tuple[jax.Array, jax.Array, jax.Array]:
     """(psi_1, psi_2, psi_3), each `[..., K]`, at step `count` (= t, int `[]`): values `[]`,
     the rest `[..., K]`. At t = 0 pass previous_gradient = gradient (any value works for the
     others)."""
-    dtype = gradient.dtype
-    relative = jnp.where(count >= 1, (value - previous_value) / (jnp.abs(previous_value) + TINY),
-                         0.0).astype(dtype)
-    normalised = gradient / (jnp.abs(previous_gradient) + 1.0)
-    ratio = jnp.where(count >= 2, jnp.abs(previous_step) / (jnp.abs(step) + 0.1), 0.0)
-    return jnp.broadcast_to(relative, gradient.shape), normalised, ratio.astype(dtype)
+    relative = relative_change(value, previous_value, count).astype(gradient.dtype)
+    return (jnp.broadcast_to(relative, gradient.shape),
+            normalised_gradient(gradient, previous_gradient),
+            step_ratio(step, previous_step, count))
 
 
 def observation(value, previous_value, gradient, previous_gradient, step, previous_step,

@@ -8,15 +8,17 @@ value=loss)` returns the policy's mean step (updates are *added* to the params, 
 
 The leaves of each floating dtype are handled together as one flat vector (their
 concatenation in pytree order), so a pytree of 200 leaves costs one fused pass per dtype, not
-200 (and compiles as fast as a pytree of one leaf). State per dtype (P_d: that dtype's number
-of parameters): the last gradient and the last two steps `[P_d]`, and the policy input as dO
-separate vectors `[P_d]` (so a step moves them without copying). An update holds
-O(number of parameters * (dO + 3)) numbers, with dO = 3 * observation_history (9 by default).
+200, and compiles about as fast as a pytree of one leaf. State (H = observation_history):
+psi_1, the same for every coordinate, once per step; per dtype (P_d: that dtype's number of
+parameters), vectors `[P_d]`: the last gradient, the last step, H - 1 past psi_2 and H psi_3
+(psi_3 of the next step is computed as soon as the step is). An update holds
+O(number of parameters * (2 H + 1)) numbers (7 per parameter by default).
 
 Speed: the policy is `lopt.gps.policy.mean` (the specification, which training uses);
 `elementwise_mean` computes the same as one fused elementwise expression per dtype (hidden
-units and inputs unrolled), which on a CPU is several times faster than the specification's
-small matrix products (benchmarks/coordinate_optimizer.py).
+units and inputs unrolled, psi_1 folded into the hidden biases), which on a CPU is several
+times faster than the specification's small matrix products
+(benchmarks/coordinate_optimizer.py).
 """
 
 from __future__ import annotations
@@ -45,35 +47,52 @@ class CoordinateLearned:
 
 
 class CoordinatewiseState(NamedTuple):
-    """count `[]` int32; the last objective value `[]`; tuples with one entry per floating
-    dtype of the params (in order of first appearance): the last gradient, the last step
-    u_{t-1}, the one before u_{t-2} `[P_d]`, the policy input: a tuple of dO vectors `[P_d]`,
-    newest first."""
+    """At step t (H = observation_history): count `[]` int32 (= t); f_{t-1} `[]`; psi_1 of
+    steps t-1, ..., t-H+1 `[H - 1]`; and tuples with one entry per floating dtype of the
+    params (in order of first appearance), each entry `[P_d]`: g_{t-1}; u_{t-1}; `normalised`,
+    a tuple of psi_2 of steps t-1, ..., t-H+1; `ratios`, a tuple of psi_3 of steps t, ...,
+    t-H+1."""
 
     count: jax.Array
     value: jax.Array
-    gradient: object
-    step: object
-    previous_step: object
-    inputs: object
+    relative: jax.Array
+    gradient: tuple
+    step: tuple
+    normalised: tuple
+    ratios: tuple
 
 
 def elementwise_mean(policy: policy_lib.Policy, inputs, activation: str) -> jax.Array:
     """`policy_lib.mean(policy, stack(inputs, -1), activation)[..., 0]` for a sequence of dO
-    input arrays of one shape, as elementwise operations: `[...]` of that shape."""
+    inputs, each an array of one common shape `[...]` or a scalar `[]` shared by every
+    coordinate, as elementwise operations: `[...]`.
+
+    Scalar inputs are folded into the hidden units' biases, and the whitening of the others
+    into their weights (clip((x - m) / s, -c, c) = clip(x, m - c s, m + c s) / s - m / s), so
+    a coordinate costs one clip per array input and one multiply-add per (array input, hidden
+    unit)."""
     act = policy_lib.ACTIVATIONS[activation]
     kernel = policy.network["Dense_0"]["kernel"]  # [dO, H]
     bias = policy.network["Dense_0"]["bias"]
     output = policy.network["Dense_1"]["kernel"][:, 0]  # [H]; the output bias cancels
     clip = policy_lib.INPUT_CLIP
-    whitened = [jnp.clip((value - policy.input_mean[i]) / policy.input_scale[i], -clip, clip)
-                for i, value in enumerate(inputs)]
-    origin = jnp.clip(-policy.input_mean / policy.input_scale, -clip, clip)
+    mean, scale = policy.input_mean, policy.input_scale
+    inverse = 1 / scale
+    origin = jnp.clip(-mean / scale, -clip, clip)
     total = -(act(origin @ kernel + bias) @ output)
+    hidden_bias, weighted = bias, []
+    for i, value in enumerate(inputs):
+        if jnp.ndim(value) == 0:
+            whitened = jnp.clip((value - mean[i]) * inverse[i], -clip, clip)
+            hidden_bias = hidden_bias + kernel[i] * whitened
+        else:
+            hidden_bias = hidden_bias - kernel[i] * (mean[i] * inverse[i])
+            clipped = jnp.clip(value, mean[i] - clip * scale[i], mean[i] + clip * scale[i])
+            weighted.append((clipped, kernel[i] * inverse[i]))
     for unit in range(kernel.shape[1]):
-        hidden = bias[unit]
-        for i, value in enumerate(whitened):
-            hidden = hidden + kernel[i, unit] * value
+        hidden = hidden_bias[unit]
+        for value, weight in weighted:
+            hidden = hidden + weight[unit] * value
         total = total + output[unit] * act(hidden)
     return policy.action_scale[0] * total
 
@@ -106,6 +125,8 @@ def coordinatewise_step_descent(policy: policy_lib.Policy, features: cf.Coordina
                                 ) -> optax.GradientTransformationExtraArgs:
     """The policy as an optax transformation (module docstring); traceable in `policy`."""
 
+    history = features.observation_history
+
     def init(params):
         leaves = jax.tree.leaves(params)
         if not leaves or not all(jnp.issubdtype(jnp.asarray(leaf).dtype, jnp.floating)
@@ -113,11 +134,12 @@ def coordinatewise_step_descent(policy: policy_lib.Policy, features: cf.Coordina
             raise ValueError("coordinate-wise step descent needs a pytree of floating-point "
                              f"arrays, got {jax.tree.map(lambda a: jnp.asarray(a).dtype, params)}")
         flats = _flatten(leaves, _dtype_groups(leaves))
-        zeros = lambda: tuple(jnp.zeros_like(flat) for flat in flats)  # noqa: E731
-        inputs = tuple(tuple(jnp.zeros_like(flat) for _ in range(features.observation_size))
-                       for flat in flats)
-        return CoordinatewiseState(jnp.zeros([], jnp.int32), jnp.zeros([], jnp.result_type(
-            *leaves)), zeros(), zeros(), zeros(), inputs)
+        zeros = lambda count: tuple(tuple(jnp.zeros_like(flat) for _ in range(count))  # noqa: E731
+                                    for flat in flats)
+        dtype = jnp.result_type(*leaves)
+        return CoordinatewiseState(
+            jnp.zeros([], jnp.int32), jnp.zeros([], dtype), jnp.zeros(history - 1, dtype),
+            *zip(*zeros(2), strict=True), zeros(history - 1), zeros(history))
 
     def update(updates, state, params=None, *, value=None, **extra_args):
         del params, extra_args
@@ -125,23 +147,30 @@ def coordinatewise_step_descent(policy: policy_lib.Policy, features: cf.Coordina
             raise ValueError("coordinate-wise step descent needs the objective value: call "
                              "update(grad, state, params, value=f(params))")
         value = jnp.asarray(value, state.value.dtype)
+        t = state.count
+        relative = jnp.concatenate([cf.relative_change(value, state.value, t)[None],
+                                    state.relative])  # psi_1 of steps t, ..., t-H+1
+
+        def one_dtype(gradient, previous_gradient, last_step, normalised, ratios):
+            dtype = gradient.dtype
+            previous_gradient = jnp.where(t == 0, gradient, previous_gradient)
+            newest = cf.normalised_gradient(gradient, previous_gradient)  # psi_2 of step t
+            inputs = []
+            for lag, psi_2 in enumerate((newest, *normalised)):
+                inputs += [relative[lag].astype(dtype), psi_2, ratios[lag]]
+            cast = jax.tree.map(lambda a: jnp.asarray(a, dtype), policy)
+            step = elementwise_mean(cast, inputs, activation).astype(dtype)
+            next_ratio = cf.step_ratio(step, last_step, t + 1)
+            return step, (newest, *normalised)[:history - 1], (next_ratio, *ratios)[:history]
+
         leaves, treedef = jax.tree.flatten(updates)
         groups = _dtype_groups(leaves)
-
-        def one_dtype(gradient, previous_gradient, step, previous_step, inputs):
-            dtype = gradient.dtype
-            previous_gradient = jnp.where(state.count == 0, gradient, previous_gradient)
-            psi = cf.observation_parts(value.astype(dtype), state.value.astype(dtype), gradient,
-                                       previous_gradient, step, previous_step, state.count)
-            inputs = (*psi, *inputs[:-3])
-            cast = jax.tree.map(lambda a: jnp.asarray(a, dtype), policy)
-            return elementwise_mean(cast, inputs, activation).astype(dtype), inputs
-
         gradients = _flatten(leaves, groups)
-        steps, inputs = zip(*map(one_dtype, gradients, state.gradient, state.step,
-                                 state.previous_step, state.inputs), strict=True)
-        new_state = CoordinatewiseState(state.count + 1, value, gradients, tuple(steps),
-                                        state.step, tuple(inputs))
+        steps, normalised, ratios = zip(*map(
+            one_dtype, gradients, state.gradient, state.step, state.normalised, state.ratios),
+            strict=True)
+        new_state = CoordinatewiseState(t + 1, value, relative[:-1], gradients, steps,
+                                        normalised, ratios)
         return _unflatten(steps, groups, leaves, treedef), new_state
 
     return optax.GradientTransformationExtraArgs(init, update)
