@@ -436,8 +436,11 @@ def train(family, problems, config: CoordinateConfig, key: jax.Array, *, groupin
         with progress.stage("GPS iterations", num_iterations, "iterations") as stage:
             stage.update(int(state.iteration))
             while int(state.iteration) < num_iterations:
-                state, record = _logged_iteration(config, family, problems, state, key_loop,
-                                                  grouping, num_iterations)
+                # only the S-step's fit ticks (its steps, policy.fit_network)
+                with progress.stage(f"iteration {int(state.iteration) + 1}/{num_iterations}",
+                                    config.policy_steps, "S-step steps"):
+                    state, record = _logged_iteration(config, family, problems, state,
+                                                      key_loop, grouping, num_iterations)
                 history.append(record)
                 stage.update(int(state.iteration))
                 if checkpoint_path:
