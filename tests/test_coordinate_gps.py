@@ -82,17 +82,19 @@ def numpy_observations(values, gradients, steps_taken):
 
 
 @functools.cache
-def small_policy(hidden=8, seed=0):
-    policy = policy_lib.init(jax.random.key(seed), SMALL.observation_size, 1, hidden)
-    return policy._replace(input_scale=jnp.full(SMALL.observation_size, 0.5),
+def small_policy(hidden=8, seed=0, observation_size=SMALL.observation_size):
+    policy = policy_lib.init(jax.random.key(seed), observation_size, 1, hidden)
+    return policy._replace(input_scale=jnp.full(observation_size, 0.5),
                            action_scale=jnp.full(1, 0.1))
 
 
-def test_optax_export_equals_policy_on_numpy_features():
+@pytest.mark.parametrize("history", [1, 2, 3])
+def test_optax_export_equals_policy_on_numpy_features(history):
     """Eight steps of the export on a 2-leaf pytree against Psi written in NumPy and the
-    policy applied to it by hand."""
-    policy = small_policy()
-    opt = coordinate_learned.coordinatewise_step_descent(policy, SMALL)
+    policy applied to it by hand, reading the last `history` Psi vectors."""
+    features = dataclasses.replace(SMALL, observation_history=history)
+    policy = small_policy(observation_size=features.observation_size)
+    opt = coordinate_learned.coordinatewise_step_descent(policy, features)
     target = {"w": jnp.array([[1.0, -2.0], [0.5, 3.0]]), "b": jnp.array([0.3, -0.7, 2.0])}
 
     def loss(params):
@@ -112,7 +114,8 @@ def test_optax_export_equals_policy_on_numpy_features():
         params = optax.apply_updates(params, updates)
     psi = numpy_observations(np.array(values), np.stack(grads), np.stack(taken))
     for t in range(8):
-        inputs = np.concatenate([psi[t], psi[t - 1] if t >= 1 else np.zeros_like(psi[t])], -1)
+        inputs = np.concatenate([psi[t - lag] if t >= lag else np.zeros_like(psi[t])
+                                 for lag in range(history)], -1)
         expected = np.asarray(policy_lib.mean(policy, jnp.asarray(inputs, jnp.float32),
                                               "relu"))[:, 0]
         np.testing.assert_allclose(taken[t], expected, rtol=1e-4, atol=1e-7, err_msg=f"step {t}")
