@@ -134,7 +134,7 @@ def test_elementwise_policy_equals_the_specification(activation):
                                        for i, column in enumerate(shared.T)])):
         expected = policy_lib.mean(policy, stacked, activation)[:, 0]
         got = coordinate_learned.elementwise_mean(policy, columns, activation)
-        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-7)
 
 
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
