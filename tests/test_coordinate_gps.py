@@ -281,6 +281,20 @@ def test_smoke_meta_training_improves_on_its_initialisation():
     assert min(record["area"] for record in history) < initial_area
 
 
+def test_a_diverging_initial_rate_is_never_imitated():
+    """SGD at 1e200 overflows float64 on these nets: its area is inf, not a NaN that argmin
+    would pick, and with no rate left meta-training stops with a clear error."""
+    with jax.enable_x64():
+        problems = jax.tree.map(gps.trajectory_opt.to_float64, tiny_problems())
+        config = dataclasses.replace(TINY, num_iterations=0, initial_rates=(0.1, 1e200))
+        areas = np.asarray(ct._sgd_areas(config, TINY_FAMILY, problems, jax.random.key(0),
+                                         None))
+    assert np.isfinite(areas[0]) and areas[1] == np.inf
+    hopeless = dataclasses.replace(TINY, num_iterations=1, initial_rates=(1e200,))
+    with pytest.raises(ValueError, match="diverges .* every initial rate"):
+        ct.train(TINY_FAMILY, tiny_problems(), hopeless, jax.random.key(2))
+
+
 def test_kill_and_resume_gives_the_same_policy(tmp_path):
     path = str(tmp_path / "state.npz")
     once = dataclasses.replace(TINY, num_iterations=1)

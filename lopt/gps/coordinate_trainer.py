@@ -47,6 +47,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from absl import logging
 from jax.flatten_util import ravel_pytree
 
@@ -305,11 +306,13 @@ def area(config: CoordinateConfig, family, problems, policy: policy_lib.Policy,
 
 
 def sgd_areas(config: CoordinateConfig, family, problems, key: jax.Array, grouping=None):
-    """Mean full-batch loss over steps 0..T of SGD at each of `initial_rates` `[R]`."""
+    """Mean full-batch loss over steps 0..T of SGD at each of `initial_rates` `[R]`; inf
+    where SGD diverges (a NaN would win `argmin`)."""
     one = dataclasses.replace(config, num_samples=1)
     rates = jnp.asarray(config.initial_rates, jax.tree.leaves(problems)[0].dtype)
-    return jax.lax.map(lambda rate: jnp.mean(sample(one, family, problems, sgd_step(rate), 0.0,
-                                                    key, grouping).losses), rates)
+    areas = jax.lax.map(lambda rate: jnp.mean(sample(one, family, problems, sgd_step(rate), 0.0,
+                                                     key, grouping).losses), rates)
+    return jnp.where(jnp.isfinite(areas), areas, jnp.inf)
 
 
 def initial_policy(config: CoordinateConfig, family, problems, rate, key: jax.Array,
@@ -429,6 +432,10 @@ def train(family, problems, config: CoordinateConfig, key: jax.Array, *, groupin
             started = time.time()
             with progress.stage("initial policy (tuned SGD, imitated)"):
                 state, areas = initial()
+            if not np.isfinite(np.asarray(areas)).any():
+                raise ValueError(f"coordinate GPS: SGD diverges on these problems at every "
+                                 f"initial rate {list(config.initial_rates)}; pass smaller "
+                                 "CoordinateConfig.initial_rates")
             logging.info("coordinate GPS: SGD area %s at rates %s, imitation area %.4f (%.0f s)",
                          [round(float(a), 4) for a in areas], list(config.initial_rates),
                          state.best_area, time.time() - started)
