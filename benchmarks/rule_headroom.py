@@ -62,10 +62,10 @@ def main():
     per_child = {}
     for name, task in children.items():
         start = time.perf_counter()
-        adam_raw = nos.score_over_seeds({"adam": named["adam"]}, task, config, seeds[:1])
-        per_child[name] = nos_suite.normalised_over_seeds(named, task, config, seeds)
-        print(f"== {name}: Adam's reward {float(adam_raw['reward'].mean()):.4f} (seed "
-              f"{seeds[0]}), {time.perf_counter() - start:.0f} s", flush=True)
+        raw = nos.score_over_seeds(named, task, config, seeds)["reward"]  # [S, R]
+        per_child[name] = nos_suite.normalise_rewards(raw, named, task, config, seeds)
+        print(f"== {name}: Adam's reward {float(raw[0, 0]):.4f} (seed {seeds[0]}), "
+              f"{time.perf_counter() - start:.0f} s", flush=True)
         for index, text in enumerate(named):
             print(f"  {cell(per_child[name][:, index]):>18}  {text}", flush=True)
     suite = [name for name in preset.suite if name in per_child]

@@ -79,6 +79,13 @@ def held_out_child(name: str):
 def normalised_over_seeds(named: dict[str, rules.Rule], task, config, seeds) -> np.ndarray:
     """[num_seeds, num_rules] Adam-normalised scores ("adam" must be in `named`)."""
     raw = nos.score_over_seeds(named, task, config, seeds)["reward"]
+    return normalise_rewards(raw, named, task, config, seeds)
+
+
+def normalise_rewards(raw: np.ndarray, named: dict[str, rules.Rule], task, config, seeds
+                      ) -> np.ndarray:
+    """`raw` rewards [num_seeds, num_rules] of `named` on `task` (`nos.score_over_seeds`),
+    Adam-normalised per seed."""
     floors = np.array([[evaluator.failure_reward(task, config, jax.random.key(seed))]
                        for seed in seeds])
     adam = raw[:, list(named).index("adam")][:, None]
