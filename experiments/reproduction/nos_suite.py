@@ -65,12 +65,17 @@ SCALES["paper"] = SCALES["cpu"]
 
 @functools.cache  # one object per child, so compiled programs are shared
 def held_out_child(name: str):
-    """Children no search of this experiment scores: a deeper and wider MLP and a deeper and
-    wider ConvNet on the digits, and (smoke) another quadratic."""
+    """Children no search of this experiment scores: a deeper and wider sibling of each `cpu`
+    suite child (an MLP and a ConvNet on the digits, a two-layer character LSTM on the
+    standard-library text), and (smoke) another quadratic."""
     if name == "digits_mlp_3x128":
         return tasks.SupervisedTask(name, tasks.MLP((128, 128, 128), 10), data.load_digits())
     if name == "digits_convnet_3x32":
         return tasks.SupervisedTask(name, tasks.ConvNet((32, 32, 32), 10), data.load_digits())
+    if name == "stdlib_lstm_lm_2x96":
+        text = tasks.stdlib_lstm_lm().dataset  # the suite child's text, vocabulary and split
+        return tasks.SupervisedTask(name, tasks.LSTMLanguageModel(text.num_classes, 16, (96, 96)),
+                                    text)
     if name == "quadratic_20":
         return tasks.quadratic(dim=20, seed=1)
     raise ValueError(f"unknown held-out child {name!r}")
