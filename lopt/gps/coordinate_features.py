@@ -13,8 +13,16 @@ u_{t-2} = x_{t-1} - x_{t-2}:
     psi_3 = |u_{t-2}| / (|u_{t-1}| + 0.1)                 (0 for t < 2)
 The paper divides by f_{t-1}; for the positive losses it trains on that is the same, and the
 absolute value keeps the sign of psi_1 meaningful where a user's objective is negative. The
-policy reads the last `observation_history` Psi vectors, newest first, zeros before the start:
-`observation_size = 3 * observation_history` inputs per coordinate.
+policy reads the last `observation_history` Psi vectors, newest first, zeros before the start,
+and with `moments` (our addition, on by default) two more inputs from Adam's moment estimates
+(`moment_inputs`):
+    m_t = 0.9 m_{t-1} + 0.1 g_t,   v_t = 0.999 v_{t-1} + 0.001 g_t^2   (m_{-1} = v_{-1} = 0)
+    s_t = sqrt(v_t / (1 - 0.999^{t+1})) + 1e-8
+    (m_t / (1 - 0.9^{t+1})) / s_t,   g_t / s_t
+The paper's policy is an LSTM, which can carry a running memory of the gradients; a
+feed-forward policy on a few Psi vectors cannot, and these two scale-free inputs give it one in
+a fixed form (Adam's step is the first one times its learning rate).
+`observation_size = 3 * observation_history + 2 * moments` inputs per coordinate.
 
 State features Phi (the C-step's state, training only), built on averages over the last
 `average` (3) iterations, f̄_t, ḡ_t, x̄_t (fewer at the start), at stride `stride` (5):
@@ -40,25 +48,31 @@ import jax
 import jax.numpy as jnp
 
 TINY = 1e-12  # guards the relative objective changes against a zero objective
+MOMENT_DECAYS = (0.9, 0.999)  # Adam's defaults, for `moment_inputs`
+MOMENT_EPSILON = 1e-8
 
 
 @dataclasses.dataclass(frozen=True)
 class CoordinateFeatureConfig:
     """Sizes of Phi and Psi (module docstring). Paper: 25 lags at stride 5 of 3-step averages,
     10 iterate ratios; `observation_history` (our choice) is how many Psi vectors the
-    feed-forward policy reads."""
+    feed-forward policy reads, `moments` (our choice) whether it also reads Adam's moment
+    inputs."""
 
     lags: int = 25
     stride: int = 5
     average: int = 3
     ratios: int = 10
     observation_history: int = 3
+    moments: bool = True
 
     def __post_init__(self):
         for name in ("lags", "stride", "average", "ratios", "observation_history"):
             value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if not isinstance(self.moments, bool):
+            raise ValueError(f"moments must be True or False, got {self.moments!r}")
         if self.ratios >= self.lags:
             raise ValueError(f"ratios ({self.ratios}) must be fewer than lags ({self.lags})")
 
@@ -72,7 +86,7 @@ class CoordinateFeatureConfig:
 
     @property
     def observation_size(self) -> int:
-        return 3 * self.observation_history
+        return 3 * self.observation_history + 2 * self.moments
 
 
 def relative_change(value, previous_value, count) -> jax.Array:
@@ -108,6 +122,17 @@ def observation(value, previous_value, gradient, previous_gradient, step, previo
     """Psi `[..., K, 3]` (`observation_parts` stacked)."""
     return jnp.stack(observation_parts(value, previous_value, gradient, previous_gradient, step,
                                        previous_step, count), axis=-1)
+
+
+def moment_inputs(first, second, gradient, count):
+    """Adam's moment estimates after g_t `[..., K]` at step `count` (= t, int `[]`) from
+    m_{t-1}, v_{t-1} (zeros at t = 0): (m_t, v_t, (m̂_t / s_t, g_t / s_t)) (module docstring)."""
+    decay_first, decay_second = MOMENT_DECAYS
+    first = decay_first * first + (1 - decay_first) * gradient
+    second = decay_second * second + (1 - decay_second) * gradient * gradient
+    power = jnp.asarray(count + 1, gradient.dtype)
+    scale = jnp.sqrt(second / (1 - decay_second ** power)) + MOMENT_EPSILON
+    return first, second, (first / (1 - decay_first ** power) / scale, gradient / scale)
 
 
 def push_observation(history: jax.Array, newest: jax.Array) -> jax.Array:

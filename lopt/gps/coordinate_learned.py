@@ -11,8 +11,9 @@ concatenation in pytree order), so a pytree of 200 leaves costs one fused pass p
 200, and compiles about as fast as a pytree of one leaf. State (H = observation_history):
 psi_1, the same for every coordinate, once per step; per dtype (P_d: that dtype's number of
 parameters), vectors `[P_d]`: the last gradient, the last step, H - 1 past psi_2 and H psi_3
-(psi_3 of the next step is computed as soon as the step is). An update holds
-O(number of parameters * (2 H + 1)) numbers (7 per parameter by default).
+(psi_3 of the next step is computed as soon as the step is), and with `features.moments`
+Adam's two moment estimates. An update holds O(number of parameters * (2 H + 1 + 2 moments))
+numbers (9 per parameter by default).
 
 Speed: the policy is `lopt.gps.policy.mean` (the specification, which training uses);
 `elementwise_mean` computes the same as one fused elementwise expression per dtype (hidden
@@ -51,7 +52,7 @@ class CoordinatewiseState(NamedTuple):
     steps t-1, ..., t-H+1 `[H - 1]`; and tuples with one entry per floating dtype of the
     params (in order of first appearance), each entry `[P_d]`: g_{t-1}; u_{t-1}; `normalised`,
     a tuple of psi_2 of steps t-1, ..., t-H+1; `ratios`, a tuple of psi_3 of steps t, ...,
-    t-H+1."""
+    t-H+1; `moments`, (m_{t-1}, v_{t-1}) with `features.moments`, else ()."""
 
     count: jax.Array
     value: jax.Array
@@ -60,6 +61,7 @@ class CoordinatewiseState(NamedTuple):
     step: tuple
     normalised: tuple
     ratios: tuple
+    moments: tuple
 
 
 def elementwise_mean(policy: policy_lib.Policy, inputs, activation: str) -> jax.Array:
@@ -139,7 +141,8 @@ def coordinatewise_step_descent(policy: policy_lib.Policy, features: cf.Coordina
         dtype = jnp.result_type(*leaves)
         return CoordinatewiseState(
             jnp.zeros([], jnp.int32), jnp.zeros([], dtype), jnp.zeros(history - 1, dtype),
-            *zip(*zeros(2), strict=True), zeros(history - 1), zeros(history))
+            *zip(*zeros(2), strict=True), zeros(history - 1), zeros(history),
+            zeros(2) if features.moments else tuple(() for _ in flats))
 
     def update(updates, state, params=None, *, value=None, **extra_args):
         del params, extra_args
@@ -151,26 +154,30 @@ def coordinatewise_step_descent(policy: policy_lib.Policy, features: cf.Coordina
         relative = jnp.concatenate([cf.relative_change(value, state.value, t)[None],
                                     state.relative])  # psi_1 of steps t, ..., t-H+1
 
-        def one_dtype(gradient, previous_gradient, last_step, normalised, ratios):
+        def one_dtype(gradient, previous_gradient, last_step, normalised, ratios, moments):
             dtype = gradient.dtype
             previous_gradient = jnp.where(t == 0, gradient, previous_gradient)
             newest = cf.normalised_gradient(gradient, previous_gradient)  # psi_2 of step t
             inputs = []
             for lag, psi_2 in enumerate((newest, *normalised)):
                 inputs += [relative[lag].astype(dtype), psi_2, ratios[lag]]
+            if features.moments:
+                *moments, moment_inputs = cf.moment_inputs(*moments, gradient, t)
+                inputs += moment_inputs
             cast = jax.tree.map(lambda a: jnp.asarray(a, dtype), policy)
             step = elementwise_mean(cast, inputs, activation).astype(dtype)
             next_ratio = cf.step_ratio(step, last_step, t + 1)
-            return step, (newest, *normalised)[:history - 1], (next_ratio, *ratios)[:history]
+            return (step, (newest, *normalised)[:history - 1], (next_ratio, *ratios)[:history],
+                    tuple(moments))
 
         leaves, treedef = jax.tree.flatten(updates)
         groups = _dtype_groups(leaves)
         gradients = _flatten(leaves, groups)
-        steps, normalised, ratios = zip(*map(
-            one_dtype, gradients, state.gradient, state.step, state.normalised, state.ratios),
-            strict=True)
+        steps, normalised, ratios, moments = zip(*map(
+            one_dtype, gradients, state.gradient, state.step, state.normalised, state.ratios,
+            state.moments), strict=True)
         new_state = CoordinatewiseState(t + 1, value, relative[:-1], gradients, steps,
-                                        normalised, ratios)
+                                        normalised, ratios, moments)
         return _unflatten(steps, groups, leaves, treedef), new_state
 
     return optax.GradientTransformationExtraArgs(init, update)

@@ -30,8 +30,10 @@ One iteration (mirror-descent GPS, on-policy):
 4. S-step: the policy is regressed on all recorded coordinates' (policy input, controller's
    mean action, controller's precision) triples (`policy.fit_network`), warm-started.
 5. validation: the mean policy's area under the full-batch loss curve on the training
-   problems; the best policy so far is kept.
-The first policy imitates SGD with the rate (from `initial_rates`) of least area.
+   problems; the best policy so far is kept, and a policy whose area is not finite is
+   dropped (the next iteration starts from the best).
+The first policy imitates `initial_optimizer` (SGD, or Adam where the policy reads the moment
+inputs) with the rate (from `initial_rates`) of least area.
 
 Shapes: N problems, S samples, T horizon, G groups, K recorded coordinates per group,
 dX = state_size, dO = observation_size, dU = 1. Runs in float64 inside `jax.enable_x64()`.
@@ -76,11 +78,23 @@ class CoordinateConfig:
     imitation_steps: int = 2000
     batch_size: int = 256
     learning_rate: float = 3e-3
-    initial_rates: tuple[float, ...] = (0.03, 0.1, 0.3, 1.0, 3.0)
+    initial_optimizer: str = "adam"  # imitated by the first policy: one of INITIAL_OPTIMIZERS
+    initial_rates: tuple[float, ...] = (0.003, 0.01, 0.03, 0.1)
     initial_std: float = 0.3  # exploration noise of the first policy, in units of its steps
     lqg: LQGConfig = LQGConfig()
     regularization: float = 1e-6  # ridge on the state-action covariance of every fit
     num_iterations: int = 5
+
+    def __post_init__(self):
+        if self.initial_optimizer not in INITIAL_OPTIMIZERS:
+            raise ValueError(f"initial_optimizer must be one of {INITIAL_OPTIMIZERS}, got "
+                             f"{self.initial_optimizer!r}")
+        if self.initial_optimizer == "adam" and not self.features.moments:
+            raise ValueError("initial_optimizer='adam' needs features with moments=True (the "
+                             "policy must read Adam's moment inputs to imitate it)")
+
+
+INITIAL_OPTIMIZERS = ("sgd", "adam")
 
 
 class CoordinateLayout(NamedTuple):
@@ -114,10 +128,15 @@ def policy_step(policy: policy_lib.Policy, activation: str):
     return act
 
 
-def sgd_step(rate):
+def initial_step(config: CoordinateConfig, rate):
+    """`config.initial_optimizer` at `rate` as an `act` of `rollout`: SGD's step, or Adam's
+    (rate times the first moment input)."""
+    adam_input = 3 * config.features.observation_history  # m̂ / s, after the Psi vectors
+
     def act(inputs, gradient):
-        del inputs
-        return -rate * gradient
+        if config.initial_optimizer == "sgd":
+            return -rate * gradient
+        return -rate * inputs[..., adam_input]
     return act
 
 
@@ -137,7 +156,7 @@ def rollout(config: CoordinateConfig, family, problem, act, std, key: jax.Array,
         return jax.value_and_grad(lambda y: family.minibatch_loss(unravel(y), data, batch_key))(x)
 
     def body(carry, inputs):
-        x, previous_value, previous_gradient, steps, history, phi_history = carry
+        x, previous_value, previous_gradient, steps, history, moments, phi_history = carry
         t, step_key = inputs
         key_batch, key_probe, key_noise = jax.random.split(step_key, 3)
         probe = jax.random.rademacher(key_probe, flat.shape, dtype)
@@ -147,20 +166,25 @@ def rollout(config: CoordinateConfig, family, problem, act, std, key: jax.Array,
         psi = cf.observation(value, previous_value, gradient, previous_gradient, steps[0],
                              steps[1], t)
         history = cf.push_observation(history, psi)
+        observed = history
+        if features.moments:
+            *moments, moment_inputs = cf.moment_inputs(*moments, gradient, t)
+            observed = jnp.concatenate([history, jnp.stack(moment_inputs, axis=-1)], axis=-1)
         recorded = positions.reshape(-1)
         phi_history = cf.push(phi_history, value, gradient[recorded], x[recorded])
         state = cf.state(features, phi_history).reshape(*positions.shape, -1)
-        mean = act(history, gradient)
+        mean = act(observed, gradient)
         action = mean + std * jax.random.normal(key_noise, flat.shape, dtype)
         curvature = jnp.mean((probe * hessian_probe)[positions], axis=-1)
         loss = family.full_loss(unravel(x), data)
-        record = Record(state, history[positions], action[positions], mean[positions],
+        record = Record(state, observed[positions], action[positions], mean[positions],
                         curvature, value, loss)
         return (x + action, value, gradient, jnp.stack([action, steps[0]]), history,
-                phi_history), record
+                tuple(moments), phi_history), record
 
+    moments = (jnp.zeros_like(flat), jnp.zeros_like(flat)) if features.moments else ()
     start = (flat, jnp.zeros([], dtype), jnp.zeros_like(flat), jnp.zeros((2, *flat.shape), dtype),
-             jnp.zeros((*flat.shape, features.observation_size), dtype),
+             jnp.zeros((*flat.shape, 3 * features.observation_history), dtype), moments,
              cf.empty_history(features, positions.size, dtype))
     steps = config.horizon + 1
     _, record = jax.lax.scan(body, start, (jnp.arange(steps),
@@ -305,23 +329,24 @@ def area(config: CoordinateConfig, family, problems, policy: policy_lib.Policy,
     return jnp.mean(record.losses)
 
 
-def sgd_areas(config: CoordinateConfig, family, problems, key: jax.Array, grouping=None):
-    """Mean full-batch loss over steps 0..T of SGD at each of `initial_rates` `[R]`; inf
-    where SGD diverges (a NaN would win `argmin`)."""
+def initial_areas(config: CoordinateConfig, family, problems, key: jax.Array, grouping=None):
+    """Mean full-batch loss over steps 0..T of `initial_optimizer` at each of `initial_rates`
+    `[R]`; inf where it diverges (a NaN would win `argmin`)."""
     one = dataclasses.replace(config, num_samples=1)
     rates = jnp.asarray(config.initial_rates, jax.tree.leaves(problems)[0].dtype)
-    areas = jax.lax.map(lambda rate: jnp.mean(sample(one, family, problems, sgd_step(rate), 0.0,
-                                                     key, grouping).losses), rates)
+    areas = jax.lax.map(lambda rate: jnp.mean(sample(
+        one, family, problems, initial_step(config, rate), 0.0, key, grouping).losses), rates)
     return jnp.where(jnp.isfinite(areas), areas, jnp.inf)
 
 
 def initial_policy(config: CoordinateConfig, family, problems, rate, key: jax.Array,
                    grouping=None) -> policy_lib.Policy:
-    """A policy imitating SGD at `rate`, with exploration noise `initial_std` times the
-    std of SGD's steps."""
+    """A policy imitating `initial_optimizer` at `rate`, with exploration noise `initial_std`
+    times the std of its steps."""
     key_sample, key_init, key_fit = jax.random.split(key, 3)
     dtype = jax.tree.leaves(problems)[0].dtype
-    record = sample(config, family, problems, sgd_step(rate), 0.0, key_sample, grouping)
+    record = sample(config, family, problems, initial_step(config, rate), 0.0, key_sample,
+                    grouping)
     inputs = record.inputs[:, :, :config.horizon].reshape(-1, config.features.observation_size)
     actions = record.means[:, :, :config.horizon].reshape(-1, 1)
     policy = policy_lib.init(key_init, config.features.observation_size, 1, config.hidden,
@@ -357,7 +382,12 @@ def iteration(config: CoordinateConfig, family, problems, state: CoordinateState
     new_area = area(config, family, problems, policy, key_area, grouping)
     better = new_area < state.best_area
     best = jax.tree.map(lambda new, old: jnp.where(better, new, old), policy, state.best)
-    new_state = CoordinateState(policy, solution.eta, best, jnp.minimum(new_area, state.best_area),
+    # A policy that diverges on the training problems (non-finite area) is discarded: the next
+    # iteration starts again from the best one, with no eta guess.
+    finite = jnp.isfinite(new_area)
+    current = jax.tree.map(lambda new, old: jnp.where(finite, new, old), policy, best)
+    eta = jnp.where(finite, solution.eta, jnp.nan)
+    new_state = CoordinateState(current, eta, best, jnp.where(better, new_area, state.best_area),
                                 state.iteration + 1)
     return new_state, {"area": new_area, "sample_area": jnp.mean(record.losses),
                        "kl": jnp.mean(solution.kl), "eta": jnp.mean(jnp.log10(solution.eta))}
@@ -365,7 +395,7 @@ def iteration(config: CoordinateConfig, family, problems, state: CoordinateState
 
 _iteration = jax.jit(iteration, static_argnums=(0, 1, 5))
 _area = jax.jit(area, static_argnums=(0, 1, 5))
-_sgd_areas = jax.jit(sgd_areas, static_argnums=(0, 1, 4))
+_initial_areas = jax.jit(initial_areas, static_argnums=(0, 1, 4))
 _initial_policy = jax.jit(initial_policy, static_argnums=(0, 1, 5))
 
 
@@ -379,8 +409,9 @@ def run_identity(config: CoordinateConfig, family, problems, key: jax.Array) -> 
 
 
 def _initial_state(config, family, problems, key_rates, key_init, grouping):
-    """(the loop state before the first iteration, SGD's areas at `initial_rates`)."""
-    areas = _sgd_areas(config, family, problems, key_rates, grouping)
+    """(the loop state before the first iteration, the initial optimizer's areas at
+    `initial_rates`)."""
+    areas = _initial_areas(config, family, problems, key_rates, grouping)
     rate = jnp.asarray(config.initial_rates)[jnp.argmin(areas)]
     policy = _initial_policy(config, family, problems, rate, key_init, grouping)
     initial_area = _area(config, family, problems, policy, key_rates, grouping)
@@ -430,15 +461,16 @@ def train(family, problems, config: CoordinateConfig, key: jax.Array, *, groupin
             history = list(metadata["history"])
         else:
             started = time.time()
-            with progress.stage("initial policy (tuned SGD, imitated)"):
+            imitated = config.initial_optimizer
+            with progress.stage(f"initial policy (tuned {imitated}, imitated)"):
                 state, areas = initial()
             if not np.isfinite(np.asarray(areas)).any():
-                raise ValueError(f"coordinate GPS: SGD diverges on these problems at every "
-                                 f"initial rate {list(config.initial_rates)}; pass smaller "
-                                 "CoordinateConfig.initial_rates")
-            logging.info("coordinate GPS: SGD area %s at rates %s, imitation area %.4f (%.0f s)",
-                         [round(float(a), 4) for a in areas], list(config.initial_rates),
-                         state.best_area, time.time() - started)
+                raise ValueError(f"coordinate GPS: {imitated} diverges on these problems at "
+                                 f"every initial rate {list(config.initial_rates)}; pass "
+                                 "smaller CoordinateConfig.initial_rates")
+            logging.info("coordinate GPS: %s area %s at rates %s, imitation area %.4f (%.0f s)",
+                         imitated, [round(float(a), 4) for a in areas],
+                         list(config.initial_rates), state.best_area, time.time() - started)
             history = []
         with progress.stage("GPS iterations", num_iterations, "iterations") as stage:
             stage.update(int(state.iteration))

@@ -157,7 +157,8 @@ def load(path: str):
                          f"(this lopt reads version {VERSION})")
     kind = metadata.get("kind", "fixed_dimension")
     if kind == "coordinatewise":
-        features = cf.CoordinateFeatureConfig(**metadata["features"])
+        # files written before `moments` existed hold policies without the moment inputs
+        features = cf.CoordinateFeatureConfig(**{"moments": False, **metadata["features"]})
         template = policy_lib.init(jax.random.key(0), features.observation_size, 1,
                                    int(metadata["hidden"]))
         policy, _ = checkpoint.load(file, template)
