@@ -131,13 +131,10 @@ def policy_step(policy: policy_lib.Policy, activation: str):
 def initial_step(config: CoordinateConfig, rate):
     """`config.initial_optimizer` at `rate` as an `act` of `rollout`: SGD's step, or Adam's
     (rate times the first moment input)."""
+    if config.initial_optimizer == "sgd":
+        return lambda inputs, gradient: -rate * gradient
     adam_input = 3 * config.features.observation_history  # m̂ / s, after the Psi vectors
-
-    def act(inputs, gradient):
-        if config.initial_optimizer == "sgd":
-            return -rate * gradient
-        return -rate * inputs[..., adam_input]
-    return act
+    return lambda inputs, gradient: -rate * inputs[..., adam_input]
 
 
 def rollout(config: CoordinateConfig, family, problem, act, std, key: jax.Array,
