@@ -54,6 +54,12 @@ UNARIES = flags.DEFINE_list("unaries", None, "Unary subset with constants after 
 BINARIES = flags.DEFINE_list("binaries", None, "Binary subset (default: all), e.g. "
                              "+,-,*,keep_left.")
 CHECKPOINT_EVERY = flags.DEFINE_integer("checkpoint_every", None, "Iterations per checkpoint.")
+FULL_SEEDS = flags.DEFINE_integer("full_seeds", None, "Evaluation keys the full stage scores "
+                                  "each rule under, their mean its score (default: the "
+                                  "preset's).")
+PROMOTE_FRACTION = flags.DEFINE_float("promote_fraction", None, "Share of each batch's new "
+                                      "proxy-trained rules promoted to the full stage (presets "
+                                      "with a proxy).")
 LEARNING_RATE = flags.DEFINE_float("learning_rate", None, "PPO: controller Adam learning rate "
                                    "(paper: 1e-5).")
 ENTROPY_WEIGHT = flags.DEFINE_float("entropy_weight", None, "PPO: entropy bonus (paper: 0.0015).")
@@ -102,9 +108,15 @@ def make_config() -> driver.SearchConfig:
             raise ValueError(f"only --strategy=ppo takes --{', --'.join(ppo_flags)}")
         strategy = dataclasses.replace(strategy,
                                        ppo=dataclasses.replace(strategy.ppo, **ppo_flags))
-    return dataclasses.replace(config, strategy=strategy, **_given(
+    proxy = config.proxy
+    if PROMOTE_FRACTION.value is not None:
+        if proxy is None:
+            raise ValueError(f"--promote_fraction needs a preset with a proxy stage; "
+                             f"{CONFIG.value} has none")
+        proxy = dataclasses.replace(proxy, promote_fraction=PROMOTE_FRACTION.value)
+    return dataclasses.replace(config, strategy=strategy, proxy=proxy, **_given(
         task=TASK.value, data_dir=DATA_DIR.value, budget=BUDGET.value,
-        checkpoint_every=CHECKPOINT_EVERY.value))
+        full_seeds=FULL_SEEDS.value, checkpoint_every=CHECKPOINT_EVERY.value))
 
 
 def write_top_rules(path: str, config: driver.SearchConfig, result: driver.SearchResult

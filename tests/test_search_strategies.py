@@ -73,6 +73,36 @@ def test_mutation_changes_one_token_and_stays_valid():
     assert np.mean(same) < 0.03
 
 
+def test_redraw_activated_fills_a_new_node_at_random():
+    """From `adam * sign(g)` (its second level passes the first on: op2 and u2 unread), a
+    mutation that gives that level a real binary reads op2 and u2: kept, they are the padding
+    (the previous output, identity); redrawn, they vary. Either way the child is valid and only
+    the mutated position, later ones and (when redrawn) the newly read ones change."""
+    parent = jnp.asarray(SPACE.to_tokens(rules.parse("adam * sign(g)")))
+    keep_left = SPACE.vocabulary.binaries.index("keep_left")
+    assert int(parent[9]) == keep_left
+    live = lambda tokens: strategies.live_positions(tokens, SPACE)  # noqa: E731
+    keys = jax.random.split(jax.random.key(4), 2000)
+    for redraw in (False, True):
+        children = jax.vmap(strategies.mutate_tokens, (0, None, None, None))(
+            keys, parent, SPACE, redraw)
+        _check_valid(children)
+        activated = np.asarray(jax.vmap(live)(children) & ~live(parent))
+        changed = np.asarray(children != parent) & ~activated
+        first_change = np.argmax(changed, axis=1)
+        assert all(not changed[row, :first_change[row]].any() for row in range(2000))
+        children = np.asarray(children)
+        # The binary mutated to a real one (not the level's op1, which also forces a new binary)
+        opened = (children[:, 9] != keep_left) & (children[:, 5] == np.asarray(parent)[5])
+        assert 50 < opened.sum() < 1000
+        padding_kept = (children[opened][:, [6, 8]] == np.asarray(parent)[[6, 8]]).all(axis=1)
+        if redraw:
+            assert padding_kept.mean() < 0.2
+            assert len({tuple(row) for row in children[opened][:, [6, 8]]}) > 10
+        else:
+            assert padding_kept.all()
+
+
 def test_live_positions_are_the_tokens_the_rule_reads():
     """Changing a token the rule does not read keeps its tree; changing one it reads changes
     it (checked on the decoded trees, position by position)."""

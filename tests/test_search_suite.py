@@ -56,6 +56,39 @@ def test_normalised_scores_are_one_for_adam_and_zero_at_the_failure_reward():
     np.testing.assert_array_equal(suite.score(codes, single, {}).reward, raw.reward)
 
 
+def test_several_full_seeds_average_scores_normalised_under_each_key():
+    caches = {}
+    scoring = suite.prepare(("quadratic", "rosenbrock"), SMOKE.evaluator, None,
+                            jax.random.key(3), caches, depth=SMOKE.evaluator.depth, seeds=2)
+    # Data-free tasks: only a random rule's training depends on the key.
+    codes = rules.encode([rules.LIBRARY["adam"], rules.parse("drop(adam, 0.5)")],
+                         SMOKE.evaluator.depth)
+    scores = suite.score(codes, scoring, caches)
+    np.testing.assert_allclose(scores.task_scores[0], [1.0, 1.0])
+    keys = [scoring.full_key(0), scoring.full_key(1)]
+    assert jax.random.key_data(keys[0]).tolist() == jax.random.key_data(jax.random.key(3)).tolist()
+    assert len({tuple(jax.random.key_data(key).tolist())
+                for key in (*keys, scoring.proxy_key())}) == 3
+    expected = []
+    for task in ("quadratic", "rosenbrock"):
+        task = tasks.get(task)
+        per_key = []
+        for key in keys:  # by hand: normalised under each key, then the mean
+            adam, rule = (evaluator.evaluate(codes[row:row + 1], task, SMOKE.evaluator,
+                                             key).reward[0] for row in (0, 1))
+            floor = evaluator.failure_reward(task, SMOKE.evaluator, key)
+            per_key.append((rule - floor) / (adam - floor))
+        assert per_key[0] != per_key[1]
+        expected.append(np.mean(per_key))
+    np.testing.assert_allclose(scores.task_scores[1], expected)
+    # One seed is the search as it was: same identity, same cache names.
+    plain = dataclasses.replace(SMOKE, task=("quadratic", "rosenbrock"))
+    assert driver.run_identity(plain, jax.random.key(0)) != driver.run_identity(
+        dataclasses.replace(plain, full_seeds=2), jax.random.key(0))
+    assert "full_seeds" not in json.dumps(driver.run_identity(plain, jax.random.key(0)),
+                                          default=str)
+
+
 @pytest.fixture(scope="module")
 def funnel_run(tmp_path_factory):
     out = str(tmp_path_factory.mktemp("funnel"))

@@ -82,6 +82,8 @@ class SearchConfig:
     budget: number of sampled rules (rounded up to whole batches).
     evaluator: the full scoring protocol (its chunk padding keeps a search to one compiled
       program; degenerate rules pruned untrained, except in the paper preset).
+    full_seeds: evaluation keys the full stage scores each rule under (their mean is its
+      score; `lopt.search.suite`); each costs a full-stage training.
     checkpoint_every: iterations between checkpoints.
     top_k: distinct rules in `SearchResult.top`.
     """
@@ -92,6 +94,7 @@ class SearchConfig:
     data_dir: str | None = None
     budget: int = 2000
     evaluator: EvaluatorConfig = EvaluatorConfig(chunk_size=50, prune=True)
+    full_seeds: int = 1
     checkpoint_every: int = 5
     top_k: int = 10
 
@@ -116,7 +119,7 @@ class SearchConfig:
         if self.proxy is not None and not isinstance(self.proxy, suite.Proxy):
             raise ValueError(f"SearchConfig.proxy must be None or a lopt.search.suite.Proxy, "
                              f"got {self.proxy!r}")
-        for name in ("budget", "checkpoint_every", "top_k"):
+        for name in ("budget", "full_seeds", "checkpoint_every", "top_k"):
             value = getattr(self, name)
             if not isinstance(value, int) or value <= 0:
                 raise ValueError(f"SearchConfig.{name} must be a positive integer, got {value!r}")
@@ -208,6 +211,8 @@ def run_identity(config: SearchConfig, key: jax.Array) -> dict[str, Any]:
         data = [task_data for _, task_data in described]
     else:
         (settings["task"], data), = described
+    if config.full_seeds == 1:
+        del settings["full_seeds"]  # so that runs from before the field keep their identities
     if config.proxy is None:
         del settings["proxy"]  # so that single-task runs keep their identities
     else:
@@ -387,7 +392,8 @@ def run(config: SearchConfig, key: jax.Array, *, out: str | None = None,
     written = len(rows) // config.batch_size
     with progress.stage("search: scoring adam on every stage's task (normalisation)"):
         scoring = suite.prepare(config.suite, config.evaluator, config.proxy, eval_key, caches,
-                                depth=space.depth, data_dir=config.data_dir)
+                                depth=space.depth, data_dir=config.data_dir,
+                                seeds=config.full_seeds)
 
     timings = []
     last_iteration = config.num_iterations

@@ -140,11 +140,16 @@ class Evolution(Strategy):
     warm_start: rules (names of `lopt.rules.LIBRARY` or rule text) that open the first
       population, before the random ones; None: `DEFAULT_WARM_START`, those that the space can
       express (depth, vocabulary and constraints). Rules given here must all be expressible.
+    redraw_activated: a mutation that makes unread positions read redraws them at random
+      (`mutate_tokens`), as inserting a node would; False keeps what they held, which in a
+      warm-start rule's padding is the previous output and identity (so the first non-keep-left
+      binary on a pass-through level makes `x - x`, `x * x`, ...).
     """
 
     population_size: int = 100
     tournament_size: int = 2
     warm_start: tuple[str, ...] | None = None
+    redraw_activated: bool = False
     name: str = dataclasses.field(default="evolution", init=False)
 
     def __post_init__(self):
@@ -187,7 +192,8 @@ class Evolution(Strategy):
         random_key, select_key, mutate_key = jax.random.split(key, 3)
         parents = jax.vmap(lambda k: tournament(k, state.rewards, self.tournament_size))(
             jax.random.split(select_key, self.batch_size))
-        children = jax.vmap(lambda k, parent: mutate_tokens(k, parent, self.space))(
+        children = jax.vmap(lambda k, parent: mutate_tokens(k, parent, self.space,
+                                                            self.redraw_activated))(
             jax.random.split(mutate_key, self.batch_size), state.tokens[parents])
         fresh = self.space.random_tokens(random_key, self.batch_size)
         warm = jnp.asarray(self.warm_start_tokens)
@@ -248,27 +254,33 @@ def live_positions(tokens: jax.Array, space: SearchSpace) -> jax.Array:
     return live.reshape(-1)
 
 
-def mutate_tokens(key: jax.Array, tokens: jax.Array, space: SearchSpace) -> jax.Array:
+def mutate_tokens(key: jax.Array, tokens: jax.Array, space: SearchSpace,
+                  redraw_activated: bool = False) -> jax.Array:
     """Mutates one node of a valid rule, tokens int32 [T] → [T]; jittable.
 
     A position is chosen uniformly among those the rule reads (`live_positions`) that allow
     another id; its token is redrawn uniformly among those other ids. A later token that the
     change makes invalid (e.g. an operand equal to a new op1) is redrawn uniformly among its
-    allowed ids, so the child stays valid.
+    allowed ids, so the child stays valid. With `redraw_activated`, the positions the child
+    reads and the parent did not (op2 and u2 of a level whose keep-left binary changed, the
+    levels a new operand refers to) are redrawn the same way, in position order.
     """
     position_key, token_key, repair_key = jax.random.split(key, 3)
     ids = jnp.arange(space.width)
     others = space.vocabulary.masks(tokens, space.depth) & (ids != tokens[:, None])
-    mutable = live_positions(tokens, space) & others.any(axis=1)
+    live = live_positions(tokens, space)
+    mutable = live & others.any(axis=1)
     mutated = jax.random.categorical(position_key, jnp.where(mutable, 0.0, -jnp.inf))
     new_token = jax.random.categorical(token_key, jnp.where(others[mutated], 0.0, -jnp.inf))
     tokens = tokens.at[mutated].set(new_token.astype(jnp.int32))
+    activated = (live_positions(tokens, space) & ~live if redraw_activated
+                 else jnp.zeros_like(live))
 
     def repair(tokens, position_and_key):
         position, position_key = position_and_key
         allowed = space.mask(tokens, position)
         redraw = jax.random.categorical(position_key, jnp.where(allowed, 0.0, -jnp.inf))
-        keep = (position <= mutated) | allowed[tokens[position]]
+        keep = ((position <= mutated) | allowed[tokens[position]]) & ~activated[position]
         token = jnp.where(keep, tokens[position], redraw.astype(jnp.int32))
         return tokens.at[position].set(token), None
 

@@ -23,7 +23,11 @@ The funnel (after Chen et al. 2023, "Symbolic Discovery of Optimization Algorith
     ceil(promote_fraction x their number) by proxy score are promoted (ties: the earlier in
     the batch);
   stage "full": promoted candidates are scored on every suite task with the full protocol
-    (`SearchConfig.evaluator`); their reward is the suite score.
+    (`SearchConfig.evaluator`); their reward is the suite score. With `seeds` S > 1
+    (`SearchConfig.full_seeds`) each task is scored under S evaluation keys, each normalised
+    against Adam under the same key, and the task's score is their mean: one key's spread
+    (a few percent per child) is larger than the gains a search looks for, so a search
+    scored on one key breeds from its luckiest draws.
 A candidate that stops at the proxy is rewarded its proxy score, on the same Adam-normalised
 scale as a suite score (a strategy compares the two directly: the proxy drives most of the
 search, the suite decides what is reported); a degenerate one (pruned, `EvaluatorConfig.prune`)
@@ -52,6 +56,7 @@ from lopt.search.evaluator import EvaluatorConfig, evaluate, failure_reward
 
 STAGES = ("pruned", "proxy", "full")
 _PROXY_KEY = 1  # folded into the search's evaluation key for the proxy stage
+_FULL_SEEDS_KEY = 2  # folded in, then the seed index, for the full stage's seeds after the first
 
 
 @dataclasses.dataclass(frozen=True)
@@ -116,11 +121,12 @@ class BatchScores(NamedTuple):
       raw validation accuracy for a single task without a proxy).
     stage: str [N], one of `STAGES`: how far each candidate went.
     proxy_score: the normalised proxy score (0 when pruned; NaN without a proxy).
-    task_scores: [N, T] the score on each suite task (normalised; raw for a single task
-      without a proxy); NaN where the full stage was not reached.
-    learning_rates: [N, T] the rate each suite task's sweep chose (NaN: not reached, or
-      diverged at every rate).
-    diverged: failed at the last stage reached.
+    task_scores: [N, T] the score on each suite task, the mean over the full stage's seeds
+      (normalised; raw for a single task without a proxy); NaN where the full stage was not
+      reached.
+    learning_rates: [N, T] the rate each suite task's sweep chose, under the first seed
+      (NaN: not reached, or diverged at every rate).
+    diverged: failed at the last stage reached (under any of the full stage's seeds).
     pruned: degenerate, scored untrained.
     fingerprint: str [N].
     """
@@ -135,16 +141,17 @@ class BatchScores(NamedTuple):
     fingerprint: np.ndarray
 
 
-def cache_name(stage: str, task_name: str) -> str:
-    """The key of a (stage, task) score cache in a search's cache dict."""
-    return f"{stage}:{task_name}"
+def cache_name(stage: str, task_name: str, seed: int = 0) -> str:
+    """The key of a (stage, task, seed) score cache in a search's cache dict."""
+    return f"{stage}:{task_name}" + (f"@{seed}" if seed else "")
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class Scoring:
     """A search's resolved stages: suite tasks (objects), the full protocol, the optional
     proxy (task object, protocol, fraction), the references ({cache name: Reference}, empty
-    for a single task without a proxy) and the evaluation key."""
+    for a single task without a proxy), the evaluation key and the full stage's number of
+    seeds."""
 
     tasks: tuple
     evaluator: EvaluatorConfig
@@ -152,6 +159,7 @@ class Scoring:
     proxy: Proxy | None
     references: dict
     key: jax.Array
+    seeds: int = 1
 
     @property
     def normalised(self) -> bool:
@@ -164,33 +172,41 @@ class Scoring:
     def proxy_key(self) -> jax.Array:
         return jax.random.fold_in(self.key, _PROXY_KEY)
 
+    def full_key(self, seed: int) -> jax.Array:
+        """The full stage's evaluation key of seed 0, ..., seeds - 1 (seed 0: the search's)."""
+        if seed == 0:
+            return self.key
+        return jax.random.fold_in(jax.random.fold_in(self.key, _FULL_SEEDS_KEY), seed)
+
 
 def prepare(suite, evaluator: EvaluatorConfig, proxy: Proxy | None, key: jax.Array,
-            caches: dict, *, depth: int, data_dir: str | None = None) -> Scoring:
+            caches: dict, *, depth: int, data_dir: str | None = None, seeds: int = 1
+            ) -> Scoring:
     """Resolves the suite's tasks and computes each stage's reference (Adam's reward, added
     to the caches; Adam encoded at `depth`, the search space's, so that it shares the
-    search's compiled programs); ValueError if Adam does not beat the floor on a task (no
-    normalisation)."""
+    search's compiled programs), one per full-stage seed; ValueError if Adam does not beat
+    the floor on a task (no normalisation)."""
     suite_tasks = tuple(tasks_lib.get(task, data_dir=data_dir) for task in suite)
     proxy_task = tasks_lib.get(proxy.task, data_dir=data_dir) if proxy else None
     names = [task.name for task in suite_tasks]
     if len(set(names)) < len(names):
         raise ValueError(f"the suite's tasks need distinct names, got {names}")
-    scoring = Scoring(suite_tasks, evaluator, proxy_task, proxy, {}, key)
+    scoring = Scoring(suite_tasks, evaluator, proxy_task, proxy, {}, key, seeds)
     if len(suite_tasks) == 1 and proxy is None:
         return scoring
-    stages = [("full", task, evaluator, key) for task in suite_tasks]
+    stages = [(cache_name("full", task.name, seed), task, evaluator, scoring.full_key(seed))
+              for task in suite_tasks for seed in range(seeds)]
     if proxy:
-        stages.append(("proxy", proxy_task, proxy.evaluator, scoring.proxy_key()))
+        stages.append((cache_name("proxy", proxy_task.name), proxy_task, proxy.evaluator,
+                       scoring.proxy_key()))
     adam = rules_lib.encode([rules_lib.LIBRARY["adam"]], depth)
-    for stage, task, config, stage_key in stages:
-        name = cache_name(stage, task.name)
+    for name, task, config, stage_key in stages:
         reward = float(evaluate(adam, task, config, stage_key,
                                 cache=caches.setdefault(name, {})).reward[0])
         floor = failure_reward(task, config, stage_key)
         if not reward > floor:
             raise ValueError(f"Adam scores {reward:.4g}, not above the failure reward "
-                             f"{floor:.4g}, on {task.name} at the {stage} stage: its "
+                             f"{floor:.4g}, on {task.name} (score cache {name}): its "
                              f"normalisation is undefined (change the protocol or the task)")
         scoring.references[name] = Reference(floor, reward)
     return scoring
@@ -227,15 +243,19 @@ def score(codes, scoring: Scoring, caches: dict, *, promote_all: bool = False) -
     for column, task in enumerate(scoring.tasks):
         if not reached.any():
             break
-        name = cache_name("full", task.name)
-        full = evaluate(codes[np.flatnonzero(reached)], task, scoring.evaluator, scoring.key,
-                        cache=caches.setdefault(name, {}))
-        task_scores[reached, column] = (normalise(full.reward, scoring.references[name])
-                                        if scoring.normalised else full.reward)
-        rates[reached, column] = full.learning_rate
-        full_diverged[reached] |= full.diverged
-        if scoring.proxy is None and column == 0:  # every candidate reaches the full stage
-            proxy = full
+        per_seed = []
+        for seed in range(scoring.seeds):
+            name = cache_name("full", task.name, seed)
+            full = evaluate(codes[np.flatnonzero(reached)], task, scoring.evaluator,
+                            scoring.full_key(seed), cache=caches.setdefault(name, {}))
+            per_seed.append(normalise(full.reward, scoring.references[name])
+                            if scoring.normalised else full.reward)
+            full_diverged[reached] |= full.diverged
+            if seed == 0:
+                rates[reached, column] = full.learning_rate
+                if scoring.proxy is None and column == 0:  # every candidate is trained here
+                    proxy = full
+        task_scores[reached, column] = np.mean(per_seed, axis=0)
     full_score = np.mean(np.where(reached[:, None], task_scores, 0.0), axis=1)
     reward = np.where(reached, full_score, proxy_score)
     stage = np.where(proxy.pruned, "pruned", np.where(reached, "full", "proxy"))
