@@ -378,11 +378,11 @@ def iteration(config: CoordinateConfig, family, problems, state: CoordinateState
     policy = s_step(config, state.policy, rows, key_fit, config.policy_steps)
     new_area = area(config, family, problems, policy, key_area, grouping)
     better = new_area < state.best_area
-    best = jax.tree.map(lambda new, old: jnp.where(better, new, old), policy, state.best)
+    best = lqg.select(better, policy, state.best)
     # A policy that diverges on the training problems (non-finite area) is discarded: the next
     # iteration starts again from the best one, with no eta guess.
     finite = jnp.isfinite(new_area)
-    current = jax.tree.map(lambda new, old: jnp.where(finite, new, old), policy, best)
+    current = lqg.select(finite, policy, best)
     eta = jnp.where(finite, solution.eta, jnp.nan)
     new_state = CoordinateState(current, eta, best, jnp.where(better, new_area, state.best_area),
                                 state.iteration + 1)

@@ -640,7 +640,7 @@ def optimise(config: LQGConfig, layout: feats.StateLayout, dynamics: dyn.Dynamic
         gap, at_candidate = evaluate(candidate)
         converged = jnp.abs(gap) <= log_tolerance
         too_large = gap > 0
-        at_high = _select(too_large, search.at_high, at_candidate)
+        at_high = select(too_large, search.at_high, at_candidate)
         # Not bracketed yet: the last evaluation is the answer if its side cannot be left.
         inactive = ~too_large & (candidate <= lowest)
         unreachable = too_large & (candidate >= highest)
@@ -655,7 +655,7 @@ def optimise(config: LQGConfig, layout: feats.StateLayout, dynamics: dyn.Dynamic
             known_low=search.known_low | too_large,
             known_high=search.known_high | ~too_large,
             at_high=at_high,
-            best=_select(converged | (~too_large & ~bracketed) | unreachable | ~search.known_high,
+            best=select(converged | (~too_large & ~bracketed) | unreachable | ~search.known_high,
                          at_candidate, at_high),
             last_gap=gap,
             evaluations=search.evaluations + 1,
@@ -669,7 +669,9 @@ def optimise(config: LQGConfig, layout: feats.StateLayout, dynamics: dyn.Dynamic
     return search.best._replace(expected_cost=jnp.sum(costs), num_passes=search.evaluations)
 
 
-def _select(predicate, if_true, if_false):
+def select(predicate, if_true, if_false):
+    """The pytree `if_true` where the boolean `predicate` (broadcasting against every leaf)
+    holds, else `if_false` (same structure); jittable."""
     return jax.tree.map(lambda a, b: jnp.where(predicate, a, b), if_true, if_false)
 
 
