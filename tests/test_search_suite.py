@@ -82,6 +82,7 @@ def test_several_full_seeds_average_scores_normalised_under_each_key():
         expected.append(np.mean(per_key))
     np.testing.assert_allclose(scores.task_scores[1], expected)
     # One seed is the search as it was: same identity, same cache names.
+    assert suite.cache_name("full", "quadratic", 0) == "full:quadratic"
     plain = dataclasses.replace(SMOKE, task=("quadratic", "rosenbrock"))
     assert driver.run_identity(plain, jax.random.key(0)) != driver.run_identity(
         dataclasses.replace(plain, full_seeds=2), jax.random.key(0))

@@ -240,14 +240,15 @@ def score(codes, scoring: Scoring, caches: dict, *, promote_all: bool = False) -
     task_scores = np.full((num, len(scoring.tasks)), np.nan)
     rates = np.full((num, len(scoring.tasks)), np.nan)
     full_diverged = np.zeros(num, bool)
+    promoted_codes = codes[np.flatnonzero(reached)]
     for column, task in enumerate(scoring.tasks):
         if not reached.any():
             break
         per_seed = []
         for seed in range(scoring.seeds):
             name = cache_name("full", task.name, seed)
-            full = evaluate(codes[np.flatnonzero(reached)], task, scoring.evaluator,
-                            scoring.full_key(seed), cache=caches.setdefault(name, {}))
+            full = evaluate(promoted_codes, task, scoring.evaluator, scoring.full_key(seed),
+                            cache=caches.setdefault(name, {}))
             per_seed.append(normalise(full.reward, scoring.references[name])
                             if scoring.normalised else full.reward)
             full_diverged[reached] |= full.diverged
