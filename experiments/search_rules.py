@@ -6,12 +6,13 @@ r"""Searches for update rules (Neural Optimizer Search) with PPO, evolution or r
 
 `--config` picks a preset of `lopt.search.SearchConfig.preset` (smoke: seconds on a quadratic;
 cpu: digits MLP on a laptop CPU; cpu_suite: three children through a proxy funnel,
-`lopt.search.suite`; paper: the CIFAR-10 child at paper scale); the other flags override its
-fields when given. `--strategy` names an entry of `lopt.search.STRATEGIES`: the preset's own
-strategy (ppo, evolution for cpu_suite) keeps its settings, another starts from its
-defaults on the preset's space and batch size; the PPO flags need --strategy=ppo. Writes into
---out results.jsonl, config.json and checkpoint.npz (see `lopt.search.driver`), and when the
-search ends
+`lopt.search.suite`; cpu_suite_depth3: the same for depth-3 rules, warm-started from the
+paper's Table 1, its full stage under three keys; paper: the CIFAR-10 child at paper scale);
+the other flags override its fields when given. `--strategy` names an entry of
+`lopt.search.STRATEGIES`: the preset's own strategy (ppo, evolution for the suites) keeps its
+settings, another starts from its defaults on the preset's space and batch size; the PPO
+flags need --strategy=ppo. Writes into --out results.jsonl, config.json and checkpoint.npz
+(see `lopt.search.driver`), and when the search ends
   top_rules.md      the best distinct rules (simplified: `lopt.rules.simplify`, the same update)
                     next to sgd, momentum, adam and rmsprop scored under the same protocol, the
                     search's cache-hit and pruning rates, and the snippet that turns a rule
@@ -40,7 +41,8 @@ TOP_RULES, REWARD_CURVE = "top_rules.md", "reward_curve.png"
 
 STRATEGY = flags.DEFINE_string("strategy", "ppo", "ppo, evolution or random "
                                "(`lopt.search.strategies.STRATEGIES`).")
-CONFIG = flags.DEFINE_string("config", "cpu", "Preset: smoke, cpu, cpu_suite or paper.")
+CONFIG = flags.DEFINE_string("config", "cpu",
+                             "Preset: smoke, cpu, cpu_suite, cpu_suite_depth3 or paper.")
 TASK = flags.DEFINE_string("task", None, "Child task (default: the preset's): a name of "
                           "lopt.search.tasks.TASKS or 'module:attribute' naming your own.")
 DATA_DIR = flags.DEFINE_string("data_dir", None, "Local CIFAR-10 directory (cifar10_* tasks).")

@@ -98,8 +98,8 @@ def test_resume_refuses_a_different_config(uninterrupted):
 def test_bad_config(change, message):
     with pytest.raises(ValueError, match=re.escape(message)):
         dataclasses.replace(SMOKE, **change)
-    with pytest.raises(ValueError,
-                       match="unknown preset 'huge'; valid: smoke, cpu, cpu_suite, paper"):
+    with pytest.raises(ValueError, match="unknown preset 'huge'; valid: smoke, cpu, cpu_suite, "
+                                         "cpu_suite_depth3, paper"):
         driver.SearchConfig.preset("huge")
 
 

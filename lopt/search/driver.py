@@ -191,6 +191,26 @@ PRESETS = {
         budget=20000, checkpoint_every=5,
         evaluator=EvaluatorConfig(learning_rates=HALF_DECADE_LEARNING_RATES, chunk_size=4,
                                   prune=True)),
+    # As cpu_suite, for rules of depth 3 and a full stage less prone to the winner's curse:
+    # the population opens with adam, powersign, addsign and the rest of the paper's Table 1,
+    # mutations that make a node live redraw it, and the best 2% of each batch's (about 3 of
+    # 200) are scored under three evaluation keys, one rule per compiled call (no padding: the
+    # character LSTM is most of the cost).
+    "cpu_suite_depth3": SearchConfig(
+        strategy=strategies.Evolution(
+            space=SearchSpace(depth=3), batch_size=200, population_size=400,
+            warm_start=("adam", "powersign", "addsign") + tuple(
+                name for name in rules_lib.TABLE_1 if name != "powersign"),
+            redraw_activated=True),
+        task=("digits_mlp", "digits_convnet", "stdlib_lstm_lm"),
+        proxy=suite.Proxy(
+            task="digits_mlp",
+            evaluator=EvaluatorConfig(learning_rates=(1e-3, 1e-2, 1e-1), final_epochs=2,
+                                      chunk_size=200, prune=True),
+            promote_fraction=0.02),
+        budget=20000, checkpoint_every=5, full_seeds=3,
+        evaluator=EvaluatorConfig(learning_rates=HALF_DECADE_LEARNING_RATES, chunk_size=1,
+                                  prune=True)),
     # Section 4: CIFAR-10 ConvNet child, depth-3 rules, the paper's controller optimiser.
     "paper": SearchConfig(
         strategy=strategies.PPOSearch(space=SearchSpace(depth=3), batch_size=100),
