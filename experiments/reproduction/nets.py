@@ -301,17 +301,21 @@ def figure(settings, which: str, command: str) -> Report:
     learned, provenance = learned_optimizer(settings, directory, scale, command)
     tasks, tune_keys, eval_keys = held_out_run(scale, settings.seed)
     results, rates = {}, {}
-    with progress.stage("held-out tasks", len(tasks), "tasks") as stage:
+    # One unit per optimizer on a task (the learned one, then each baseline's sweep and run),
+    # so that the ETA moves within a task, not only between tasks.
+    per_task = 1 + len(BASELINES)
+    with progress.stage("held-out tasks", len(tasks) * per_task, "optimizer runs") as stage:
         for number, task in enumerate(tasks):
             started = time.time()
-            runs = {LEARNED: jax.jit(lambda t=task: curves(t, gps.as_optax(learned), eval_keys,
-                                                           scale.eval_every))()}
-            for name in BASELINES:
+            runs = {LEARNED: jax.block_until_ready(jax.jit(lambda t=task: curves(
+                t, gps.as_optax(learned), eval_keys, scale.eval_every))())}
+            stage.update(number * per_task + 1)
+            for done, name in enumerate(BASELINES, start=2):
                 rates[(task.name, name)], runs[name] = tuned(task, BASELINES[name], scale,
                                                              tune_keys, eval_keys)
+                stage.update(number * per_task + done)
             results[task.name] = {name: np.asarray(values) for name, values in runs.items()}
             logging.info("lto_nets: %s done in %.0f s", task.name, time.time() - started)
-            stage.update(number + 1)
     table, wins = _table(results, rates)
     figures = _plot(results, directory, scale.eval_every)
     with open(os.path.join(directory, "areas.json"), "w") as file:
