@@ -57,8 +57,8 @@ _SMOKE_SEARCH = driver.SearchConfig.preset(
                       evaluator=driver.PRESETS["smoke"].evaluator))
 SCALES = {
     "smoke": Scale(_SMOKE_SEARCH, 4, 1, 2, ("quadratic_20",), 20, 1),
-    "cpu": Scale(driver.PRESETS["cpu_suite"], 10, 3, 10,
-                 ("digits_mlp_3x128", "digits_convnet_3x32"), 1000, 3),
+    "cpu": Scale(driver.PRESETS["cpu_suite_depth3"], 10, 3, 10,
+                 ("digits_mlp_3x128", "digits_convnet_3x32", "stdlib_lstm_lm_2x96"), 1000, 3),
 }
 SCALES["paper"] = SCALES["cpu"]
 
@@ -297,7 +297,8 @@ def _export(settings, command, suite_names, names, per_task, aggregate, held_out
                        "held_out_fresh": {name: float(scores[:, i].mean())
                                           for name, scores in held_out.items()}}})
     provenance = {"command": f"{command} --export_pretrained", "seed": settings.seed,
-                  "preset": "cpu_suite" if settings.scale != "smoke" else "smoke funnel",
+                  "preset": next((name for name, config in driver.PRESETS.items()
+                                  if config is SCALES[settings.scale].search), "smoke funnel"),
                   "suite": list(suite_names), "held_out": list(held_out),
                   "normalisation": "(reward - failure reward) / (adam's reward - failure "
                                    "reward), per seed and task; Adam = 1",
