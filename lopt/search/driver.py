@@ -162,6 +162,25 @@ HALF_DECADE_LEARNING_RATES = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1)
 # rules in 3000 samples); 2e-4 learns by ~2000 samples and keeps exploring longer
 # (benchmarks/search.py compares PPO with random search at equal budgets).
 _CPU_PPO = PPOConfig(learning_rate=2e-4, normalize_advantages=True)
+# A 2-core CPU, a suite of three children and a funnel (lopt.search.suite): every new rule
+# is scored on a short digits-MLP proxy (3 rates, 1 + 2 epochs), the best 4% of each
+# batch's (about 7 of 200) on the digits MLP, the digits ConvNet and the character LSTM
+# with a sweep of 7 rates half a decade apart (a decade apart, a rule that is Adam times a
+# constant would win by sitting between Adam's grid points); regularized evolution
+# warm-started from adam, powersign and addsign.
+_CPU_SUITE = SearchConfig(
+    strategy=strategies.Evolution(space=SearchSpace(depth=2), batch_size=200,
+                                  population_size=400),
+    task=("digits_mlp", "digits_convnet", "stdlib_lstm_lm"),
+    proxy=suite.Proxy(
+        task="digits_mlp",
+        evaluator=EvaluatorConfig(learning_rates=(1e-3, 1e-2, 1e-1), final_epochs=2,
+                                  chunk_size=200, prune=True),
+        promote_fraction=0.04),
+    budget=20000, checkpoint_every=5,
+    evaluator=EvaluatorConfig(learning_rates=HALF_DECADE_LEARNING_RATES, chunk_size=4,
+                              prune=True))
+
 PRESETS = {
     # Seconds: a quadratic child, 40 rules; for tests and trying the pipeline.
     "smoke": SearchConfig(
@@ -173,44 +192,21 @@ PRESETS = {
     "cpu": SearchConfig(
         strategy=strategies.PPOSearch(space=SearchSpace(depth=2), batch_size=50, ppo=_CPU_PPO),
         task="digits_mlp", budget=2000),
-    # A 2-core CPU, a suite of three children and a funnel (lopt.search.suite): every new rule
-    # is scored on a short digits-MLP proxy (3 rates, 1 + 2 epochs), the best 4% of each
-    # batch's (about 7 of 200) on the digits MLP, the digits ConvNet and the character LSTM
-    # with a sweep of 7 rates half a decade apart (a decade apart, a rule that is Adam times a
-    # constant would win by sitting between Adam's grid points); regularized evolution
-    # warm-started from adam, powersign and addsign.
-    "cpu_suite": SearchConfig(
-        strategy=strategies.Evolution(space=SearchSpace(depth=2), batch_size=200,
-                                      population_size=400),
-        task=("digits_mlp", "digits_convnet", "stdlib_lstm_lm"),
-        proxy=suite.Proxy(
-            task="digits_mlp",
-            evaluator=EvaluatorConfig(learning_rates=(1e-3, 1e-2, 1e-1), final_epochs=2,
-                                      chunk_size=200, prune=True),
-            promote_fraction=0.04),
-        budget=20000, checkpoint_every=5,
-        evaluator=EvaluatorConfig(learning_rates=HALF_DECADE_LEARNING_RATES, chunk_size=4,
-                                  prune=True)),
+    "cpu_suite": _CPU_SUITE,
     # As cpu_suite, for rules of depth 3 and a full stage less prone to the winner's curse:
     # the population opens with adam, powersign, addsign and the rest of the paper's Table 1,
     # mutations that make a node live redraw it, and the best 2% of each batch's (about 3 of
     # 200) are scored under three evaluation keys, one rule per compiled call (no padding: the
     # character LSTM is most of the cost).
-    "cpu_suite_depth3": SearchConfig(
+    "cpu_suite_depth3": dataclasses.replace(
+        _CPU_SUITE,
         strategy=strategies.Evolution(
             space=SearchSpace(depth=3), batch_size=200, population_size=400,
             warm_start=("adam", "powersign", "addsign") + tuple(
                 name for name in rules_lib.TABLE_1 if name != "powersign"),
             redraw_activated=True),
-        task=("digits_mlp", "digits_convnet", "stdlib_lstm_lm"),
-        proxy=suite.Proxy(
-            task="digits_mlp",
-            evaluator=EvaluatorConfig(learning_rates=(1e-3, 1e-2, 1e-1), final_epochs=2,
-                                      chunk_size=200, prune=True),
-            promote_fraction=0.02),
-        budget=20000, checkpoint_every=5, full_seeds=3,
-        evaluator=EvaluatorConfig(learning_rates=HALF_DECADE_LEARNING_RATES, chunk_size=1,
-                                  prune=True)),
+        proxy=dataclasses.replace(_CPU_SUITE.proxy, promote_fraction=0.02), full_seeds=3,
+        evaluator=dataclasses.replace(_CPU_SUITE.evaluator, chunk_size=1)),
     # Section 4: CIFAR-10 ConvNet child, depth-3 rules, the paper's controller optimiser.
     "paper": SearchConfig(
         strategy=strategies.PPOSearch(space=SearchSpace(depth=3), batch_size=100),
