@@ -60,6 +60,8 @@ def test_every_experiment_runs_at_smoke_scale(run_module, tmp_path):
     assert re.search(r"lto_logistic / GPS iteration 1/3: optimise: done in [\d.]+s; "
                      r"job ETA \d+(m\d\ds|s)", log)
     assert "reproduce: time per stage" in log and "XLA compiled" in log
+    # Re-scoring rules over seeds is a stage of its own (rate and ETA while it runs).
+    assert re.search(r"nos_table / \w+: 20 rules: done in [\d.]+s", log)
 
 
 def test_a_trained_optimizer_is_reused_and_exported_with_provenance(tmp_path, monkeypatch):

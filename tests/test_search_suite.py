@@ -12,7 +12,7 @@ import pytest
 
 from experiments.reproduction import nos, nos_suite
 from lopt import rules
-from lopt.search import driver, evaluator, suite, tasks
+from lopt.search import driver, evaluator, fingerprint, suite, tasks
 
 SMOKE = driver.SearchConfig.preset("smoke")
 # The smoke search of `experiments.reproduce --which=nos_suite` (the last test reuses its run).
@@ -188,3 +188,25 @@ def test_nos_suite_reports_and_exports_discovered_rules(funnel_run, tmp_path):
     columns += [np.asarray(values)[:, index] for values in scores["held_out"].values()]
     met = all(np.mean(c - 1) > 2 * np.std(c, ddof=1) / np.sqrt(len(c)) for c in columns)
     assert ("**met**" if met else "**not met**") in result.verdict
+
+
+def test_rules_the_search_was_given_are_not_reported_as_found():
+    # Rows as a search writes them, with fingerprints computed independently of `new_rules`.
+    texts = ["adam * exp(sign(g) * sign(m))", "g + sign(g)", "sign(m) * sign(g)", "m", "adam"]
+    fingerprints = fingerprint.fingerprint_rules([rules.parse(text) for text in texts])
+    rows = [{"stage": "full", "fingerprint": f, "score": 2.0 - 0.1 * i, "simplified": t}
+            for i, (t, f) in enumerate(zip(texts, fingerprints, strict=True))]
+    rows.append({"stage": "proxy", "fingerprint": "x", "score": 9.0, "simplified": "g"})
+    # `sign(g) * sign(m)` is the warm start written the other way round: the same update.
+    given = [rules.LIBRARY["adam"], rules.parse("sign(g) * sign(m)"),
+             rules.parse("adam * exp(sign(m) * sign(g))")]
+    found = nos_suite.new_rules(rows, given, count=5)
+    assert [row["simplified"] for row in found] == ["g + sign(g)", "m"]
+    assert [row["simplified"] for row in nos_suite.new_rules(rows, given, 1)] == ["g + sign(g)"]
+
+
+def test_rules_are_chosen_by_their_worst_task():
+    # [seeds, rules, tasks]: rule 0 has the best mean but loses on task 1; rule 1 never loses.
+    scores = np.array([[[1.10, 0.97], [1.02, 1.01]],
+                       [[1.06, 0.99], [1.02, 1.03]]])
+    np.testing.assert_allclose(nos_suite.worst_task(scores), [0.98, 1.02])

@@ -20,7 +20,7 @@ import optax
 
 import lopt
 from experiments.reproduction.report import Report
-from lopt import evaluation, plotting, rules
+from lopt import evaluation, plotting, progress, rules
 from lopt.search import driver, evaluator, tasks
 
 BASELINE_RULES = ("sgd", "momentum", "adam", "rmsprop")
@@ -96,9 +96,13 @@ def score_over_seeds(named: dict[str, rules.Rule], task, config, seeds) -> dict[
     """{"reward", "best_val_accuracy", "learning_rate", "diverged"}: arrays
     [num_seeds, num_rules], one evaluator call per seed (common random numbers within a
     seed). The reward is the final validation accuracy (the negated objective for data-free
-    tasks; the failure reward if diverged)."""
-    runs = [evaluator.evaluate(list(named.values()), task, config, jax.random.key(seed))
-            for seed in seeds]
+    tasks; the failure reward if diverged). Reports progress as a stage counting seeds."""
+    runs = []
+    with progress.stage(f"{task.name}: {len(named)} rules", len(seeds), "seeds") as stage:
+        for seed in seeds:
+            runs.append(evaluator.evaluate(list(named.values()), task, config,
+                                           jax.random.key(seed)))
+            stage.update(len(runs))
     return {field: np.stack([np.asarray(getattr(run, field)) for run in runs])
             for field in ("reward", "best_val_accuracy", "learning_rate", "diverged")}
 

@@ -6,8 +6,11 @@ Scores are Adam-normalised per seed and task, (reward - failure reward) / (Adam'
 failure reward) with every rule's learning rate chosen by the same sweep as Adam's, so Adam
 scores 1 on every seed; a rule beats Adam on a task when its mean difference from 1 exceeds
 two standard errors (over the fresh seeds) of that difference. Two stages, so the verdict is
-not a winner's curse: the search's best distinct rules are re-scored on selection seeds, and
-the best `REPORTED_RULES` of them are scored on fresh seeds that the choice never saw.
+not a winner's curse: the search's best distinct rules (not the rules it was given: baselines
+and warm starts) are re-scored on selection seeds and ranked by their worst suite task (the
+mean over the selection seeds of each task's score, then the least over tasks), so that a
+rule chosen beats Adam on every child rather than on average; the best `REPORTED_RULES` of
+them are scored on fresh seeds (from `FRESH_SEEDS_FROM`) that no choice has seen.
 """
 
 from __future__ import annotations
@@ -23,9 +26,12 @@ import numpy as np
 from experiments.reproduction import nos
 from experiments.reproduction.report import Report
 from lopt import data, plotting, rules
-from lopt.search import driver, evaluator, strategies, suite, tasks
+from lopt.search import driver, evaluator, fingerprint, strategies, suite, tasks
 
 REPORTED_RULES = 3
+# Seeds 1000-1009 scored an earlier comparison whose results shaped how rules are now chosen
+# (the worst-task ranking; docs/decisions.md, 2026-12-05), so the verdict's seeds start here.
+FRESH_SEEDS_FROM = 3000
 DISCOVERED_FILE = "discovered.json"
 # The robustness check's sweep: quarter decades from 1e-3 to 1e-1, so that a rule that is
 # Adam times a constant cannot win by sitting between the search sweep's grid points.
@@ -57,7 +63,7 @@ _SMOKE_SEARCH = driver.SearchConfig.preset(
                       evaluator=driver.PRESETS["smoke"].evaluator))
 SCALES = {
     "smoke": Scale(_SMOKE_SEARCH, 4, 1, 2, ("quadratic_20",), 20, 1),
-    "cpu": Scale(driver.PRESETS["cpu_suite_depth3"], 10, 3, 10,
+    "cpu": Scale(driver.PRESETS["cpu_suite_depth3"], 10, 5, 20,
                  ("digits_mlp_3x128", "digits_convnet_3x32", "stdlib_lstm_lm_2x96"), 1000, 3),
 }
 SCALES["paper"] = SCALES["cpu"]
@@ -167,6 +173,21 @@ def compare_strategies(settings: nos.Settings, scale: Scale, directory: str
     return "\n".join(lines) + "\n", summary
 
 
+def new_rules(rows: list[dict], given: list[rules.Rule], count: int) -> list[dict]:
+    """The best `count` distinct rules that reached the full stage (`driver.top_rules` of a
+    search's result rows), leaving out any that computes the same update as a rule in `given`
+    (the baselines and warm starts: rules the search was handed, not found)."""
+    known = set(fingerprint.fingerprint_rules(given)) if given else set()
+    return [row for row in driver.top_rules(rows, len(rows))
+            if row["fingerprint"] not in known][:count]
+
+
+def worst_task(scores: np.ndarray) -> np.ndarray:
+    """Selection scores [num_rules] from normalised scores [num_seeds, num_rules, num_tasks]:
+    each task's mean over seeds, then the least over tasks."""
+    return scores.mean(axis=0).min(axis=-1)
+
+
 def search(settings: nos.Settings, which: str, command: str) -> Report:
     """Runs (resumes) the suite search, re-scores and reports its rules, and with
     `settings.export_dir` writes `discovered.json` there."""
@@ -187,27 +208,27 @@ def search(settings: nos.Settings, which: str, command: str) -> Report:
                          for task in suite_tasks.values()], axis=-1)
 
     baselines = {name: rules.LIBRARY[name] for name in nos.BASELINE_RULES}
-    known = {row["fingerprint"] for row in result.baselines.values()}
-    candidates = {row["simplified"]: rules.parse(row["simplified"])
-                  for row in result.top if row["fingerprint"] not in known}
-    candidates = dict(list(candidates.items())[:scale.candidates])
+    given = (list(baselines.values())
+             + list(getattr(config.strategy, "warm_start_rules", ())))  # evolution's only
+    found_rows = new_rules(result.rows, given, scale.candidates)
+    candidates = {row["simplified"]: rules.parse(row["simplified"]) for row in found_rows}
     selection_seeds = [settings.seed + 2000 + k for k in range(scale.selection_seeds)]
-    selection = suite_scores(candidates | {"adam": baselines["adam"]}, selection_seeds)
-    selection = selection[:, :len(candidates)].mean(axis=(0, 2))
+    selection = worst_task(suite_scores(candidates | {"adam": baselines["adam"]},
+                                        selection_seeds)[:, :len(candidates)])
     order = np.argsort(-selection, kind="stable")[:REPORTED_RULES]
     chosen = {list(candidates)[i]: list(candidates.values())[i] for i in order}
     named = chosen | baselines
     names = list(named)
-    fresh_seeds = [settings.seed + 1000 + k for k in range(scale.fresh_seeds)]
+    fresh_seeds = [settings.seed + FRESH_SEEDS_FROM + k for k in range(scale.fresh_seeds)]
     per_task = suite_scores(named, fresh_seeds)                        # [S, R, T]
     aggregate = per_task.mean(axis=-1)                                 # [S, R]
     held_out = {name: normalised_over_seeds(named, held_out_child(name), protocol,
                                             fresh_seeds) for name in scale.held_out}
-    search_scores = {row["simplified"]: row["score"] for row in result.top}
+    search_scores = {row["simplified"]: row["score"] for row in found_rows}
     search_scores.update({name: result.baselines[name]["score"] for name in baselines})
     selection_scores = dict(zip(candidates, selection, strict=True))
 
-    header = (["rule", "search score", f"selection ({len(selection_seeds)} seeds)",
+    header = (["rule", "search score", f"selection: worst task ({len(selection_seeds)} seeds)",
                f"suite ({len(fresh_seeds)} fresh seeds)"] + list(suite_tasks)
               + [f"{name} (held out)" for name in held_out])
     lines = ["| " + " | ".join(header) + " |", "|---" * len(header) + "|"]
@@ -236,15 +257,15 @@ def search(settings: nos.Settings, which: str, command: str) -> Report:
         verdict = (f"{config.strategy.name.capitalize()} sampled {summary['sampled']} rules "
                    f"({summary['cache_hits']} cache hits, {summary['pruned']} pruned, "
                    f"{summary['trained']} trained on the proxy, {summary['promoted']} promoted "
-                   f"to the suite){timing}. Its best rule on the "
-                   f"selection seeds, `{found}`, scores {1 + mean:.4f} ± {error:.4f} (Adam = 1; "
+                   f"to the suite){timing}. Its best new rule on the selection seeds (by its "
+                   f"worst suite child), `{found}`, scores {1 + mean:.4f} ± {error:.4f} (Adam = 1; "
                    f"± one standard error over {len(fresh_seeds)} fresh seeds) on the suite, "
                    f"and beats Adam by more than two standard errors on {len(beaten)} of the "
-                   f"{len(held_out)} held-out children (other architectures; the digits "
-                   "children see the data the search saw)"
+                   f"{len(held_out)} held-out children"
                    + (f" ({', '.join(beaten)})" if beaten else "")
-                   + ": the bar (beyond two standard errors on the suite and on two held-out "
-                   f"children) is **{'met' if met else 'not met'}**.")
+                   + ", which are other architectures (the digits ones see the data the "
+                   "search saw): the bar (beyond two standard errors on the suite and on two "
+                   f"held-out children) is **{'met' if met else 'not met'}**.")
     with open(os.path.join(directory, "scores.json"), "w") as file:
         json.dump({"rules": names, "suite_tasks": list(suite_tasks),
                    "per_task": per_task.tolist(),

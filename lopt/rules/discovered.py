@@ -7,8 +7,8 @@
 which `experiments.reproduce --which=nos_suite --export_pretrained` writes: the command, seed,
 search preset and suite that found the rules, and each rule's text and scores (normalised
 against tuned Adam; see that experiment's README block). Best first means best on the
-selection seeds; the fresh-seed scores recorded with each rule played no part in choosing or
-ordering them.
+selection seeds by the rule's worst suite task ("selection" in its scores); the fresh-seed
+scores recorded with each rule played no part in choosing or ordering them.
 """
 
 from __future__ import annotations

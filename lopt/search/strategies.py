@@ -173,10 +173,15 @@ class Evolution(Strategy):
                              f"{len(self.warm_start_tokens)} and {self.population_size}")
 
     @functools.cached_property
+    def warm_start_rules(self) -> tuple[rules_lib.Rule, ...]:
+        """The warm-start rules as given (`DEFAULT_WARM_START` for None), in order."""
+        texts = DEFAULT_WARM_START if self.warm_start is None else self.warm_start
+        return tuple(_rule(text) for text in texts)
+
+    @functools.cached_property
     def warm_start_tokens(self) -> np.ndarray:
         """int32 [K, T]: the warm-start rules in this space's tokens, in order."""
-        texts = DEFAULT_WARM_START if self.warm_start is None else self.warm_start
-        tokens = [self.space.to_tokens(_rule(text)) for text in texts]
+        tokens = [self.space.to_tokens(rule) for rule in self.warm_start_rules]
         tokens = [row for row in tokens if row is not None]
         return np.array(tokens, np.int32).reshape(len(tokens), self.space.num_positions)
 
