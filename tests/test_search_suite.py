@@ -197,7 +197,8 @@ def test_rules_the_search_was_given_are_not_reported_as_found():
     rows = [{"stage": "full", "fingerprint": f, "score": 2.0 - 0.1 * i, "simplified": t}
             for i, (t, f) in enumerate(zip(texts, fingerprints, strict=True))]
     rows.append({"stage": "proxy", "fingerprint": "x", "score": 9.0, "simplified": "g"})
-    # `sign(g) * sign(m)` is the warm start written the other way round: the same update.
+    # Two of the given rules are rows' rules with the product written the other way round:
+    # the same updates, so they must be left out by fingerprint, not by text.
     given = [rules.LIBRARY["adam"], rules.parse("sign(g) * sign(m)"),
              rules.parse("adam * exp(sign(m) * sign(g))")]
     found = nos_suite.new_rules(rows, given, count=5)
