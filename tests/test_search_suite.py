@@ -162,7 +162,7 @@ def test_bad_suites_are_refused_with_one_line(make, message):
         make()
 
 
-def test_nos_suite_reports_and_exports_discovered_rules(funnel_run, tmp_path):
+def test_nos_suite_reports_and_exports_discovered_rules(funnel_run, tmp_path, monkeypatch):
     shutil.copytree(funnel_run[0], tmp_path / "nos_suite" / "search")  # resumed, not rerun
     settings = nos.Settings("smoke", str(tmp_path), export_dir=str(tmp_path / "rules"))
     result = nos_suite.search(settings, "nos_suite", "CMD")
@@ -180,14 +180,24 @@ def test_nos_suite_reports_and_exports_discovered_rules(funnel_run, tmp_path):
     for name, rule in discovered.items():  # each one an optax optimizer at once
         assert str(rule) == next(e["rule"] for e in entries if e["name"] == name)
         rules.to_optax(rule, 1e-2)
-    # The verdict follows from the recorded fresh scores: the first rule beats Adam (= 1) by
-    # more than two standard errors on the suite and on every held-out child, or not.
+    # The verdict follows from the recorded scores: the first rule beats Adam (= 1) by more
+    # than two standard errors on the suite's fresh seeds and on every held-out child's
+    # verdict seeds (new ones, not the table's), or not.
     scores = json.loads((tmp_path / "nos_suite" / "scores.json").read_text())
     index = scores["rules"].index(entries[0]["rule"])
+    assert not set(scores["verdict_seeds"]) & set(scores["fresh_seeds"])
+    assert len(scores["verdict_seeds"]) == nos_suite.SCALES["smoke"].verdict_seeds
     columns = [np.mean(np.asarray(scores["per_task"])[:, index], axis=-1)]
-    columns += [np.asarray(values)[:, index] for values in scores["held_out"].values()]
+    columns += [np.asarray(values) for values in scores["held_out_verdict"].values()]
+    assert [len(c) for c in columns[1:]] == [len(scores["verdict_seeds"])]
     met = all(np.mean(c - 1) > 2 * np.std(c, ddof=1) / np.sqrt(len(c)) for c in columns)
     assert ("**met**" if met else "**not met**") in result.verdict
+    # Every re-scoring was kept: run again, the report is the same without training anything.
+    def refuse(*args):
+        raise AssertionError("re-scoring trained again instead of reading its cache")
+
+    monkeypatch.setattr(evaluator, "evaluate", refuse)
+    assert nos_suite.search(settings, "nos_suite", "CMD").verdict == result.verdict
 
 
 def test_rules_the_search_was_given_are_not_reported_as_found():

@@ -10,6 +10,7 @@ epochs), so all rules of a table train in one compiled program per seed.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 
@@ -92,19 +93,42 @@ class Settings:
         return dataclasses.replace(base, **overrides)
 
 
-def score_over_seeds(named: dict[str, rules.Rule], task, config, seeds) -> dict[str, np.ndarray]:
+SCORE_FIELDS = ("reward", "best_val_accuracy", "learning_rate", "diverged")
+
+
+def score_over_seeds(named: dict[str, rules.Rule], task, config, seeds,
+                     cache_dir: str | None = None) -> dict[str, np.ndarray]:
     """{"reward", "best_val_accuracy", "learning_rate", "diverged"}: arrays
     [num_seeds, num_rules], one evaluator call per seed (common random numbers within a
     seed). The reward is the final validation accuracy (the negated objective for data-free
-    tasks; the failure reward if diverged). Reports progress as a stage counting seeds."""
+    tasks; the failure reward if diverged). Reports progress as a stage counting seeds.
+
+    cache_dir: where each seed's result is kept, under a key of the rules' texts in order, the
+    task's name, the evaluator config and the seed (everything the call depends on), so a
+    killed run resumes and a repeated call does not train again; None keeps nothing."""
     runs = []
     with progress.stage(f"{task.name}: {len(named)} rules", len(seeds), "seeds") as stage:
         for seed in seeds:
-            runs.append(evaluator.evaluate(list(named.values()), task, config,
-                                           jax.random.key(seed)))
+            path = cache_dir and os.path.join(cache_dir, _seed_key(named, task, config, seed))
+            if path and os.path.exists(path):
+                with np.load(path) as cached:
+                    runs.append({field: cached[field] for field in SCORE_FIELDS})
+            else:
+                run = evaluator.evaluate(list(named.values()), task, config,
+                                         jax.random.key(seed))
+                runs.append({field: np.asarray(getattr(run, field)) for field in SCORE_FIELDS})
+                if path:
+                    os.makedirs(cache_dir, exist_ok=True)
+                    np.savez(path + ".tmp.npz", **runs[-1])
+                    os.replace(path + ".tmp.npz", path)  # never a half-written entry
             stage.update(len(runs))
-    return {field: np.stack([np.asarray(getattr(run, field)) for run in runs])
-            for field in ("reward", "best_val_accuracy", "learning_rate", "diverged")}
+    return {field: np.stack([run[field] for run in runs]) for field in SCORE_FIELDS}
+
+
+def _seed_key(named, task, config, seed) -> str:
+    identity = json.dumps([[str(rule) for rule in named.values()], task.name, repr(config),
+                           int(seed)])
+    return hashlib.sha256(identity.encode()).hexdigest()[:32] + ".npz"
 
 
 def _mean_std(values: np.ndarray) -> str:

@@ -10,7 +10,9 @@ not a winner's curse: the search's best distinct rules (not the rules it was giv
 and warm starts) are re-scored on selection seeds and ranked by their worst suite task (the
 mean over the selection seeds of each task's score, then the least over tasks), so that a
 rule chosen beats Adam on every child rather than on average; the best `REPORTED_RULES` of
-them are scored on fresh seeds (from `FRESH_SEEDS_FROM`) that no choice has seen.
+them are scored on fresh seeds (from `FRESH_SEEDS_FROM`) that no choice has seen. The verdict on
+the held-out children compares the first of them with Adam alone on more seeds (from
+`VERDICT_SEEDS_FROM`), since a held-out child's per-seed spread can be many times the margin.
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ REPORTED_RULES = 3
 # Seeds 1000-1009 scored an earlier comparison whose results shaped how rules are now chosen
 # (the worst-task ranking; docs/decisions.md, 2026-12-05), so the verdict's seeds start here.
 FRESH_SEEDS_FROM = 3000
+# The held-out verdict's seeds (docs/decisions.md, 2026-12-05, session 25): new ones again.
+VERDICT_SEEDS_FROM = 4000
 DISCOVERED_FILE = "discovered.json"
 # The robustness check's sweep: quarter decades from 1e-3 to 1e-1, so that a rule that is
 # Adam times a constant cannot win by sitting between the search sweep's grid points.
@@ -42,7 +46,8 @@ QUARTER_DECADE_LEARNING_RATES = tuple(float(10.0 ** (k / 4)) for k in range(-12,
 class Scale:
     """search: the search's config; candidates: the search's best distinct rules re-scored on
     `selection_seeds`; fresh_seeds: seeds of the final comparison; held_out: names of
-    `held_out_child`; compare_budget, compare_seeds: the equal budget and the number of seeds
+    `held_out_child`; verdict_seeds: seeds of the held-out verdict (the first rule against
+    Adam alone); compare_budget, compare_seeds: the equal budget and the number of seeds
     of the evolution / PPO / random comparison (each a search like `search` but for its
     strategy and budget)."""
 
@@ -51,6 +56,7 @@ class Scale:
     selection_seeds: int
     fresh_seeds: int
     held_out: tuple[str, ...]
+    verdict_seeds: int
     compare_budget: int
     compare_seeds: int
 
@@ -62,9 +68,9 @@ _SMOKE_SEARCH = driver.SearchConfig.preset(
     proxy=suite.Proxy(task="quadratic", promote_fraction=0.3,
                       evaluator=driver.PRESETS["smoke"].evaluator))
 SCALES = {
-    "smoke": Scale(_SMOKE_SEARCH, 4, 1, 2, ("quadratic_20",), 20, 1),
+    "smoke": Scale(_SMOKE_SEARCH, 4, 1, 2, ("quadratic_20",), 3, 20, 1),
     "cpu": Scale(driver.PRESETS["cpu_suite_depth3"], 10, 5, 20,
-                 ("digits_mlp_3x128", "digits_convnet_3x32", "stdlib_lstm_lm_2x96"), 1000, 3),
+                 ("digits_mlp_3x128", "digits_convnet_3x32", "stdlib_lstm_lm_2x96"), 60, 1000, 3),
 }
 SCALES["paper"] = SCALES["cpu"]
 
@@ -87,9 +93,11 @@ def held_out_child(name: str):
     raise ValueError(f"unknown held-out child {name!r}")
 
 
-def normalised_over_seeds(named: dict[str, rules.Rule], task, config, seeds) -> np.ndarray:
-    """[num_seeds, num_rules] Adam-normalised scores ("adam" must be in `named`)."""
-    raw = nos.score_over_seeds(named, task, config, seeds)["reward"]
+def normalised_over_seeds(named: dict[str, rules.Rule], task, config, seeds,
+                          cache_dir: str | None = None) -> np.ndarray:
+    """[num_seeds, num_rules] Adam-normalised scores ("adam" must be in `named`); cache_dir as
+    in `nos.score_over_seeds`."""
+    raw = nos.score_over_seeds(named, task, config, seeds, cache_dir)["reward"]
     return normalise_rewards(raw, named, task, config, seeds)
 
 
@@ -201,10 +209,11 @@ def search(settings: nos.Settings, which: str, command: str) -> Report:
     suite_tasks = {task: tasks.get(task, data_dir=settings.data_dir) for task in config.suite}
     # The search's protocol at its rule depth: the re-scoring reuses its compiled programs.
     protocol = dataclasses.replace(config.evaluator, depth=config.space.depth)
+    cache_dir = os.path.join(directory, "scores_cache")
 
     def suite_scores(named, seeds, config=protocol):
         """[num_seeds, num_rules, num_suite_tasks] normalised scores under `config`."""
-        return np.stack([normalised_over_seeds(named, task, config, seeds)
+        return np.stack([normalised_over_seeds(named, task, config, seeds, cache_dir)
                          for task in suite_tasks.values()], axis=-1)
 
     baselines = {name: rules.LIBRARY[name] for name in nos.BASELINE_RULES}
@@ -220,10 +229,11 @@ def search(settings: nos.Settings, which: str, command: str) -> Report:
     named = chosen | baselines
     names = list(named)
     fresh_seeds = [settings.seed + FRESH_SEEDS_FROM + k for k in range(scale.fresh_seeds)]
+    verdict_seeds = [settings.seed + VERDICT_SEEDS_FROM + k for k in range(scale.verdict_seeds)]
     per_task = suite_scores(named, fresh_seeds)                        # [S, R, T]
     aggregate = per_task.mean(axis=-1)                                 # [S, R]
     held_out = {name: normalised_over_seeds(named, held_out_child(name), protocol,
-                                            fresh_seeds) for name in scale.held_out}
+                                            fresh_seeds, cache_dir) for name in scale.held_out}
     search_scores = {row["simplified"]: row["score"] for row in found_rows}
     search_scores.update({name: result.baselines[name]["score"] for name in baselines})
     selection_scores = dict(zip(candidates, selection, strict=True))
@@ -248,11 +258,16 @@ def search(settings: nos.Settings, which: str, command: str) -> Report:
         timing = (f" in {result.run_seconds / 60:.0f} min, {100 * outside:.0f}% of it outside "
                   "the evaluator")
     found = names[0] if chosen else None
+    verdict_scores = {}  # held-out child -> the first rule's scores [num_verdict_seeds]
     if found is None:
         verdict = "The search found no rule that reached the full stage."
     else:
         mean, error = _difference(aggregate[:, 0])
-        beaten = [name for name, scores in held_out.items() if beats_adam(scores[:, 0])]
+        pair = {found: named[found], "adam": named["adam"]}
+        verdict_scores = {name: normalised_over_seeds(pair, held_out_child(name), protocol,
+                                                      verdict_seeds, cache_dir)[:, 0]
+                          for name in scale.held_out}
+        beaten = [name for name, scores in verdict_scores.items() if beats_adam(scores)]
         met = beats_adam(aggregate[:, 0]) and len(beaten) >= min(2, len(held_out))
         verdict = (f"{config.strategy.name.capitalize()} sampled {summary['sampled']} rules "
                    f"({summary['cache_hits']} cache hits, {summary['pruned']} pruned, "
@@ -260,7 +275,10 @@ def search(settings: nos.Settings, which: str, command: str) -> Report:
                    f"to the suite){timing}. Its best new rule on the selection seeds (by its "
                    f"worst suite child), `{found}`, scores {1 + mean:.4f} ± {error:.4f} (Adam = 1; "
                    f"± one standard error over {len(fresh_seeds)} fresh seeds) on the suite, "
-                   f"and beats Adam by more than two standard errors on {len(beaten)} of the "
+                   f"and, against Adam alone on {len(verdict_seeds)} further seeds ("
+                   + ", ".join(f"{name} {_cell(scores)}"
+                               for name, scores in verdict_scores.items())
+                   + f"), beats it by more than two standard errors on {len(beaten)} of the "
                    f"{len(held_out)} held-out children"
                    + (f" ({', '.join(beaten)})" if beaten else "")
                    + ", which are other architectures (the digits ones see the data the "
@@ -270,13 +288,15 @@ def search(settings: nos.Settings, which: str, command: str) -> Report:
         json.dump({"rules": names, "suite_tasks": list(suite_tasks),
                    "per_task": per_task.tolist(),
                    "held_out": {name: scores.tolist() for name, scores in held_out.items()},
-                   "fresh_seeds": fresh_seeds}, file)
+                   "fresh_seeds": fresh_seeds,
+                   "held_out_verdict": {name: scores.tolist()
+                                        for name, scores in verdict_scores.items()},
+                   "verdict_seeds": verdict_seeds}, file)
     if settings.export_dir and chosen:
         _export(settings, command, list(suite_tasks), names, per_task, aggregate, held_out,
-                selection_scores, search_scores)
+                verdict_scores, selection_scores, search_scores)
     if found is not None:
         fine = dataclasses.replace(protocol, learning_rates=QUARTER_DECADE_LEARNING_RATES)
-        pair = {found: named[found], "adam": named["adam"]}
         fine_scores = suite_scores(pair, fresh_seeds, fine)[:, 0].mean(axis=-1)
         verdict += (f" With its and Adam's learning rates tuned on quarter decades "
                     f"({fine.learning_rates[0]:g} … {fine.learning_rates[-1]:g}) instead, "
@@ -300,9 +320,10 @@ def search(settings: nos.Settings, which: str, command: str) -> Report:
 
 
 def _export(settings, command, suite_names, names, per_task, aggregate, held_out,
-            selection_scores, search_scores) -> None:
+            verdict_scores, selection_scores, search_scores) -> None:
     """Writes the chosen rules with provenance, best first in the order of the selection
-    seeds (the fresh seeds never chose among them, so their fresh scores stay unbiased)."""
+    seeds (the fresh seeds never chose among them, so their fresh scores stay unbiased); the
+    first carries its held-out verdict scores."""
     found = [i for i, name in enumerate(names) if name not in nos.BASELINE_RULES]
     entries = []
     for rank, i in enumerate(found, start=1):
@@ -317,6 +338,10 @@ def _export(settings, command, suite_names, names, per_task, aggregate, held_out
                            for t, task in enumerate(suite_names)},
                        "held_out_fresh": {name: float(scores[:, i].mean())
                                           for name, scores in held_out.items()}}})
+    entries[0]["scores"]["held_out_verdict"] = {
+        name: {"mean": 1 + mean, "standard_error": error, "seeds": len(scores)}
+        for name, scores in verdict_scores.items()
+        for mean, error in [_difference(scores)]}
     provenance = {"command": f"{command} --export_pretrained", "seed": settings.seed,
                   "preset": next((name for name, config in driver.PRESETS.items()
                                   if config is SCALES[settings.scale].search), "smoke funnel"),
