@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import io
 import json
 import os
 
@@ -21,7 +22,7 @@ import optax
 
 import lopt
 from experiments.reproduction.report import Report
-from lopt import evaluation, plotting, progress, rules
+from lopt import checkpoint, evaluation, plotting, progress, rules
 from lopt.search import driver, evaluator, tasks
 
 BASELINE_RULES = ("sgd", "momentum", "adam", "rmsprop")
@@ -119,8 +120,9 @@ def score_over_seeds(named: dict[str, rules.Rule], task, config, seeds,
                 runs.append({field: np.asarray(getattr(run, field)) for field in SCORE_FIELDS})
                 if path:
                     os.makedirs(cache_dir, exist_ok=True)
-                    np.savez(path + ".tmp.npz", **runs[-1])
-                    os.replace(path + ".tmp.npz", path)  # never a half-written entry
+                    payload = io.BytesIO()
+                    np.savez(payload, **runs[-1])
+                    checkpoint.write_atomically(path, payload.getvalue())
             stage.update(len(runs))
     return {field: np.stack([run[field] for run in runs]) for field in SCORE_FIELDS}
 
