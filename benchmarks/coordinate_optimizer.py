@@ -4,9 +4,9 @@
 
 On the ~1M-parameter float32 pytree of `benchmarks.compiled_rule`, one jitted step (update
 with the objective value, apply, buffers donated) of `lopt.gps.as_optax` of a coordinate-wise
-learned optimizer (the one in DIR, else a randomly initialised policy of the default size:
-the step's cost does not depend on the weights) against `optax.adam`. Target (issue #19):
-within 3x Adam's step time. Also prints each optimizer's state size in numbers per parameter.
+learned optimizer (the one in DIR, else the shipped `lopt.gps.pretrained("neural_nets")`,
+step-scale adaptation included) against `optax.adam`. Target (issue #19): within 3x Adam's
+step time. Also prints each optimizer's state size in numbers per parameter.
 """
 
 from __future__ import annotations
@@ -20,18 +20,13 @@ import optax
 from benchmarks.compiled_rule import _tree
 from benchmarks.timing import median_seconds
 from lopt import gps
-from lopt.gps import coordinate_features as cf
-from lopt.gps import policy as policy_lib
 
 
 def _learned():
     for argument in sys.argv[1:]:
         if argument.startswith("--learned="):
             return gps.load(argument.split("=", 1)[1])
-    features = cf.CoordinateFeatureConfig()
-    hidden = gps.CoordinateConfig().hidden
-    policy = policy_lib.init(jax.random.key(0), features.observation_size, 1, hidden)
-    return gps.CoordinateLearned(policy, features)
+    return gps.pretrained("neural_nets")
 
 
 def _step(optimizer):

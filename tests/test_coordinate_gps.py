@@ -12,7 +12,7 @@ import pytest
 
 from lopt import gps
 from lopt.gps import coordinate_features as cf
-from lopt.gps import coordinate_groups, coordinate_learned
+from lopt.gps import coordinate_groups, coordinate_learned, step_scale
 from lopt.gps import coordinate_trainer as ct
 from lopt.gps import network_family as nf
 from lopt.gps import policy as policy_lib
@@ -280,14 +280,47 @@ def test_tied_lqg_equals_untied_lqg_on_identical_coordinates():
     np.testing.assert_allclose(off_block, 0.0, atol=1e-10)
 
 
+def test_step_scale_multiplies_the_policy_steps_as_written_in_numpy():
+    """Eight steps on a 2-leaf pytree with a step-scale gain against the same optimizer without
+    one: each step is exp(l_t) times the plain step, l_t from the cosine of g_t and the last
+    plain step and clipped to +-log(bound), written in NumPy; the gain is large enough for the
+    clip to act."""
+    gain, bound = 5.0, 2.0
+    policy = small_policy()
+    plain = coordinate_learned.coordinatewise_step_descent(policy, SMALL)
+    scaled = coordinate_learned.coordinatewise_step_descent(policy, SMALL, "relu", gain, bound)
+    rng = np.random.default_rng(4)
+    params = {"w": jnp.zeros((2, 3)), "b": jnp.zeros(4)}
+    drift = {k: rng.normal(size=v.shape) for k, v in params.items()}
+    grads = [{k: jnp.asarray(drift[k] + 0.3 * rng.normal(size=v.shape), jnp.float32)
+              for k, v in params.items()} for _ in range(8)]
+    flat = lambda tree: np.asarray(jax.flatten_util.ravel_pytree(tree)[0], np.float64)  # noqa: E731
+    plain_state, scaled_state = plain.init(params), scaled.init(params)
+    log_scale, last, reached_bound = 0.0, np.zeros(10), False
+    for t, grad in enumerate(grads):
+        value = jnp.float32(2.0 / (t + 1))
+        plain_step, plain_state = plain.update(grad, plain_state, params, value=value)
+        scaled_step, scaled_state = scaled.update(grad, scaled_state, params, value=value)
+        g = flat(grad)
+        norms = np.linalg.norm(g) * np.linalg.norm(last)
+        cosine = -g @ last / norms if norms > 0 else 0.0
+        log_scale = float(np.clip(log_scale + gain * cosine, -np.log(bound), np.log(bound)))
+        reached_bound |= abs(log_scale) == np.log(bound)
+        np.testing.assert_allclose(flat(scaled_step), np.exp(log_scale) * flat(plain_step),
+                                   rtol=1e-5, atol=1e-8, err_msg=f"step {t}")
+        last = flat(plain_step)
+    assert reached_bound
+
+
 def test_save_load_round_trip(tmp_path):
     learned = coordinate_learned.CoordinateLearned(small_policy(), SMALL, "neural_nets",
-                                                   ({"area": 1.5},), "softplus")
+                                                   ({"area": 1.5},), "softplus", 0.5, 2.0)
     gps.save(learned, str(tmp_path))
     loaded = gps.load(str(tmp_path))
     assert isinstance(loaded, coordinate_learned.CoordinateLearned)
     assert loaded.features == SMALL and loaded.family == "neural_nets"
     assert loaded.history == ({"area": 1.5},) and loaded.activation == "softplus"
+    assert (loaded.scale_gain, loaded.scale_bound) == (0.5, 2.0)
     jax.tree.map(np.testing.assert_array_equal, loaded.policy, learned.policy)
 
 
@@ -366,6 +399,50 @@ def test_kill_and_resume_gives_the_same_policy(tmp_path):
     jax.tree.map(np.testing.assert_array_equal, resumed, straight)
     with pytest.raises(ValueError, match="key"):
         ct.train(TINY_FAMILY, tiny_problems(), TINY, jax.random.key(3), checkpoint_path=path)
+
+
+def test_choose_gain_areas_equal_plain_runs_and_the_least_criterion_wins():
+    """choose_gain's batched areas against runs of the exported optimizer written as a plain
+    loop (same minibatch keys), and its choice against the criterion recomputed from them."""
+    policy, _ = tiny_training()
+    learned = coordinate_learned.CoordinateLearned(
+        jax.tree.map(lambda a: jnp.asarray(a, jnp.float32), policy), TINY.features)
+    data, params = tiny_problems()
+    gains, perturbations, key = (0.0, 1.0), (0.5, 1.0, 2.0), jax.random.key(8)
+    choice = step_scale.choose_gain(
+        lambda gain: gps.as_optax(dataclasses.replace(learned, scale_gain=gain)), TINY_FAMILY,
+        (data, params), gains, perturbations, 20, key, num_seeds=2, eval_every=10)
+    assert choice.areas.shape == (2, 3, 2, 2)
+
+    def plain_area(gain, perturbation, problem, seed):
+        opt = gps.as_optax(dataclasses.replace(learned, scale_gain=gain))
+        one = jax.tree.map(lambda a: a[problem], (data, params))
+        x, state = one[1], opt.init(one[1])
+        update = jax.jit(opt.update)
+        losses = [TINY_FAMILY.full_loss(x, one[0])]
+        for chunk_key in jax.random.split(jax.random.split(key, 2)[seed], 2):
+            for step_key in jax.random.split(chunk_key, 10):
+                value, grad = jax.value_and_grad(TINY_FAMILY.minibatch_loss)(x, one[0],
+                                                                             step_key)
+                updates, state = update(grad, state, x, value=value)
+                x = optax.apply_updates(x, jax.tree.map(lambda u: perturbation * u, updates))
+            losses.append(TINY_FAMILY.full_loss(x, one[0]))
+        return float(np.mean(losses))
+
+    for (g, p, n, r) in [(0, 1, 0, 0), (1, 0, 1, 1), (1, 2, 0, 1)]:
+        np.testing.assert_allclose(choice.areas[g, p, n, r],
+                                   plain_area(gains[g], perturbations[p], n, r), rtol=1e-4)
+    relative = choice.areas / choice.areas[0, 1]
+    criteria = [np.mean(relative[g]) for g in range(2)]
+    np.testing.assert_allclose(choice.criteria, criteria, rtol=1e-6)
+    assert choice.gain == gains[int(np.argmin(criteria))]
+
+
+def test_step_scale_settings_are_checked():
+    for bad in [dict(scale_gains=(0.1, 1.0)), dict(scale_gains=(0.0, -1.0)),
+                dict(scale_perturbations=(0.5, 2.0)), dict(scale_bound=0.5)]:
+        with pytest.raises(ValueError, match="scale_gains must"):
+            ct.CoordinateConfig(**bad)
 
 
 def test_trained_policy_exports_and_trains_a_larger_net():

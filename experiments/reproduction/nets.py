@@ -5,7 +5,8 @@ network_family`) on a small family of data sets (`training_run`): the digits ran
 projected to 48 inputs (the paper uses MNIST, on one objective) alternating with synthetic
 10-class Gaussian mixtures projected likewise, so that no single data set's step size can be
 memorised (docs/decisions.md has the single-data-set run). It is then run unchanged on
-held-out tasks (other projections and draws than the training ones):
+held-out tasks (other projections and draws than the training ones), with the step-scale
+gain that meta-training chose on the training nets (`lopt.gps.step_scale`):
   wine, breast_cancer, mixture  the same architecture on other data (scikit-learn's wine and
                                 breast-cancer sets, a synthetic Gaussian mixture), projected
                                 to 48 inputs (the paper: TFD, CIFAR-10, CIFAR-100)
@@ -82,7 +83,7 @@ SCALES = {
     "smoke": NetsScale(ct.CoordinateConfig(features=cf.CoordinateFeatureConfig(lags=3, ratios=1),
                                            horizon=20, num_samples=2, recorded=8, hidden=8,
                                            policy_steps=100, imitation_steps=100,
-                                           num_iterations=1),
+                                           num_iterations=1, scale_gains=(0.0, 1.0)),
                        num_train=1, rates=(0.01, 0.1, 1.0), tune_seeds=1, eval_seeds=2,
                        eval_every=5, horizon_scale=0.05, tasks=("steps_800",)),
     "cpu": NetsScale(ct.CoordinateConfig(), num_train=4,
@@ -250,9 +251,8 @@ def train_learned(config: ct.CoordinateConfig, num_train: int, seed: int,
     with progress.stage("coordinate GPS"):
         policy, history = ct.train(family, problems, config, key,
                                    checkpoint_path=checkpoint_path)
-    learned = coordinate_learned.CoordinateLearned(
-        jax.tree.map(lambda a: jnp.asarray(a, jnp.float32), policy), config.features,
-        family.name, history, config.activation)
+    learned = ct.to_learned(policy, history, family, problems, config,
+                            jax.random.fold_in(key, 1))
     return learned, time.time() - started
 
 
@@ -290,7 +290,8 @@ def learned_optimizer(settings, directory: str, scale: NetsScale, command: str):
                seconds)
     return learned, (f"coordinate-wise GPS, {len(learned.history)} iterations on "
                      f"{scale.num_train} 48-48-10 nets (projected digits and Gaussian "
-                     f"mixtures), {seconds:.0f} s")
+                     f"mixtures), step-scale gain {learned.scale_gain:g} chosen on them, "
+                     f"{seconds:.0f} s")
 
 
 def figure(settings, which: str, command: str) -> Report:

@@ -11,8 +11,9 @@ The coordinate-wise kind (Li & Malik 2017b), for networks of any size, shares th
 policy network and its fitting, and the file format: `coordinate_features` (Phi and Psi per
 coordinate), `coordinate_groups` (one group per params leaf by default),
 `coordinate_trainer` (convolutional GPS: tied per-group models and LQGs, a policy shared by
-all coordinates), `coordinate_learned` (its optax form on any pytree), `network_family` (the
-meta-training nets on projected digits).
+all coordinates), `coordinate_learned` (its optax form on any pytree), `step_scale` (the
+exported optimizer's per-run step scale and how meta-training chooses its gain),
+`network_family` (the meta-training nets on projected digits).
 
 Example (float64 is switched on inside the calls only):
 
@@ -49,6 +50,7 @@ from lopt.gps import (
     lqg,
     network_family,
     policy,
+    step_scale,
     trainer,
     trajectory_opt,
 )

@@ -4,7 +4,10 @@
 policy shared by every coordinate, reading that coordinate's last few Psi vectors
 (`lopt.gps.coordinate_features`). Its optax form works on any params pytree, of any size,
 shape and floating dtype, leaf by leaf, elementwise: `update(grads, state, params,
-value=loss)` returns the policy's mean step (updates are *added* to the params, as in optax).
+value=loss)` returns the policy's mean step (updates are *added* to the params, as in optax),
+times one scalar per run adapted from the cosine between the gradient and the last step when
+the optimizer has a step-scale gain (`lopt.gps.step_scale`; one more pass over the gradient and
+the last step, to reduce them).
 
 The leaves of each floating dtype are handled together as one flat vector (their
 concatenation in pytree order), so a pytree of 200 leaves costs one fused pass per dtype, not
@@ -33,23 +36,28 @@ import optax
 
 from lopt.gps import coordinate_features as cf
 from lopt.gps import policy as policy_lib
+from lopt.gps import step_scale
 
 
 @dataclasses.dataclass(frozen=True)
 class CoordinateLearned:
     """A trained coordinate-wise policy (whitening included), its feature sizes, the family
-    it was trained on and its training history (one dict of scalars per GPS iteration)."""
+    it was trained on, its training history (one dict of scalars per GPS iteration) and its
+    step-scale adaptation (`lopt.gps.step_scale`: gain, 0 for none, and bound)."""
 
     policy: policy_lib.Policy
     features: cf.CoordinateFeatureConfig
     family: str = ""
     history: tuple = ()
     activation: str = "relu"
+    scale_gain: float = 0.0
+    scale_bound: float = 3.0
 
 
 class CoordinatewiseState(NamedTuple):
     """At step t (H = observation_history): count `[]` int32 (= t); f_{t-1} `[]`; psi_1 of
-    steps t-1, ..., t-H+1 `[H - 1]`; and tuples with one entry per floating dtype of the
+    steps t-1, ..., t-H+1 `[H - 1]`; the log step scale l_{t-1} `[]` float32
+    (`lopt.gps.step_scale`); and tuples with one entry per floating dtype of the
     params (in order of first appearance), each entry `[P_d]`: g_{t-1}; u_{t-1}; `normalised`,
     a tuple of psi_2 of steps t-1, ..., t-H+1; `ratios`, a tuple of psi_3 of steps t, ...,
     t-H+1; `moments`, (m_{t-1}, v_{t-1}) with `features.moments`, else ()."""
@@ -57,6 +65,7 @@ class CoordinatewiseState(NamedTuple):
     count: jax.Array
     value: jax.Array
     relative: jax.Array
+    log_scale: jax.Array
     gradient: tuple
     step: tuple
     normalised: tuple
@@ -123,9 +132,15 @@ def _unflatten(flats, groups, leaves, treedef):
 
 
 def coordinatewise_step_descent(policy: policy_lib.Policy, features: cf.CoordinateFeatureConfig,
-                                activation: str = "relu"
+                                activation: str = "relu", scale_gain=0.0,
+                                scale_bound: float = 3.0
                                 ) -> optax.GradientTransformationExtraArgs:
-    """The policy as an optax transformation (module docstring); traceable in `policy`."""
+    """The policy as an optax transformation (module docstring), its steps times the
+    adapted scale of `lopt.gps.step_scale` (`scale_gain` 0: the policy's steps as they are);
+    traceable in `policy` and `scale_gain`. The state keeps the policy's own steps (its
+    features are those of the policy alone)."""
+
+    adapts = not (isinstance(scale_gain, (int, float)) and scale_gain == 0)
 
     history = features.observation_history
 
@@ -141,7 +156,8 @@ def coordinatewise_step_descent(policy: policy_lib.Policy, features: cf.Coordina
         dtype = jnp.result_type(*leaves)
         return CoordinatewiseState(
             jnp.zeros([], jnp.int32), jnp.zeros([], dtype), jnp.zeros(history - 1, dtype),
-            *zip(*zeros(2), strict=True), zeros(history - 1), zeros(history),
+            jnp.zeros([], jnp.float32), *zip(*zeros(2), strict=True), zeros(history - 1),
+            zeros(history),
             zeros(2) if features.moments else tuple(() for _ in flats))
 
     def update(updates, state, params=None, *, value=None, **extra_args):
@@ -176,8 +192,14 @@ def coordinatewise_step_descent(policy: policy_lib.Policy, features: cf.Coordina
         steps, normalised, ratios, moments = zip(*map(
             one_dtype, gradients, state.gradient, state.step, state.normalised, state.ratios,
             state.moments), strict=True)
-        new_state = CoordinatewiseState(t + 1, value, relative[:-1], gradients, steps,
-                                        normalised, ratios, moments)
-        return _unflatten(steps, groups, leaves, treedef), new_state
+        log_scale = state.log_scale
+        taken = steps
+        if adapts:
+            log_scale = step_scale.next_log_scale(log_scale, gradients, state.step, scale_gain,
+                                                  scale_bound)
+            taken = tuple(jnp.exp(log_scale).astype(s.dtype) * s for s in steps)
+        new_state = CoordinatewiseState(t + 1, value, relative[:-1], log_scale, gradients,
+                                        steps, normalised, ratios, moments)
+        return _unflatten(taken, groups, leaves, treedef), new_state
 
     return optax.GradientTransformationExtraArgs(init, update)

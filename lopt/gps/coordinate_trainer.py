@@ -55,7 +55,7 @@ from jax.flatten_util import ravel_pytree
 
 from lopt import checkpoint, progress
 from lopt.gps import coordinate_features as cf
-from lopt.gps import coordinate_groups, lqg, trajectory_opt
+from lopt.gps import coordinate_groups, coordinate_learned, lqg, step_scale, trajectory_opt
 from lopt.gps import cost as cost_lib
 from lopt.gps import dynamics as dyn
 from lopt.gps import policy as policy_lib
@@ -84,11 +84,23 @@ class CoordinateConfig:
     lqg: LQGConfig = LQGConfig()
     regularization: float = 1e-6  # ridge on the state-action covariance of every fit
     num_iterations: int = 5
+    # meta-training's second stage (lopt.gps.step_scale.choose_gain): the grids it chooses the
+    # step-scale gain from, and the scale's bound (within [1/bound, bound])
+    scale_gains: tuple[float, ...] = (0.0, 0.01, 0.03, 0.1, 0.2, 0.5, 1.0, 2.0)
+    scale_perturbations: tuple[float, ...] = (1 / 3, 1.0, 3.0)
+    scale_bound: float = 3.0
 
     def __post_init__(self):
         if self.initial_optimizer not in INITIAL_OPTIMIZERS:
             raise ValueError(f"initial_optimizer must be one of {INITIAL_OPTIMIZERS}, got "
                              f"{self.initial_optimizer!r}")
+        if (0.0 not in self.scale_gains or min(self.scale_gains) < 0
+                or 1.0 not in self.scale_perturbations or min(self.scale_perturbations) <= 0
+                or self.scale_bound < 1):
+            raise ValueError("scale_gains must be non-negative and hold 0, scale_perturbations "
+                             "positive and hold 1, scale_bound at least 1; got "
+                             f"{self.scale_gains}, {self.scale_perturbations}, "
+                             f"{self.scale_bound}")
         if self.initial_optimizer == "adam" and not self.features.moments:
             raise ValueError("initial_optimizer='adam' needs features with moments=True (the "
                              "policy must read Adam's moment inputs to imitate it)")
@@ -483,3 +495,26 @@ def train(family, problems, config: CoordinateConfig, key: jax.Array, *, groupin
                     checkpoint.save(checkpoint_path, state, identity=identity,
                                     metadata={"history": history})
         return state.best, tuple(history)
+
+
+def to_learned(policy: policy_lib.Policy, history: tuple, family, problems,
+               config: CoordinateConfig, key: jax.Array) -> coordinate_learned.CoordinateLearned:
+    """Meta-training's second stage: the trained `policy` (and `history`, from `train`) as a
+    float32 `CoordinateLearned` whose step-scale gain `step_scale.choose_gain` picked on the
+    same `problems` from `config.scale_gains` (one compilation, seconds on the default
+    nets)."""
+    learned = coordinate_learned.CoordinateLearned(
+        jax.tree.map(lambda a: jnp.asarray(a, jnp.float32), policy), config.features,
+        family.name, tuple(history), config.activation, scale_bound=config.scale_bound)
+
+    def optimizer(gain):
+        return coordinate_learned.coordinatewise_step_descent(
+            learned.policy, learned.features, learned.activation, gain, learned.scale_bound)
+
+    with progress.stage("step-scale gain"):
+        choice = step_scale.choose_gain(optimizer, family, problems, config.scale_gains,
+                                        config.scale_perturbations, config.horizon, key)
+    logging.info("step-scale gain %s chosen; criterion per gain %s", choice.gain,
+                 dict(zip(config.scale_gains, np.round(choice.criteria, 4).tolist(),
+                          strict=True)))
+    return dataclasses.replace(learned, scale_gain=choice.gain)

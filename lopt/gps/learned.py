@@ -117,8 +117,9 @@ def as_optax(learned) -> optax.GradientTransformationExtraArgs:
       >>> x = optax.apply_updates(x, updates)
     """
     if isinstance(learned, coordinate_learned.CoordinateLearned):
-        return coordinate_learned.coordinatewise_step_descent(learned.policy, learned.features,
-                                                              learned.activation)
+        return coordinate_learned.coordinatewise_step_descent(
+            learned.policy, learned.features, learned.activation, learned.scale_gain,
+            learned.scale_bound)
     return predicted_step_descent(learned.policy, learned.features, learned.dim)
 
 
@@ -136,7 +137,8 @@ def save(learned, path: str) -> None:
         "history": list(learned.history),
     }
     if coordinatewise:
-        metadata["activation"] = learned.activation
+        metadata.update(activation=learned.activation, scale_gain=learned.scale_gain,
+                        scale_bound=learned.scale_bound)
     else:
         metadata["dim"] = learned.dim
     checkpoint.save(os.path.join(path, FILE), learned.policy, metadata=metadata)
@@ -162,9 +164,12 @@ def load(path: str):
         template = policy_lib.init(jax.random.key(0), features.observation_size, 1,
                                    int(metadata["hidden"]))
         policy, _ = checkpoint.load(file, template)
+        # files written before step-scale adaptation hold a policy used alone (gain 0)
         return coordinate_learned.CoordinateLearned(policy, features, metadata.get("family", ""),
                                                     tuple(metadata.get("history", ())),
-                                                    metadata["activation"])
+                                                    metadata["activation"],
+                                                    float(metadata.get("scale_gain", 0.0)),
+                                                    float(metadata.get("scale_bound", 3.0)))
     if kind != "fixed_dimension":
         raise ValueError(f"{file!r} holds a learned optimizer of unknown kind {kind!r}")
     features = feats.FeatureConfig(**metadata["features"])

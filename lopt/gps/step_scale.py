@@ -1,0 +1,117 @@
+"""Step-scale adaptation for the coordinate-wise learned optimizer, and how meta-training
+chooses its gain.
+
+The coordinate-wise policy (`coordinate_learned`) is feed-forward on a few recent features,
+so the size of its steps is, in effect, the learning rate that worked on the nets it was
+trained on. A task that wants a third of that rate (a wider net, noisier minibatches) cannot be
+told. One scalar per run fixes the scale: every step of the policy is multiplied by
+s_t = exp(l_t), where
+
+    c_t = -<g_t, u_{t-1}> / (||g_t|| ||u_{t-1}|| + TINY)      (0 at t = 0, where u_{-1} = 0)
+    l_t = clip(l_{t-1} + gain * c_t, -log(bound), log(bound)),   l_{-1} = 0,
+
+g_t is the gradient and u_{t-1} the policy's last step, inner product and norms over every
+coordinate of the params pytree. c_t > 0 when the gradient still points along the last step
+(steps too short), c_t < 0 when it turned back (too long): a normalised hypergradient step on
+the log of the scale (Baydin et al. 2018 adapt the rate itself by the raw inner product).
+The cosine does not depend on the scale, so u_{t-1} may be taken before or after scaling.
+gain = 0 keeps s_t = 1: the policy alone.
+
+`choose_gain` is the second stage of meta-training: on the training nets, the exported
+optimizer with each gain of a grid is run with its steps multiplied by each of a few
+perturbations (e.g. 1/3, 1, 3: a rate that is off either way must be recovered from); a
+gain's criterion is its mean area relative to the unperturbed policy's (gain 0, perturbation
+1) on the same net and seed, and the least wins. Nothing of the held-out tasks is seen.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+TINY = 1e-30
+
+
+def cosine(gradients: Sequence[jax.Array], steps: Sequence[jax.Array]) -> jax.Array:
+    """c_t `[]` float32 (module docstring) from g_t and u_{t-1}, each given as arrays of any
+    shapes (e.g. one flat vector per dtype) paired in order."""
+    def total(first, second):
+        return sum(jnp.sum(jnp.asarray(a, jnp.float32) * jnp.asarray(b, jnp.float32))
+                   for a, b in zip(first, second, strict=True))
+
+    norms = jnp.sqrt(total(gradients, gradients)) * jnp.sqrt(total(steps, steps))
+    return -total(gradients, steps) / (norms + TINY)
+
+
+def next_log_scale(log_scale, gradients, steps, gain, bound: float) -> jax.Array:
+    """l_t `[]` float32 from l_{t-1}, g_t and u_{t-1} (`cosine`); `gain` may be traced."""
+    limit = float(np.log(bound))
+    return jnp.clip(log_scale + gain * cosine(gradients, steps), -limit, limit)
+
+
+class GainChoice(NamedTuple):
+    """What `choose_gain` measured: the chosen gain, each gain's criterion `[G]` and the
+    areas `[G, S, N, R]` (gains, perturbations, problems, seeds)."""
+
+    gain: float
+    criteria: np.ndarray
+    areas: np.ndarray
+
+
+def choose_gain(optimizer: Callable[[jax.Array], optax.GradientTransformationExtraArgs],
+                family, problems, gains: Sequence[float], perturbations: Sequence[float],
+                steps: int, key: jax.Array, num_seeds: int = 2,
+                eval_every: int = 10) -> GainChoice:
+    """The gain of `gains` with the least criterion (module docstring).
+
+    `optimizer(gain)` is the exported optimizer with that gain (`gain` a traced float32
+    scalar, so one compilation serves the whole grid); `family` a `network_family`
+    family and `problems` its (data, initial params), leaves `[N, ...]`, as meta-training
+    holds them. Each run takes `steps` minibatch steps from the problem's initial params; its
+    area is the mean full-batch loss every `eval_every` steps from step 0 (inf if any is not
+    finite). `gains` must hold 0 and `perturbations` 1 (the reference run).
+    """
+    if 0.0 not in gains or 1.0 not in perturbations:
+        raise ValueError(f"choose_gain needs gain 0 and perturbation 1 (the policy alone) in "
+                         f"its grids, got gains {list(gains)}, perturbations "
+                         f"{list(perturbations)}")
+    data, params = problems
+    num_problems = jax.tree.leaves(params)[0].shape[0]
+    seeds = jax.random.split(key, num_seeds)
+
+    def area(gain, perturbation, data_one, params_one, seed):
+        opt = optax.chain(optimizer(gain), optax.scale(perturbation))
+
+        def step(carry, step_key):
+            params, state = carry
+            value, grad = jax.value_and_grad(family.minibatch_loss)(params, data_one, step_key)
+            updates, state = opt.update(grad, state, params, value=value)
+            return (optax.apply_updates(params, updates), state), None
+
+        def chunk(carry, chunk_key):
+            carry, _ = jax.lax.scan(step, carry, jax.random.split(chunk_key, eval_every))
+            return carry, family.full_loss(carry[0], data_one)
+
+        _, losses = jax.lax.scan(chunk, (params_one, opt.init(params_one)),
+                                 jax.random.split(seed, steps // eval_every))
+        losses = jnp.concatenate([family.full_loss(params_one, data_one)[None], losses])
+        return jnp.where(jnp.all(jnp.isfinite(losses)), jnp.mean(losses), jnp.inf)
+
+    over_seeds = jax.vmap(area, (None, None, None, None, 0))
+    over_problems = jax.vmap(over_seeds, (None, None, 0, 0, None))
+    grid = jnp.asarray([(g, p) for g in gains for p in perturbations], jnp.float32)
+    areas = jax.jit(lambda: jax.lax.map(
+        lambda pair: over_problems(pair[0], pair[1], data, params, seeds), grid))()
+    areas = np.asarray(areas).reshape(len(gains), len(perturbations), num_problems, num_seeds)
+    reference = areas[list(gains).index(0.0), list(perturbations).index(1.0)]
+    if not np.all(np.isfinite(reference)):
+        raise ValueError("choose_gain: the policy alone (gain 0, perturbation 1) diverges on "
+                         "these problems, so no gain can be measured against it")
+    criteria = np.mean(areas / reference, axis=(1, 2, 3))
+    criteria = np.where(np.isfinite(criteria), criteria, np.inf)
+    return GainChoice(float(gains[int(np.argmin(criteria))]), criteria, areas)
