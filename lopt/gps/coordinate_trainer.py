@@ -34,6 +34,8 @@ One iteration (mirror-descent GPS, on-policy):
    dropped (the next iteration starts from the best).
 The first policy imitates `initial_optimizer` (SGD, or Adam where the policy reads the moment
 inputs) with the rate (from `initial_rates`) of least area.
+After the loop, `to_learned` makes the best policy the exported optimizer and chooses its
+step-scale gain on the same problems (`lopt.gps.step_scale`): meta-training's second stage.
 
 Shapes: N problems, S samples, T horizon, G groups, K recorded coordinates per group,
 dX = state_size, dO = observation_size, dU = 1. Runs in float64 inside `jax.enable_x64()`.
