@@ -282,13 +282,14 @@ def test_tied_lqg_equals_untied_lqg_on_identical_coordinates():
 
 def test_step_scale_multiplies_the_policy_steps_as_written_in_numpy():
     """Eight steps on a 2-leaf pytree with a step-scale gain against the same optimizer without
-    one: each step is exp(l_t) times the plain step, l_t from the cosine of g_t and the last
-    plain step and clipped to +-log(bound), written in NumPy; the gain is large enough for the
-    clip to act."""
-    gain, bound = 5.0, 2.0
+    one: each step is exp(l_t) times the plain step, l_t from the cosine of g_t and the decayed
+    sum of the earlier plain steps, clipped to +-log(bound), written in NumPy; the gain is
+    large enough for the clip to act."""
+    gain, bound, decay = 5.0, 2.0, 0.7
     policy = small_policy()
     plain = coordinate_learned.coordinatewise_step_descent(policy, SMALL)
-    scaled = coordinate_learned.coordinatewise_step_descent(policy, SMALL, "relu", gain, bound)
+    scaled = coordinate_learned.coordinatewise_step_descent(policy, SMALL, "relu", gain, bound,
+                                                            decay)
     rng = np.random.default_rng(4)
     params = {"w": jnp.zeros((2, 3)), "b": jnp.zeros(4)}
     drift = {k: rng.normal(size=v.shape) for k, v in params.items()}
@@ -296,31 +297,31 @@ def test_step_scale_multiplies_the_policy_steps_as_written_in_numpy():
               for k, v in params.items()} for _ in range(8)]
     flat = lambda tree: np.asarray(jax.flatten_util.ravel_pytree(tree)[0], np.float64)  # noqa: E731
     plain_state, scaled_state = plain.init(params), scaled.init(params)
-    log_scale, last, reached_bound = 0.0, np.zeros(10), False
+    log_scale, displacement, reached_bound = 0.0, np.zeros(10), False
     for t, grad in enumerate(grads):
         value = jnp.float32(2.0 / (t + 1))
         plain_step, plain_state = plain.update(grad, plain_state, params, value=value)
         scaled_step, scaled_state = scaled.update(grad, scaled_state, params, value=value)
         g = flat(grad)
-        norms = np.linalg.norm(g) * np.linalg.norm(last)
-        cosine = -g @ last / norms if norms > 0 else 0.0
+        norms = np.linalg.norm(g) * np.linalg.norm(displacement)
+        cosine = -g @ displacement / norms if norms > 0 else 0.0
         log_scale = float(np.clip(log_scale + gain * cosine, -np.log(bound), np.log(bound)))
         reached_bound |= abs(log_scale) == np.log(bound)
         np.testing.assert_allclose(flat(scaled_step), np.exp(log_scale) * flat(plain_step),
                                    rtol=1e-5, atol=1e-8, err_msg=f"step {t}")
-        last = flat(plain_step)
+        displacement = decay * displacement + flat(plain_step)
     assert reached_bound
 
 
 def test_save_load_round_trip(tmp_path):
     learned = coordinate_learned.CoordinateLearned(small_policy(), SMALL, "neural_nets",
-                                                   ({"area": 1.5},), "softplus", 0.5, 2.0)
+                                                   ({"area": 1.5},), "softplus", 0.5, 2.0, 0.8)
     gps.save(learned, str(tmp_path))
     loaded = gps.load(str(tmp_path))
     assert isinstance(loaded, coordinate_learned.CoordinateLearned)
     assert loaded.features == SMALL and loaded.family == "neural_nets"
     assert loaded.history == ({"area": 1.5},) and loaded.activation == "softplus"
-    assert (loaded.scale_gain, loaded.scale_bound) == (0.5, 2.0)
+    assert (loaded.scale_gain, loaded.scale_bound, loaded.scale_decay) == (0.5, 2.0, 0.8)
     jax.tree.map(np.testing.assert_array_equal, loaded.policy, learned.policy)
 
 
@@ -440,7 +441,8 @@ def test_choose_gain_areas_equal_plain_runs_and_the_least_criterion_wins():
 
 def test_step_scale_settings_are_checked():
     for bad in [dict(scale_gains=(0.1, 1.0)), dict(scale_gains=(0.0, -1.0)),
-                dict(scale_perturbations=(0.5, 2.0)), dict(scale_bound=0.5)]:
+                dict(scale_perturbations=(0.5, 2.0)), dict(scale_bound=0.5),
+                dict(scale_decay=1.0)]:
         with pytest.raises(ValueError, match="scale_gains must"):
             ct.CoordinateConfig(**bad)
 

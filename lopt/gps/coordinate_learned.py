@@ -5,9 +5,9 @@ policy shared by every coordinate, reading that coordinate's last few Psi vector
 (`lopt.gps.coordinate_features`). Its optax form works on any params pytree, of any size,
 shape and floating dtype, leaf by leaf, elementwise: `update(grads, state, params,
 value=loss)` returns the policy's mean step (updates are *added* to the params, as in optax),
-times one scalar per run adapted from the cosine between the gradient and the last step when
-the optimizer has a step-scale gain (`lopt.gps.step_scale`; one more pass over the gradient and
-the last step, to reduce them).
+times one scalar per run adapted from the cosine between the gradient and a decayed sum of the
+policy's recent steps when the optimizer has a step-scale gain (`lopt.gps.step_scale`: that
+sum is one more vector of state, and the cosine one more pass).
 
 The leaves of each floating dtype are handled together as one flat vector (their
 concatenation in pytree order), so a pytree of 200 leaves costs one fused pass per dtype, not
@@ -15,8 +15,9 @@ concatenation in pytree order), so a pytree of 200 leaves costs one fused pass p
 psi_1, the same for every coordinate, once per step; per dtype (P_d: that dtype's number of
 parameters), vectors `[P_d]`: the last gradient, the last step, H - 1 past psi_2 and H psi_3
 (psi_3 of the next step is computed as soon as the step is), and with `features.moments`
-Adam's two moment estimates. An update holds O(number of parameters * (2 H + 1 + 2 moments))
-numbers (9 per parameter by default).
+Adam's two moment estimates, and with a step-scale gain the decayed sum of steps. An update
+holds O(number of parameters * (2 H + 1 + 2 moments + 1 adapts)) numbers (9 per parameter
+with the default features, 10 with a gain).
 
 Speed: the policy is `lopt.gps.policy.mean` (the specification, which training uses);
 `elementwise_mean` computes the same as one fused elementwise expression per dtype (hidden
@@ -43,7 +44,7 @@ from lopt.gps import step_scale
 class CoordinateLearned:
     """A trained coordinate-wise policy (whitening included), its feature sizes, the family
     it was trained on, its training history (one dict of scalars per GPS iteration) and its
-    step-scale adaptation (`lopt.gps.step_scale`: gain, 0 for none, and bound)."""
+    step-scale adaptation (`lopt.gps.step_scale`: gain, 0 for none; bound; decay)."""
 
     policy: policy_lib.Policy
     features: cf.CoordinateFeatureConfig
@@ -52,6 +53,7 @@ class CoordinateLearned:
     activation: str = "relu"
     scale_gain: float = 0.0
     scale_bound: float = 3.0
+    scale_decay: float = 0.9
 
 
 class CoordinatewiseState(NamedTuple):
@@ -60,7 +62,8 @@ class CoordinatewiseState(NamedTuple):
     (`lopt.gps.step_scale`); and tuples with one entry per floating dtype of the
     params (in order of first appearance), each entry `[P_d]`: g_{t-1}; u_{t-1}; `normalised`,
     a tuple of psi_2 of steps t-1, ..., t-H+1; `ratios`, a tuple of psi_3 of steps t, ...,
-    t-H+1; `moments`, (m_{t-1}, v_{t-1}) with `features.moments`, else ()."""
+    t-H+1; `moments`, (m_{t-1}, v_{t-1}) with `features.moments`, else (); `displacement`,
+    d_{t-1} of `lopt.gps.step_scale` where the step scale adapts, else ()."""
 
     count: jax.Array
     value: jax.Array
@@ -71,6 +74,7 @@ class CoordinatewiseState(NamedTuple):
     normalised: tuple
     ratios: tuple
     moments: tuple
+    displacement: tuple
 
 
 def elementwise_mean(policy: policy_lib.Policy, inputs, activation: str) -> jax.Array:
@@ -133,7 +137,7 @@ def _unflatten(flats, groups, leaves, treedef):
 
 def coordinatewise_step_descent(policy: policy_lib.Policy, features: cf.CoordinateFeatureConfig,
                                 activation: str = "relu", scale_gain=0.0,
-                                scale_bound: float = 3.0
+                                scale_bound: float = 3.0, scale_decay: float = 0.9
                                 ) -> optax.GradientTransformationExtraArgs:
     """The policy as an optax transformation (module docstring), its steps times the
     adapted scale of `lopt.gps.step_scale` (`scale_gain` 0: the policy's steps as they are);
@@ -158,7 +162,8 @@ def coordinatewise_step_descent(policy: policy_lib.Policy, features: cf.Coordina
             jnp.zeros([], jnp.int32), jnp.zeros([], dtype), jnp.zeros(history - 1, dtype),
             jnp.zeros([], jnp.float32), *zip(*zeros(2), strict=True), zeros(history - 1),
             zeros(history),
-            zeros(2) if features.moments else tuple(() for _ in flats))
+            zeros(2) if features.moments else tuple(() for _ in flats),
+            tuple(jnp.zeros_like(flat) for flat in flats) if adapts else ())
 
     def update(updates, state, params=None, *, value=None, **extra_args):
         del params, extra_args
@@ -192,14 +197,15 @@ def coordinatewise_step_descent(policy: policy_lib.Policy, features: cf.Coordina
         steps, normalised, ratios, moments = zip(*map(
             one_dtype, gradients, state.gradient, state.step, state.normalised, state.ratios,
             state.moments), strict=True)
-        log_scale = state.log_scale
-        taken = steps
+        log_scale, taken, displacement = state.log_scale, steps, ()
         if adapts:
-            log_scale = step_scale.next_log_scale(log_scale, gradients, state.step, scale_gain,
-                                                  scale_bound)
+            log_scale = step_scale.next_log_scale(log_scale, gradients, state.displacement,
+                                                  scale_gain, scale_bound)
             taken = tuple(jnp.exp(log_scale).astype(s.dtype) * s for s in steps)
+            displacement = tuple(step_scale.next_displacement(d, s, scale_decay)
+                                 for d, s in zip(state.displacement, steps, strict=True))
         new_state = CoordinatewiseState(t + 1, value, relative[:-1], log_scale, gradients,
-                                        steps, normalised, ratios, moments)
+                                        steps, normalised, ratios, moments, displacement)
         return _unflatten(taken, groups, leaves, treedef), new_state
 
     return optax.GradientTransformationExtraArgs(init, update)

@@ -91,6 +91,7 @@ class CoordinateConfig:
     scale_gains: tuple[float, ...] = (0.0, 0.01, 0.03, 0.1, 0.2, 0.5, 1.0, 2.0)
     scale_perturbations: tuple[float, ...] = (1 / 3, 1.0, 3.0)
     scale_bound: float = 3.0
+    scale_decay: float = 0.9  # of the displacement the scale's cosine is taken with
 
     def __post_init__(self):
         if self.initial_optimizer not in INITIAL_OPTIMIZERS:
@@ -98,11 +99,11 @@ class CoordinateConfig:
                              f"{self.initial_optimizer!r}")
         if (0.0 not in self.scale_gains or min(self.scale_gains) < 0
                 or 1.0 not in self.scale_perturbations or min(self.scale_perturbations) <= 0
-                or self.scale_bound < 1):
+                or self.scale_bound < 1 or not 0 <= self.scale_decay < 1):
             raise ValueError("scale_gains must be non-negative and hold 0, scale_perturbations "
-                             "positive and hold 1, scale_bound at least 1; got "
-                             f"{self.scale_gains}, {self.scale_perturbations}, "
-                             f"{self.scale_bound}")
+                             "positive and hold 1, scale_bound at least 1, scale_decay in "
+                             f"[0, 1); got {self.scale_gains}, {self.scale_perturbations}, "
+                             f"{self.scale_bound}, {self.scale_decay}")
         if self.initial_optimizer == "adam" and not self.features.moments:
             raise ValueError("initial_optimizer='adam' needs features with moments=True (the "
                              "policy must read Adam's moment inputs to imitate it)")
@@ -507,11 +508,13 @@ def to_learned(policy: policy_lib.Policy, history: tuple, family, problems,
     nets)."""
     learned = coordinate_learned.CoordinateLearned(
         jax.tree.map(lambda a: jnp.asarray(a, jnp.float32), policy), config.features,
-        family.name, tuple(history), config.activation, scale_bound=config.scale_bound)
+        family.name, tuple(history), config.activation, scale_bound=config.scale_bound,
+        scale_decay=config.scale_decay)
 
     def optimizer(gain):
         return coordinate_learned.coordinatewise_step_descent(
-            learned.policy, learned.features, learned.activation, gain, learned.scale_bound)
+            learned.policy, learned.features, learned.activation, gain, learned.scale_bound,
+            learned.scale_decay)
 
     with progress.stage("step-scale gain"):
         choice = step_scale.choose_gain(optimizer, family, problems, config.scale_gains,

@@ -119,7 +119,7 @@ def as_optax(learned) -> optax.GradientTransformationExtraArgs:
     if isinstance(learned, coordinate_learned.CoordinateLearned):
         return coordinate_learned.coordinatewise_step_descent(
             learned.policy, learned.features, learned.activation, learned.scale_gain,
-            learned.scale_bound)
+            learned.scale_bound, learned.scale_decay)
     return predicted_step_descent(learned.policy, learned.features, learned.dim)
 
 
@@ -138,7 +138,7 @@ def save(learned, path: str) -> None:
     }
     if coordinatewise:
         metadata.update(activation=learned.activation, scale_gain=learned.scale_gain,
-                        scale_bound=learned.scale_bound)
+                        scale_bound=learned.scale_bound, scale_decay=learned.scale_decay)
     else:
         metadata["dim"] = learned.dim
     checkpoint.save(os.path.join(path, FILE), learned.policy, metadata=metadata)
@@ -169,7 +169,8 @@ def load(path: str):
                                                     tuple(metadata.get("history", ())),
                                                     metadata["activation"],
                                                     float(metadata.get("scale_gain", 0.0)),
-                                                    float(metadata.get("scale_bound", 3.0)))
+                                                    float(metadata.get("scale_bound", 3.0)),
+                                                    float(metadata.get("scale_decay", 0.0)))
     if kind != "fixed_dimension":
         raise ValueError(f"{file!r} holds a learned optimizer of unknown kind {kind!r}")
     features = feats.FeatureConfig(**metadata["features"])

@@ -7,15 +7,20 @@ trained on. A task that wants a third of that rate (a wider net, noisier minibat
 told. One scalar per run fixes the scale: every step of the policy is multiplied by
 s_t = exp(l_t), where
 
-    c_t = -<g_t, u_{t-1}> / (||g_t|| ||u_{t-1}|| + TINY)      (0 at t = 0, where u_{-1} = 0)
+    d_t = decay * d_{t-1} + u_t                                  (d_{-1} = 0)
+    c_t = -<g_t, d_{t-1}> / (||g_t|| ||d_{t-1}|| + TINY)        (0 at t = 0)
     l_t = clip(l_{t-1} + gain * c_t, -log(bound), log(bound)),   l_{-1} = 0,
 
-g_t is the gradient and u_{t-1} the policy's last step, inner product and norms over every
-coordinate of the params pytree. c_t > 0 when the gradient still points along the last step
-(steps too short), c_t < 0 when it turned back (too long): a normalised hypergradient step on
-the log of the scale (Baydin et al. 2018 adapt the rate itself by the raw inner product).
-The cosine does not depend on the scale, so u_{t-1} may be taken before or after scaling.
-gain = 0 keeps s_t = 1: the policy alone.
+u_t is the policy's step before scaling, d_t a decayed sum of them (the displacement over the
+last 1 / (1 - decay) steps or so), g_t the gradient, inner product and norms over every
+coordinate of the params pytree. c_t > 0 when the gradient still points along the recent
+displacement (steps too short), c_t < 0 when it turned back (too long): a normalised
+hypergradient step on the log of the scale (Baydin et al. 2018 adapt the rate itself by the
+raw inner product with the last step, decay 0 here). The last step alone makes the scale
+shrink where the area over a long run wants it kept (greedy rate adaptation's short-horizon
+bias, Wu et al. 2018; docs/decisions.md), hence the decayed sum, decay 0.9 by default.
+gain = 0 keeps s_t = 1: the policy alone. Adapting costs one more number per parameter
+(d_t) and one more pass, to reduce the cosine.
 
 `choose_gain` is the second stage of meta-training: on the training nets, the exported
 optimizer with each gain of a grid is run with its steps multiplied by each of a few
@@ -38,7 +43,7 @@ TINY = 1e-30
 
 
 def cosine(gradients: Sequence[jax.Array], steps: Sequence[jax.Array]) -> jax.Array:
-    """c_t `[]` float32 (module docstring) from g_t and u_{t-1}, each given as arrays of any
+    """c_t `[]` float32 (module docstring) from g_t and d_{t-1}, each given as arrays of any
     shapes (e.g. one flat vector per dtype) paired in order."""
     def total(first, second):
         return sum(jnp.sum(jnp.asarray(a, jnp.float32) * jnp.asarray(b, jnp.float32))
@@ -48,10 +53,15 @@ def cosine(gradients: Sequence[jax.Array], steps: Sequence[jax.Array]) -> jax.Ar
     return -total(gradients, steps) / (norms + TINY)
 
 
-def next_log_scale(log_scale, gradients, steps, gain, bound: float) -> jax.Array:
-    """l_t `[]` float32 from l_{t-1}, g_t and u_{t-1} (`cosine`); `gain` may be traced."""
+def next_displacement(displacement: jax.Array, step: jax.Array, decay: float) -> jax.Array:
+    """d_t from d_{t-1} and the policy's step u_t, both of one shape and dtype."""
+    return (decay * displacement + step).astype(step.dtype)
+
+
+def next_log_scale(log_scale, gradients, displacements, gain, bound: float) -> jax.Array:
+    """l_t `[]` float32 from l_{t-1}, g_t and d_{t-1} (`cosine`); `gain` may be traced."""
     limit = float(np.log(bound))
-    return jnp.clip(log_scale + gain * cosine(gradients, steps), -limit, limit)
+    return jnp.clip(log_scale + gain * cosine(gradients, displacements), -limit, limit)
 
 
 class GainChoice(NamedTuple):
