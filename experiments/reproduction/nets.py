@@ -177,25 +177,10 @@ def curves(task: Task, opt: optax.GradientTransformationExtraArgs, seeds: jax.Ar
            eval_every: int) -> jax.Array:
     """Full-batch loss every `eval_every` steps, from step 0, for each seed key `[R]`:
     `[R, steps // eval_every + 1]`."""
-    chunks = task.steps // eval_every
-
     def one_seed(key):
         key_init, key_steps = jax.random.split(key)
-        params = task.init(key_init)
-
-        def step(carry, step_key):
-            params, state = carry
-            value, grad = jax.value_and_grad(task.minibatch_loss)(params, step_key)
-            updates, state = opt.update(grad, state, params, value=value)
-            return (optax.apply_updates(params, updates), state), None
-
-        def chunk(carry, chunk_key):
-            carry, _ = jax.lax.scan(step, carry, jax.random.split(chunk_key, eval_every))
-            return carry, task.full_loss(carry[0])
-
-        _, losses = jax.lax.scan(chunk, (params, opt.init(params)),
-                                 jax.random.split(key_steps, chunks))
-        losses = jnp.concatenate([task.full_loss(params)[None], losses])
+        losses = nf.training_curve(opt, task.minibatch_loss, task.full_loss,
+                                   task.init(key_init), key_steps, task.steps, eval_every)
         return jnp.where(jnp.isfinite(losses), losses, jnp.inf)
 
     return jax.lax.map(one_seed, seeds)

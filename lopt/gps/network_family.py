@@ -8,7 +8,7 @@ is available for training and held-out tests alike.
 
 A problem is (Data, initial params): `NetworkFamily.sample` draws `num` of them with a leading
 problem axis on every leaf. The loss of params on a minibatch is the mean cross-entropy; the
-`full_loss` is the same on the whole data set (what the curves report).
+`full_loss` is the same on the whole data set (what the curves report, `training_curve`).
 """
 
 from __future__ import annotations
@@ -86,3 +86,27 @@ class NetworkFamily:
         params = jax.vmap(self.init)(jax.random.split(key, num))
         stacked = jax.tree.map(lambda a: jnp.broadcast_to(a, (num, *a.shape)), data)
         return stacked, params
+
+
+def training_curve(opt: optax.GradientTransformationExtraArgs, minibatch_loss, full_loss,
+                   params, key: jax.Array, steps: int, eval_every: int) -> jax.Array:
+    """Full-batch losses of `opt` training `params` on minibatches, every `eval_every` steps
+    from step 0: `[steps // eval_every + 1]` (as computed: non-finite where it diverges).
+
+    `minibatch_loss(params, key)` and `full_loss(params)`; step i of chunk c draws its
+    minibatch with `split(split(key, steps // eval_every)[c], eval_every)[i]`; `opt.update`
+    gets the minibatch value as `value=`."""
+
+    def step(carry, step_key):
+        params, state = carry
+        value, grad = jax.value_and_grad(minibatch_loss)(params, step_key)
+        updates, state = opt.update(grad, state, params, value=value)
+        return (optax.apply_updates(params, updates), state), None
+
+    def chunk(carry, chunk_key):
+        carry, _ = jax.lax.scan(step, carry, jax.random.split(chunk_key, eval_every))
+        return carry, full_loss(carry[0])
+
+    _, losses = jax.lax.scan(chunk, (params, opt.init(params)),
+                             jax.random.split(key, steps // eval_every))
+    return jnp.concatenate([full_loss(params)[None], losses])

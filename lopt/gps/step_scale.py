@@ -39,6 +39,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from lopt.gps import network_family
+
 TINY = 1e-30
 
 
@@ -82,9 +84,10 @@ def choose_gain(optimizer: Callable[[jax.Array], optax.GradientTransformationExt
     `optimizer(gain)` is the exported optimizer with that gain (`gain` a traced float32
     scalar, so one compilation serves the whole grid); `family` a `network_family`
     family and `problems` its (data, initial params), leaves `[N, ...]`, as meta-training
-    holds them. Each run takes `steps` minibatch steps from the problem's initial params; its
-    area is the mean full-batch loss every `eval_every` steps from step 0 (inf if any is not
-    finite). `gains` must hold 0 and `perturbations` 1 (the reference run).
+    holds them. Each run (`network_family.training_curve`) takes `steps` minibatch steps from
+    the problem's initial params; its area is the mean full-batch loss every `eval_every`
+    steps from step 0 (inf if any is not finite). `gains` must hold 0 and `perturbations` 1
+    (the reference run).
     """
     if 0.0 not in gains or 1.0 not in perturbations:
         raise ValueError(f"choose_gain needs gain 0 and perturbation 1 (the policy alone) in "
@@ -95,21 +98,10 @@ def choose_gain(optimizer: Callable[[jax.Array], optax.GradientTransformationExt
     seeds = jax.random.split(key, num_seeds)
 
     def area(gain, perturbation, data_one, params_one, seed):
-        opt = optax.chain(optimizer(gain), optax.scale(perturbation))
-
-        def step(carry, step_key):
-            params, state = carry
-            value, grad = jax.value_and_grad(family.minibatch_loss)(params, data_one, step_key)
-            updates, state = opt.update(grad, state, params, value=value)
-            return (optax.apply_updates(params, updates), state), None
-
-        def chunk(carry, chunk_key):
-            carry, _ = jax.lax.scan(step, carry, jax.random.split(chunk_key, eval_every))
-            return carry, family.full_loss(carry[0], data_one)
-
-        _, losses = jax.lax.scan(chunk, (params_one, opt.init(params_one)),
-                                 jax.random.split(seed, steps // eval_every))
-        losses = jnp.concatenate([family.full_loss(params_one, data_one)[None], losses])
+        losses = network_family.training_curve(
+            optax.chain(optimizer(gain), optax.scale(perturbation)),
+            lambda p, k: family.minibatch_loss(p, data_one, k),
+            lambda p: family.full_loss(p, data_one), params_one, seed, steps, eval_every)
         return jnp.where(jnp.all(jnp.isfinite(losses)), jnp.mean(losses), jnp.inf)
 
     over_seeds = jax.vmap(area, (None, None, None, None, 0))
