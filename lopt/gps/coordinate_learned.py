@@ -82,14 +82,17 @@ def elementwise_mean(policy: policy_lib.Policy, inputs, activation: str) -> jax.
     inputs, each an array of one common shape `[...]` or a scalar `[]` shared by every
     coordinate, as elementwise operations: `[...]`.
 
-    Scalar inputs are folded into the hidden units' biases, and the whitening of the others
-    into their weights (clip((x - m) / s, -c, c) = clip(x, m - c s, m + c s) / s - m / s), so
-    a coordinate costs one clip per array input and one multiply-add per (array input, hidden
-    unit)."""
+    Scalar inputs are folded into the hidden units' biases, the action scale into the output
+    weights, and the whitening of the other inputs into their weights
+    (clip((x - m) / s, -c, c) = clip(x, m - c s, m + c s) / s - m / s), so a coordinate costs
+    one clip per array input and one multiply-add per (array input, hidden unit)."""
     act = policy_lib.ACTIVATIONS[activation]
     kernel = policy.network["Dense_0"]["kernel"]  # [dO, H]
     bias = policy.network["Dense_0"]["bias"]
-    output = policy.network["Dense_1"]["kernel"][:, 0]  # [H]; the output bias cancels
+    # [H] (the output bias cancels), times the action scale: a final multiply by the scale
+    # would be the fused expression's root, and XLA then re-evaluates the whole expression in
+    # each of its consumers (docs/decisions.md)
+    output = policy.network["Dense_1"]["kernel"][:, 0] * policy.action_scale[0]
     clip = policy_lib.INPUT_CLIP
     mean, scale = policy.input_mean, policy.input_scale
     inverse = 1 / scale
@@ -109,7 +112,7 @@ def elementwise_mean(policy: policy_lib.Policy, inputs, activation: str) -> jax.
         for value, weight in weighted:
             hidden = hidden + weight[unit] * value
         total = total + output[unit] * act(hidden)
-    return policy.action_scale[0] * total
+    return total
 
 
 def _dtype_groups(leaves) -> list[list[int]]:
