@@ -174,6 +174,29 @@ def test_elementwise_policy_equals_the_specification(activation):
         np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-7)
 
 
+def test_compiled_step_evaluates_the_policy_once_whatever_its_action_scale():
+    """The jitted step (update, apply, buffers donated) of the same policy with action scale 1
+    and 0.0042 (the shipped policy's) compiles to programs of one size: a final multiply by
+    the scale made XLA copy the policy's expression into each consumer of the step (six
+    copies, 3.4x slower at 1M parameters; docs/decisions.md)."""
+    def program_size(action_scale):
+        learned = gps.CoordinateLearned(
+            small_policy(hidden=16)._replace(action_scale=jnp.full(1, action_scale)),
+            cf.CoordinateFeatureConfig(), scale_gain=0.5)
+        opt = gps.as_optax(learned)
+
+        def step(params, state, grads):
+            updates, state = opt.update(grads, state, params, value=jnp.float32(1.0))
+            return optax.apply_updates(params, updates), state
+
+        params = {"w": jnp.ones((64, 512)), "b": jnp.ones(512), "c": jnp.ones((3, 3, 8, 16))}
+        compiled = jax.jit(step, donate_argnums=(0, 1)).lower(
+            params, opt.init(params), params).compile().as_text()
+        return compiled.count(" maximum(")
+
+    assert program_size(0.0042) == program_size(1.0)
+
+
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
 def test_optax_export_runs_on_any_pytree_inside_scan(dtype):
     """A 200-leaf pytree of mixed shapes, inside jit and lax.scan: finite steps of the leaves'
