@@ -1,6 +1,7 @@
 """Progress lines for long jobs: what is being done, its rate, and ETAs for the stage and job.
 
-A job is a sequence of stages (which may nest: the innermost open one is reported).
+A job is a sequence of stages (which may nest: the innermost open one is reported, with the
+nearest enclosing one that has an ETA while the innermost has none).
 `stage(name, total, unit)` opens one in the active job (a context manager); its work
 reports how far it got with `Stage.update(done)` from Python, or with `tick(done)` from
 inside jitted code (a `jax.debug.callback`, so a `lax.scan` over
@@ -126,10 +127,16 @@ class Job:
         return remaining
 
     def line(self) -> str:
-        """The progress line of the open stage and the job."""
+        """The progress line of the open stage and the job; when the open stage cannot yet
+        estimate its ETA, also the nearest enclosing stage that can."""
         with self._lock:
             current = self.current
             stage = current.describe() if current is not None else "between stages"
+            if current is not None and current.remaining() is None:
+                enclosing = [outer for outer in self.open_stages[:-1]
+                             if outer.remaining() is not None]
+                if enclosing:
+                    stage += f" (in {enclosing[-1].describe()})"
             remaining = self.job_remaining()
         job = "" if remaining is None else f"; job ETA {_duration(remaining)}"
         return (f"[{self.name} {_duration(self._clock() - self.started)}] {stage}{job}")

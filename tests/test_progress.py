@@ -37,6 +37,22 @@ def test_stage_and_job_etas_follow_the_rate_and_the_plan():
     assert re.search(r"; peak memory \d+\.\d GB$", lines[-1])
 
 
+def test_a_nested_stage_without_an_eta_shows_the_enclosing_stages_eta():
+    clock = FakeClock()
+    with progress.job("demo", interval=1e6, log=lambda line: None, clock=clock) as job:
+        with progress.stage("iterations", total=5, unit="iterations") as outer:
+            clock.now += 20.0
+            outer.update(2)  # at 24 s below: 2 of 5 done -> 3 x 12 s = 36 s left
+            with progress.stage("iteration 3/5", total=100, unit="fit steps") as inner:
+                clock.now += 4.0
+                waiting = job.line()
+                inner.update(50)
+                ticking = job.line()
+    assert waiting.endswith("iteration 3/5: 0/100 fit steps (0 fit steps/s), ETA unknown (in "
+                            "iterations: 2/5 iterations (0.0833 iterations/s), ETA 36s)")
+    assert ticking.endswith("iteration 3/5: 50/100 fit steps (12.5 fit steps/s), ETA 4s")
+
+
 def test_ticks_from_a_jitted_scan_and_scoped_labels_reach_the_open_stage():
     lines = []
 
