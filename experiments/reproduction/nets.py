@@ -287,19 +287,24 @@ def figure(settings, which: str, command: str) -> Report:
     learned, provenance = learned_optimizer(settings, directory, scale, command)
     tasks, tune_keys, eval_keys = held_out_run(scale, settings.seed)
     results, rates = {}, {}
-    # One unit per optimizer on a task (the learned one, then each baseline's sweep and run),
-    # so that the ETA moves within a task, not only between tasks.
-    per_task = 1 + len(BASELINES)
-    with progress.stage("held-out tasks", len(tasks) * per_task, "optimizer runs") as stage:
+    # Units are training runs (the learned optimizer's on the evaluation seeds; a baseline's
+    # on the tuning seeds at every rate, then on the evaluation seeds). Each task is a nested
+    # stage, so its ETA comes from its own rate: the ConvNet's runs take ten times the MLPs'.
+    learned_runs = len(eval_keys)
+    baseline_runs = len(scale.rates) * len(tune_keys) + len(eval_keys)
+    per_task = learned_runs + len(BASELINES) * baseline_runs
+    with progress.stage("held-out tasks", len(tasks) * per_task, "training runs") as stage:
         for number, task in enumerate(tasks):
             started = time.time()
-            runs = {LEARNED: jax.block_until_ready(jax.jit(lambda t=task: curves(
-                t, gps.as_optax(learned), eval_keys, scale.eval_every))())}
-            stage.update(number * per_task + 1)
-            for done, name in enumerate(BASELINES, start=2):
-                rates[(task.name, name)], runs[name] = tuned(task, BASELINES[name], scale,
-                                                             tune_keys, eval_keys)
-                stage.update(number * per_task + done)
+            with progress.stage(task.name, per_task, "training runs") as task_stage:
+                runs = {LEARNED: jax.block_until_ready(jax.jit(lambda t=task: curves(
+                    t, gps.as_optax(learned), eval_keys, scale.eval_every))())}
+                task_stage.update(learned_runs)
+                for done, name in enumerate(BASELINES, start=1):
+                    rates[(task.name, name)], runs[name] = tuned(task, BASELINES[name], scale,
+                                                                 tune_keys, eval_keys)
+                    task_stage.update(learned_runs + done * baseline_runs)
+            stage.update((number + 1) * per_task)
             results[task.name] = {name: np.asarray(values) for name, values in runs.items()}
             logging.info("lto_nets: %s done in %.0f s", task.name, time.time() - started)
     table, wins = _table(results, rates)
