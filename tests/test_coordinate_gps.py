@@ -12,7 +12,7 @@ import pytest
 
 from lopt import gps
 from lopt.gps import coordinate_features as cf
-from lopt.gps import coordinate_groups, coordinate_learned, restart_choice, step_scale
+from lopt.gps import coordinate_groups, coordinate_learned, step_scale
 from lopt.gps import coordinate_trainer as ct
 from lopt.gps import network_family as nf
 from lopt.gps import policy as policy_lib
@@ -460,47 +460,6 @@ def test_choose_gain_areas_equal_plain_runs_and_the_least_criterion_wins():
     criteria = [np.mean(relative[g]) for g in range(2)]
     np.testing.assert_allclose(choice.criteria, criteria, rtol=1e-6)
     assert choice.gain == gains[int(np.argmin(criteria))]
-
-
-def test_choose_restart_keeps_the_least_geometric_mean_area_and_scores_divergence_as_inf():
-    """Three candidates (the trained policy, it with steps 3x longer, it with steps 1e30x
-    longer, which overflows): choose_restart's areas against plain-loop runs (same keys), its
-    criteria against the geometric mean recomputed from them, the diverging one inf."""
-    policy, _ = tiny_training()
-    learned = coordinate_learned.CoordinateLearned(
-        jax.tree.map(lambda a: jnp.asarray(a, jnp.float32), policy), TINY.features)
-    candidates = [gps.as_optax(learned)] + [
-        optax.chain(gps.as_optax(learned), optax.scale(factor)) for factor in (3.0, 1e30)]
-    data, params = tiny_problems()
-    key = jax.random.key(9)
-    choice = restart_choice.choose_restart(candidates, TINY_FAMILY, (data, params), 20, key,
-                                           num_seeds=2, eval_every=10)
-    assert choice.areas.shape == (3, 2, 2)
-
-    def plain_area(optimizer, problem, seed):
-        one = jax.tree.map(lambda a: a[problem], (data, params))
-        x, state = one[1], optimizer.init(one[1])
-        update = jax.jit(optimizer.update)
-        losses = [TINY_FAMILY.full_loss(x, one[0])]
-        for chunk_key in jax.random.split(jax.random.split(key, 2)[seed], 2):
-            for step_key in jax.random.split(chunk_key, 10):
-                value, grad = jax.value_and_grad(TINY_FAMILY.minibatch_loss)(x, one[0],
-                                                                             step_key)
-                updates, state = update(grad, state, x, value=value)
-                x = optax.apply_updates(x, updates)
-            losses.append(TINY_FAMILY.full_loss(x, one[0]))
-        return float(np.mean(losses)) if np.all(np.isfinite(losses)) else np.inf
-
-    for candidate, problem, seed in [(0, 0, 1), (1, 1, 0), (2, 0, 0)]:
-        np.testing.assert_allclose(choice.areas[candidate, problem, seed],
-                                   plain_area(candidates[candidate], problem, seed), rtol=1e-4)
-    assert choice.criteria[2] == np.inf
-    geometric = [float(np.exp(np.mean(np.log(choice.areas[c])))) for c in range(2)]
-    np.testing.assert_allclose(choice.criteria[:2], geometric, rtol=1e-6)
-    assert choice.index == int(np.argmin(geometric))
-    with pytest.raises(ValueError, match="every candidate diverges"):
-        restart_choice.choose_restart(candidates[2:], TINY_FAMILY, (data, params), 20, key,
-                                      num_seeds=2, eval_every=10)
 
 
 def test_step_scale_settings_are_checked():

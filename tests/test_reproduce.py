@@ -169,33 +169,3 @@ def test_cpu_scale_trains_the_4_dimensional_families_on_more_than_the_papers_pro
         loop={"num_iterations": 2})
     assert settings.sizes.gps_config("mlp_classifier") == preset
     assert paper.sizes.gps_config("logistic_regression") == gps.Config.preset("paper")
-
-
-def test_restarts_keep_the_candidate_chosen_on_validation_nets(tmp_path, monkeypatch):
-    """nets.train_learned with 2 restarts at smoke settings: each restart checkpoints to its
-    own file, and the optimizer returned is the candidate the restart choice names (a second
-    call resumes both restarts from their checkpoints)."""
-    from experiments.reproduction import nets
-    from lopt.gps import restart_choice
-
-    chosen = []
-
-    def choose(index):
-        def fake(candidates, family, problems, steps, key):
-            assert len(candidates) == 2 and family.input_dim == 48
-            assert jax.tree.leaves(problems[1])[0].shape[0] == 2  # num_validation nets
-            chosen.append(index)
-            return restart_choice.RestartChoice(index, np.zeros(2), np.zeros((2, 2, 2)))
-        return fake
-
-    config, path = nets.SCALES["smoke"].config, str(tmp_path / "checkpoint.npz")
-    learned = {}
-    for index in (1, 0):
-        monkeypatch.setattr(restart_choice, "choose_restart", choose(index))
-        learned[index], _ = nets.train_learned(config, 1, 0, path, restarts=2,
-                                               num_validation=2)
-    assert chosen == [1, 0]
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.npz",
-                                                         "checkpoint.restart1.npz"]
-    first, second = (learned[i].policy.network["Dense_0"]["kernel"] for i in (0, 1))
-    assert np.all(np.isfinite(first)) and not np.array_equal(first, second)
