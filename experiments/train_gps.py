@@ -154,11 +154,9 @@ def train_coordinatewise() -> None:
     path = os.path.join(out, gps.trainer.CHECKPOINT)
     with open(os.path.join(out, "config.json"), "w") as file:
         json.dump({"family": NETS, "preset": CONFIG.value, "num_train": num_train,
-                   "seed": SEED.value, "restarts": scale.restarts,
-                   "config": dataclasses.asdict(config)}, file, indent=1)
+                   "seed": SEED.value, "config": dataclasses.asdict(config)}, file, indent=1)
     with progress.job("train_gps"):
-        learned, seconds = nets.train_learned(config, num_train, SEED.value, path,
-                                              scale.restarts)
+        learned, seconds = nets.train_learned(config, num_train, SEED.value, path)
     gps.save(learned, out)
     plotting.plot_training_costs({"policy": [record["area"] for record in learned.history]},
                                  os.path.join(out, "training.png"),

@@ -44,7 +44,7 @@ from experiments.reproduction.report import Report
 from lopt import data as data_lib
 from lopt import gps, plotting, progress
 from lopt.gps import coordinate_features as cf
-from lopt.gps import coordinate_learned, restart_choice
+from lopt.gps import coordinate_learned
 from lopt.gps import coordinate_trainer as ct
 from lopt.gps import network_family as nf
 from lopt.search import tasks as search_tasks
@@ -67,8 +67,7 @@ class NetsScale:
     rates: the baselines' learning-rate grid; tune_seeds / eval_seeds:
     seeds for tuning and for the reported curves; eval_every: full-batch loss every this many
     steps; horizon_scale: every task's number of steps times this; tasks: the held-out tasks
-    run (None: all); restarts: meta-training runs, the best on validation nets kept
-    (`train_learned`)."""
+    run (None: all)."""
 
     config: ct.CoordinateConfig
     num_train: int
@@ -78,7 +77,6 @@ class NetsScale:
     eval_every: int
     horizon_scale: float = 1.0
     tasks: tuple[str, ...] | None = None
-    restarts: int = 1
 
 
 SCALES = {
@@ -90,7 +88,7 @@ SCALES = {
                        eval_every=5, horizon_scale=0.05, tasks=("steps_800",)),
     "cpu": NetsScale(ct.CoordinateConfig(), num_train=4,
                      rates=tuple(float(r) for r in 10.0 ** np.arange(-4.0, 1.01, 0.5)),
-                     tune_seeds=2, eval_seeds=5, eval_every=10, restarts=3),
+                     tune_seeds=2, eval_seeds=5, eval_every=10),
 }
 SCALES["paper"] = SCALES["cpu"]
 
@@ -208,17 +206,12 @@ def tuned(task: Task, optimizer, scale: NetsScale, tune_keys, eval_keys):
     return scale.rates[int(best)], values
 
 
-TRAINING, VALIDATION = 17, 23  # key streams of `training_run`
-
-
-def training_run(num_train: int, seed: int, stream: int = TRAINING):
+def training_run(num_train: int, seed: int):
     """(family, problems, key) of the meta-training: `num_train` 48-48-10 nets (initial
     params), each on its own data set of the digits' size: even ones the digits projected by a
-    key of `seed`, odd ones a 10-class Gaussian mixture (20-D, projected). `stream=VALIDATION`
-    draws other nets of the same family (other projections, mixtures and initial params), on
-    which `train_learned` chooses among restarts."""
+    key of `seed`, odd ones a 10-class Gaussian mixture (20-D, projected)."""
     family = nf.NetworkFamily()
-    key = jax.random.fold_in(jax.random.key(seed), stream)
+    key = jax.random.fold_in(jax.random.key(seed), 17)
     key_data, key_problems, key_train = jax.random.split(key, 3)
     num_points = data_lib.load_digits().train.labels.shape[0]
     sets = []
@@ -235,42 +228,17 @@ def training_run(num_train: int, seed: int, stream: int = TRAINING):
 
 
 def train_learned(config: ct.CoordinateConfig, num_train: int, seed: int,
-                  checkpoint_path: str | None = None, restarts: int = 1,
-                  num_validation: int = 8):
+                  checkpoint_path: str | None = None):
     """Meta-trains the coordinate-wise optimizer on `training_run(num_train, seed)`:
-    (CoordinateLearned, seconds taken). With `restarts` > 1, GPS and the gain stage run from
-    that many keys (the first is the single run's key; restart r checkpoints to
-    `checkpoint_path` with `.restart{r}` before its extension) and the one that trains
-    `num_validation` validation nets best is kept (`lopt.gps.restart_choice`; the criteria
-    are logged)."""
-    if restarts < 1:
-        raise ValueError(f"restarts must be at least 1, got {restarts}")
+    (CoordinateLearned, seconds taken)."""
     family, problems, key = training_run(num_train, seed)
     started = time.time()
-    candidates = []
-    for restart in range(restarts):
-        restart_key = key if restart == 0 else jax.random.fold_in(key, 1000 + restart)
-        path = checkpoint_path
-        if checkpoint_path and restart:
-            stem, extension = os.path.splitext(checkpoint_path)
-            path = f"{stem}.restart{restart}{extension}"
-        name = "coordinate GPS" if restarts == 1 else f"coordinate GPS {restart + 1}/{restarts}"
-        with progress.stage(name):
-            policy, history = ct.train(family, problems, config, restart_key,
-                                       checkpoint_path=path)
-        candidates.append(ct.to_learned(policy, history, family, problems, config,
-                                        jax.random.fold_in(restart_key, 1)))
-    if restarts == 1:
-        return candidates[0], time.time() - started
-    validation_family, validation, validation_key = training_run(num_validation, seed,
-                                                                 VALIDATION)
-    with progress.stage("restart choice on validation nets"):
-        choice = restart_choice.choose_restart(
-            [gps.as_optax(candidate) for candidate in candidates], validation_family,
-            validation, config.horizon, validation_key)
-    logging.info("lto_nets: restart criteria on %d validation nets %s, restart %d kept",
-                 num_validation, np.round(choice.criteria, 5).tolist(), choice.index + 1)
-    return candidates[choice.index], time.time() - started
+    with progress.stage("coordinate GPS"):
+        policy, history = ct.train(family, problems, config, key,
+                                   checkpoint_path=checkpoint_path)
+    learned = ct.to_learned(policy, history, family, problems, config,
+                            jax.random.fold_in(key, 1))
+    return learned, time.time() - started
 
 
 def export(learned: coordinate_learned.CoordinateLearned, path: str, command: str, settings,
@@ -298,20 +266,17 @@ def learned_optimizer(settings, directory: str, scale: NetsScale, command: str):
         learned = gps.load(saved)
     else:
         learned, seconds = train_learned(scale.config, scale.num_train, settings.seed,
-                                         os.path.join(directory, "checkpoint.npz"),
-                                         scale.restarts)
+                                         os.path.join(directory, "checkpoint.npz"))
         gps.save(learned, saved)
         with open(training_file, "w") as file:
             json.dump({"seconds": seconds}, file)
     if settings.export_dir is not None:
         export(learned, os.path.join(settings.export_dir, learned.family), command, settings,
                seconds)
-    restarts = (f", the best of {scale.restarts} restarts on 8 validation nets"
-                if scale.restarts > 1 else "")
     return learned, (f"coordinate-wise GPS, {len(learned.history)} iterations on "
                      f"{scale.num_train} 48-48-10 nets (projected digits and Gaussian "
-                     f"mixtures), step-scale gain {learned.scale_gain:g} chosen on them"
-                     f"{restarts}, {seconds:.0f} s")
+                     f"mixtures), step-scale gain {learned.scale_gain:g} chosen on them, "
+                     f"{seconds:.0f} s")
 
 
 def figure(settings, which: str, command: str) -> Report:
