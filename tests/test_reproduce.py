@@ -47,6 +47,9 @@ def test_every_experiment_runs_at_smoke_scale(run_module, tmp_path):
         assert f"| {family} | searched_rule | rule=`" in both and f"On {family}, " in both
         assert (out / "lto_vs_rules" / family / "search" / "results.jsonl").exists()
     assert "lto_vs_rules / GPS" not in result.stderr and "distill / GPS" not in result.stderr
+    nets_report = (out / "lto_nets" / "report.md").read_text()
+    assert "Across 2 meta-training runs on the same nets" in nets_report
+    assert (out / "lto_nets" / "learned_run1" / "learned.npz").exists()
     distilled = (out / "distill" / "report.md").read_text()
     assert "| best single operand |" in distilled and "| distilled_rule_tuned |" in distilled
     assert "| distilled, with the past step |" in distilled
@@ -169,3 +172,22 @@ def test_cpu_scale_trains_the_4_dimensional_families_on_more_than_the_papers_pro
         loop={"num_iterations": 2})
     assert settings.sizes.gps_config("mlp_classifier") == preset
     assert paper.sizes.gps_config("logistic_regression") == gps.Config.preset("paper")
+
+
+def test_the_lto_nets_verdict_counts_every_meta_training_run():
+    """Handmade wins: the counts of each run in order, and the verdict word from all runs
+    (one run short of the bar makes it 'partly')."""
+    from experiments.reproduction import nets
+
+    def wins(best, ahead):  # task i beats all baselines if i < best, SGD and momentum if i < ahead
+        return {f"t{i}": {name: i < best or (name in ("sgd", "momentum") and i < ahead)
+                          for name in nets.BASELINES} for i in range(6)}
+
+    single = nets._verdict([wins(4, 6)], 6, "P")
+    assert "on 4 of 6 held-out tasks (t0, t1, t2, t3)" in single and "**reproduced**" in single
+    assert "Across" not in single
+    three = nets._verdict([wins(4, 6), wins(5, 6), wins(2, 3)], 6, "P")
+    assert "least of all on 4, 5 and 2 of 6 tasks" in three
+    assert "ahead of tuned SGD and momentum on 6, 6 and 3" in three
+    assert "**partly reproduced**" in three
+    assert "**not reproduced**" in nets._verdict([wins(0, 0), wins(0, 0)], 6, "P")
