@@ -20,7 +20,10 @@ on a grid, by the area under the training-loss curve on tuning seeds; every algo
 run on fresh evaluation seeds (new initial params and minibatches). The table gives each
 algorithm's area under the full-batch training-loss curve relative to tuned Adam's (below 1:
 better than Adam). L-BFGS and CG are left out: on minibatch gradients their line searches and
-conjugacy have no meaning.
+conjugacy have no meaning. The table is the first meta-training run's (the one exported); the
+verdict also counts `meta_runs - 1` further runs on the same nets from other GPS keys, each
+run on the held-out tasks against the same tuned baselines, and needs every run to meet the
+bar (their counts differ by more than the bar's margins: docs/decisions.md).
 """
 
 from __future__ import annotations
