@@ -311,8 +311,7 @@ def figure(settings, which: str, command: str) -> Report:
         for number, task in enumerate(tasks):
             started = time.time()
             with progress.stage(task.name, per_task, "training runs") as task_stage:
-                runs = {LEARNED: jax.block_until_ready(jax.jit(lambda t=task: curves(
-                    t, gps.as_optax(learned), eval_keys, scale.eval_every))())}
+                runs = {LEARNED: _learned_curves(task, learned, eval_keys, scale.eval_every)}
                 task_stage.update(learned_runs)
                 for done, name in enumerate(BASELINES, start=1):
                     rates[(task.name, name)], runs[name] = tuned(task, BASELINES[name], scale,
@@ -321,16 +320,16 @@ def figure(settings, which: str, command: str) -> Report:
             stage.update((number + 1) * per_task)
             results[task.name] = {name: np.asarray(values) for name, values in runs.items()}
             logging.info("lto_nets: %s done in %.0f s", task.name, time.time() - started)
-    table, wins = _table(results, rates)
-    all_wins = [wins]
+    table = _table(results, rates)
+    all_wins = [_wins({task: _areas(runs[LEARNED]) for task, runs in results.items()}, results)]
     for run in range(1, scale.meta_runs):
         other, _ = _trained(directory, scale, settings.seed, run)
         areas = {}
         with progress.stage(f"meta-training run {run + 1}/{scale.meta_runs} on held-out tasks",
                             len(tasks), "tasks") as stage:
             for number, task in enumerate(tasks):
-                areas[task.name] = _areas(np.asarray(jax.jit(lambda t=task, o=other: curves(
-                    t, gps.as_optax(o), eval_keys, scale.eval_every))()))
+                areas[task.name] = _areas(_learned_curves(task, other, eval_keys,
+                                                          scale.eval_every))
                 stage.update(number + 1)
         all_wins.append(_wins(areas, results))
     figures = _plot(results, directory, scale.eval_every)
@@ -339,6 +338,12 @@ def figure(settings, which: str, command: str) -> Report:
                    for task, runs in results.items()}, file, indent=1)
     return Report(which, "Learning to Optimize Neural Nets: held-out tasks (Figures 1-5)",
                   command, _verdict(all_wins, len(tasks), provenance), table, figures)
+
+
+def _learned_curves(task: Task, learned, eval_keys, eval_every: int) -> np.ndarray:
+    """`curves` of the learned optimizer `learned` on `task` (one compilation per task)."""
+    return np.asarray(jax.jit(lambda: curves(task, gps.as_optax(learned), eval_keys,
+                                             eval_every))())
 
 
 def _areas(values: np.ndarray) -> np.ndarray:
@@ -361,11 +366,10 @@ def _table(results: dict, rates: dict):
             rate = "" if name == LEARNED else f" (lr {rates[(task, name)]:.3g})"
             cells.append(f"{ratio:.3f} ± {spread:.3f}{rate}")
         rows.append(f"| {task} | " + " | ".join(cells) + " |")
-    wins = _wins({task: _areas(runs[LEARNED]) for task, runs in results.items()}, results)
     note = ("\nArea under the full-batch training-loss curve relative to tuned Adam's, mean "
             "± standard error over the evaluation seeds; each baseline's learning rate (lr) "
             "tuned on separate seeds.\n")
-    return header + "\n".join(rows) + "\n" + note, wins
+    return header + "\n".join(rows) + "\n" + note
 
 
 def _wins(learned_areas: dict, results: dict) -> dict:
