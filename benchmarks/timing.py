@@ -10,22 +10,34 @@ import numpy as np
 
 
 def median_seconds(
-    candidates: dict[str, Callable[[], object]], repeats: int = 15, calls: int = 10
+    candidates: dict[str, Callable[[], object]], repeats: int = 15, calls: int = 10,
+    prepare: Callable[[], object] | None = None,
 ) -> dict[str, float]:
     """Median wall time of one call of each candidate, measured interleaved in one run.
 
     Each candidate is a thunk returning JAX arrays; every measurement runs it `calls` times
     and blocks on the last result. Candidates alternate within each repeat so that load from
-    other processes affects them alike.
+    other processes affects them alike. With `prepare` (a thunk, e.g. one that evicts the
+    caches), it runs before every call, outside the timed span, and each call is timed on its
+    own (blocked on), the measurement their sum.
     """
     for run in candidates.values():  # compile and warm up
         jax.block_until_ready(run())
     samples: dict[str, list[float]] = {name: [] for name in candidates}
     for _ in range(repeats):
         for name, run in candidates.items():
-            start = time.perf_counter()
+            if prepare is None:
+                start = time.perf_counter()
+                for _ in range(calls):
+                    result = run()
+                jax.block_until_ready(result)
+                samples[name].append((time.perf_counter() - start) / calls)
+                continue
+            total = 0.0
             for _ in range(calls):
-                result = run()
-            jax.block_until_ready(result)
-            samples[name].append((time.perf_counter() - start) / calls)
+                jax.block_until_ready(prepare())
+                start = time.perf_counter()
+                jax.block_until_ready(run())
+                total += time.perf_counter() - start
+            samples[name].append(total / calls)
     return {name: float(np.median(times)) for name, times in samples.items()}
