@@ -26,18 +26,23 @@ def median_seconds(
     samples: dict[str, list[float]] = {name: [] for name in candidates}
     for _ in range(repeats):
         for name, run in candidates.items():
-            if prepare is None:
-                start = time.perf_counter()
-                for _ in range(calls):
-                    result = run()
-                jax.block_until_ready(result)
-                samples[name].append((time.perf_counter() - start) / calls)
-                continue
-            total = 0.0
-            for _ in range(calls):
-                jax.block_until_ready(prepare())
-                start = time.perf_counter()
-                jax.block_until_ready(run())
-                total += time.perf_counter() - start
-            samples[name].append(total / calls)
+            samples[name].append(_seconds_per_call(run, calls, prepare))
     return {name: float(np.median(times)) for name, times in samples.items()}
+
+
+def _seconds_per_call(run: Callable[[], object], calls: int,
+                      prepare: Callable[[], object] | None) -> float:
+    """One measurement of `median_seconds`: `calls` calls of `run`, mean seconds per call."""
+    if prepare is None:
+        start = time.perf_counter()
+        for _ in range(calls):
+            result = run()
+        jax.block_until_ready(result)
+        return (time.perf_counter() - start) / calls
+    total = 0.0
+    for _ in range(calls):
+        jax.block_until_ready(prepare())
+        start = time.perf_counter()
+        jax.block_until_ready(run())
+        total += time.perf_counter() - start
+    return total / calls
